@@ -1,0 +1,40 @@
+"""Eight fake CPU devices, set before anything imports jax (STYLE.md)."""
+import os
+
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8').strip()
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import jax  # noqa: E402  (must come after XLA_FLAGS)
+import pytest  # noqa: E402
+
+from vaegan_jax import models, state  # noqa: E402
+from vaegan_jax.configs import tiny  # noqa: E402
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _eight_devices():
+  assert jax.local_device_count() == 8, 'XLA_FLAGS was set too late: jax started before conftest'
+
+
+def tiny_config(kind: str = 'vaegan', learning_rate: float | None = None, **loss_overrides):
+  """The tiny config for `kind`, with loss settings and all three learning rates overridden."""
+  config = tiny.get_config(kind)
+  config.loss.update(loss_overrides)
+  if learning_rate is not None:
+    for network in state.NETWORK_NAMES:
+      config.optimizer[network].learning_rate = learning_rate
+  return config
+
+
+def build_from(config, axis_name: str | None = None):
+  """(config, networks, optimizers, initial state) for `config`."""
+  networks = models.build_networks(config.model, axis_name)
+  optimizers = state.build_optimizers(config, networks)
+  return config, networks, optimizers, state.init_train_state(config, networks, optimizers)
+
+
+def build(kind: str = 'vaegan', axis_name: str | None = None, learning_rate: float | None = None,
+          **loss_overrides):
+  """(config, networks, optimizers, initial state) of the tiny config for `kind`."""
+  return build_from(tiny_config(kind, learning_rate, **loss_overrides), axis_name)

@@ -1,0 +1,87 @@
+"""The paper's 64x64 networks: parameter counts, shapes at 32/64/128, layer names and errors."""
+import jax
+import jax.numpy as jnp
+import pytest
+
+from vaegan_jax import models
+from vaegan_jax.configs import celeba64
+
+
+def count(params):
+  return sum(x.size for x in jax.tree.leaves(params))
+
+
+def init(module, shape):
+  return module.init(jax.random.key(0), jnp.zeros(shape), train=False)
+
+
+def paper_networks(resolution=64):
+  config = celeba64.get_config(str(resolution))
+  return config, models.build_networks(config.model)
+
+
+def test_parameter_counts_of_the_paper_networks_match_a_hand_count():
+  _, networks = paper_networks()
+  bn = lambda channels: 2 * channels                       # scale and shift
+  # Enc: three 5x5 stride-2 convs (no bias: BN follows), dense 2048, dense mu and logvar (bias).
+  encoder = (5 * 5 * 3 * 64 + bn(64) + 5 * 5 * 64 * 128 + bn(128) + 5 * 5 * 128 * 256 + bn(256)
+             + 8 * 8 * 256 * 2048 + bn(2048) + 2 * (2048 * 128 + 128))
+  # Dec: dense to 8x8x256, ups to 256, 128, 32 channels, 5x5 conv to 3 channels with bias.
+  decoder = (128 * 8 * 8 * 256 + bn(8 * 8 * 256) + 5 * 5 * 256 * 256 + bn(256)
+             + 5 * 5 * 256 * 128 + bn(128) + 5 * 5 * 128 * 32 + bn(32) + 5 * 5 * 32 * 3 + 3)
+  # Dis: conv 32 with bias and no BN, convs 128, 256, 256, dense 512, dense 1 with bias.
+  discriminator = (5 * 5 * 3 * 32 + 32 + 5 * 5 * 32 * 128 + bn(128) + 5 * 5 * 128 * 256 + bn(256)
+                   + 5 * 5 * 256 * 256 + bn(256) + 8 * 8 * 256 * 512 + bn(512) + 512 + 1)
+  assert count(init(networks.encoder, (1, 64, 64, 3))['params']) == encoder == 35_112_768
+  assert count(init(networks.decoder, (1, 128))['params']) == decoder == 4_693_155
+  assert count(init(networks.discriminator, (1, 64, 64, 3))['params']) == discriminator == 10_953_857
+
+
+@pytest.mark.parametrize('resolution', [32, 64, 128])
+def test_output_shapes(resolution):
+  config, networks = paper_networks(resolution)
+  batch = 2
+  image = jnp.zeros((batch, resolution, resolution, 3))
+  latent = jnp.zeros((batch, 128))
+  mu, log_variance = networks.encoder.apply(init(networks.encoder, image.shape), image, train=False)
+  assert mu.shape == log_variance.shape == (batch, 128)
+  decoded = networks.decoder.apply(init(networks.decoder, latent.shape), latent, train=False)
+  assert decoded.shape == image.shape
+  logits, features = networks.discriminator.apply(
+      init(networks.discriminator, image.shape), image, train=False)
+  assert logits.shape == (batch,)
+  assert tuple(features) == models.discriminator_layer_names(len(
+      config.model.discriminator_channels))
+  assert features['conv1'].shape == (batch, resolution, resolution, 32)
+  last_conv = f'conv{len(config.model.discriminator_channels)}'
+  assert features[last_conv].shape == (batch, 8, 8, 256)
+
+
+def test_paper_feature_layer_is_the_fourth_conv_before_batch_norm():
+  _, networks = paper_networks()
+  image = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
+  variables = init(networks.discriminator, image.shape)
+  _, features = networks.discriminator.apply(variables, image, train=True, mutable=['batch_stats'])[0]
+  conv4 = features['conv4']
+  assert conv4.shape == (4, 8, 8, 256)
+  # Before BN: the batch is not normalised (after BN every channel would have mean ~0, std ~1).
+  assert float(jnp.abs(jnp.std(conv4, axis=(0, 1, 2)) - 1.0).mean()) > 0.5
+
+
+def test_unknown_feature_layer_fails_with_the_valid_names():
+  config = celeba64.get_config()
+  with pytest.raises(ValueError, match=r"conv5.*conv1.*conv2.*conv3.*conv4.*dense1.*dense2"):
+    models.check_model_config(config.model, 'conv5')
+
+
+def test_unknown_model_kind_and_bad_resolution_fail_clearly():
+  config = celeba64.get_config()
+  config.model.kind = 'wgan'
+  with pytest.raises(ValueError, match=r"wgan.*vaegan.*vae.*vae_disl.*gan"):
+    models.check_model_config(config.model, 'conv4')
+  config = celeba64.get_config()
+  config.model.resolution = 60
+  with pytest.raises(ValueError, match='ARCHITECTURES'):
+    models.check_model_config(config.model, 'conv4')
+  with pytest.raises(ValueError, match='Unknown celeba64 config variant'):
+    celeba64.get_config('feb')

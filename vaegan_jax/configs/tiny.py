@@ -1,0 +1,26 @@
+"""A tiny VAE/GAN at 16x16 for tests: the paper's structure with a handful of channels."""
+from __future__ import annotations
+
+import ml_collections
+
+from vaegan_jax.configs import celeba64
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """celeba64's settings with small networks; `arg` is a model kind (default vaegan)."""
+  config = celeba64.get_config()
+  config.global_batch_size = 16
+  config.num_train_steps = 20
+  config.model.update(dict(
+      kind=arg or 'vaegan',
+      resolution=16,
+      latent_dim=8,
+      encoder_hidden_features=32,
+      decoder_dense_channels=16,
+      discriminator_hidden_features=32,
+      encoder_channels=(8, 16),
+      decoder_channels=(16, 8),
+      discriminator_channels=(8, 16, 16),
+  ))
+  config.loss.feature_layer = 'conv3'
+  return config

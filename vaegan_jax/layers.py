@@ -1,0 +1,236 @@
+"""Convolutions with the authors' geometry, and the initialiser of their code.
+
+Both convolutions pad k // 2 on every side, as the authors' code (and PyTorch's `padding=2`) does.
+XLA's 'SAME' would pad (1, 2) for a stride-2, 5x5 conv on an even input and shift the sampling
+grid by half a pixel.
+
+`conv_transpose2d` is the adjoint (input gradient) of the stride-2 `conv2d`, with a custom VJP
+made of that strided conv's own products. Autodiff of an lhs-dilated convolution (what
+`flax.linen.ConvTranspose` lowers to) makes XLA:CPU compute the kernel gradient at a few GFLOP/s.
+
+On XLA:CPU the strided conv's own gradients are slow too (kernel gradient about 30 GFLOP/s on
+the CI machine), so with gradients='matmul' the input gradient runs as four stride-1 "phase"
+convolutions and the kernel gradient as one matmul per kernel tap: 2-4x faster there. GPUs and
+TPUs keep XLA's convolution gradients ('auto' chooses by backend).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from jax import lax
+
+_DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+
+
+def fan_in_uniform(fan_in: int) -> nn.initializers.Initializer:
+  """Uniform(-a, a) with a = 1 / sqrt(3 * fan_in): the authors' code's weight init (PAPER.md)."""
+  limit = 1.0 / (3.0 * fan_in) ** 0.5
+
+  def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+  return init
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """Cross-correlation with symmetric padding k // 2.
+
+  Args:
+    x: [B, H, W, C_in].
+    kernel: [k, k, C_in, C_out], k odd.
+    stride: 1 or 2.
+  Returns:
+    [B, ceil(H / stride), ceil(W / stride), C_out].
+  """
+  pad = kernel.shape[0] // 2
+  return lax.conv_general_dilated(
+      x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+      dimension_numbers=_DIMENSION_NUMBERS)
+
+
+CONV_GRADIENTS = ('auto', 'xla', 'matmul')
+
+
+def resolve_conv_gradients(choice: str) -> str:
+  """'auto' is 'matmul' on the CPU and 'xla' on GPU and TPU, where XLA's own are fastest."""
+  if choice not in CONV_GRADIENTS:
+    raise ValueError(f'model.conv_gradients={choice!r}: choose one of {CONV_GRADIENTS}.')
+  if choice == 'auto':
+    return 'matmul' if jax.default_backend() == 'cpu' else 'xla'
+  return choice
+
+
+def _stride2_conv_by_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`conv2d(x, kernel, 2)` as the sum of four stride-1 VALID convs, one per (row, column) parity.
+
+  Tap a = 2p + r of the kernel only ever meets input rows of parity r, so the strided conv is
+  sum over (r, s) of conv(x[r::2, s::2], kernel[r::2, s::2]): the same multiply-adds, no stride.
+  """
+  k = kernel.shape[0]
+  pad = k // 2
+  height, width = x.shape[1] // 2, x.shape[2] // 2
+  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  total = 0.0
+  for row_parity in (0, 1):
+    for col_parity in (0, 1):
+      sub_kernel = kernel[row_parity::2, col_parity::2]
+      phase = padded[:, row_parity::2, col_parity::2, :][
+          :, :height + sub_kernel.shape[0] - 1, :width + sub_kernel.shape[1] - 1]
+      total = total + lax.conv_general_dilated(phase, sub_kernel, (1, 1), 'VALID',
+                                               dimension_numbers=_DIMENSION_NUMBERS)
+  return total
+
+
+def _stride2_conv_adjoint(y: jax.Array, kernel: jax.Array, gradients: str) -> jax.Array:
+  """The adjoint of `conv2d(., kernel, 2)`: [B, H, W, C_out] -> [B, 2H, 2W, C_in]."""
+  batch, height, width, _ = y.shape
+  forward = _stride2_conv_by_phases if gradients == 'matmul' else (
+      lambda u, k: conv2d(u, k, 2))
+  upsampled = jax.ShapeDtypeStruct((batch, 2 * height, 2 * width, kernel.shape[2]), y.dtype)
+  (result,) = jax.linear_transpose(lambda u: forward(u, kernel), upsampled)(y)
+  return result
+
+
+def _stride2_conv_kernel_gradient(x: jax.Array, output_cotangent: jax.Array,
+                                  kernel_shape: tuple[int, ...], gradients: str) -> jax.Array:
+  """d<conv2d(x, K, 2), output_cotangent>/dK, [k, k, C_in, C_out]."""
+  if gradients == 'xla':
+    zeros = jnp.zeros(kernel_shape, x.dtype)
+    _, pullback = jax.vjp(lambda k: conv2d(x, k, 2), zeros)
+    return pullback(output_cotangent)[0]
+  # One [C_in, N] x [N, C_out] matmul per tap, N = B * H_out * W_out: XLA:CPU runs these near
+  # its matmul peak, several times faster than its kernel-gradient convolution.
+  k, _, in_features, out_features = kernel_shape
+  pad = k // 2
+  out_height, out_width = output_cotangent.shape[1:3]
+  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  cotangent = output_cotangent.reshape(-1, out_features)
+  taps = []
+  for row in range(k):
+    for col in range(k):
+      window = padded[:, row:row + 2 * out_height - 1:2, col:col + 2 * out_width - 1:2, :]
+      taps.append(jnp.dot(window.reshape(-1, in_features).T, cotangent,
+                          preferred_element_type=jnp.float32))
+  return jnp.stack(taps).reshape(kernel_shape).astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def strided_conv2d(x: jax.Array, kernel: jax.Array, gradients: str = 'xla') -> jax.Array:
+  """`conv2d(x, kernel, 2)` whose backward pass `gradients` chooses ('xla' or 'matmul').
+
+  'matmul' computes the input gradient as stride-1 phase convolutions and the kernel gradient
+  as per-tap matmuls (fast on XLA:CPU); 'xla' uses XLA's own convolution gradients.
+  """
+  return conv2d(x, kernel, 2)
+
+
+def _strided_conv2d_forward(x, kernel, gradients):
+  return conv2d(x, kernel, 2), (x, kernel)
+
+
+def _strided_conv2d_backward(gradients, residuals, output_cotangent):
+  x, kernel = residuals
+  return (_stride2_conv_adjoint(output_cotangent, kernel, gradients),
+          _stride2_conv_kernel_gradient(x, output_cotangent, kernel.shape, gradients))
+
+
+strided_conv2d.defvjp(_strided_conv2d_forward, _strided_conv2d_backward)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_transpose2d(x: jax.Array, kernel: jax.Array, gradients: str = 'xla') -> jax.Array:
+  """Stride-2 transposed convolution mapping H x W to 2H x 2W.
+
+  Equal to PyTorch's ConvTranspose2d(k, stride=2, padding=k // 2, output_padding=1): it is the
+  adjoint of `conv2d(., kernel, 2)` applied to a [B, 2H, 2W, C_out] input. Its gradients are
+  those of that strided conv (see `strided_conv2d`).
+
+  Args:
+    x: [B, H, W, C_in].
+    kernel: [k, k, C_out, C_in], the kernel of the strided conv it is the adjoint of.
+    gradients: 'xla' or 'matmul', as for `strided_conv2d`; also picks the forward's form.
+  Returns:
+    [B, 2H, 2W, C_out].
+  """
+  return _stride2_conv_adjoint(x, kernel, gradients)
+
+
+def _conv_transpose2d_forward(x, kernel, gradients):
+  return _stride2_conv_adjoint(x, kernel, gradients), (x, kernel)
+
+
+def _conv_transpose2d_backward(gradients, residuals, output_cotangent):
+  x, kernel = residuals
+  # <T(x, K), g> = <x, C(g, K)>: both gradients are those of the strided conv C at input g.
+  return (conv2d(output_cotangent, kernel, 2),
+          _stride2_conv_kernel_gradient(output_cotangent, x, kernel.shape, gradients))
+
+
+conv_transpose2d.defvjp(_conv_transpose2d_forward, _conv_transpose2d_backward)
+
+
+class Conv(nn.Module):
+  """k x k convolution, stride 1 or 2, padding k // 2; computes in `dtype`, keeps float32 params."""
+  features: int
+  stride: int = 1
+  use_bias: bool = True
+  kernel_size: int = 5
+  dtype: Any = jnp.float32
+  gradients: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, in_features = self.kernel_size, x.shape[-1]
+    kernel = self.param('kernel', fan_in_uniform(k * k * in_features),
+                        (k, k, in_features, self.features))
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if self.stride == 2:
+      y = strided_conv2d(x, kernel, resolve_conv_gradients(self.gradients))
+    else:
+      y = conv2d(x, kernel, self.stride)
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,)).astype(self.dtype)
+    return y
+
+
+class ConvTranspose(nn.Module):
+  """k x k stride-2 transposed convolution doubling height and width (see `conv_transpose2d`).
+
+  The fan-in of the init is k * k * C_in, counted on the layer's input, as for `Conv`.
+  """
+  features: int
+  use_bias: bool = False
+  kernel_size: int = 5
+  dtype: Any = jnp.float32
+  gradients: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, in_features = self.kernel_size, x.shape[-1]
+    kernel = self.param('kernel', fan_in_uniform(k * k * in_features),
+                        (k, k, self.features, in_features))
+    y = conv_transpose2d(x.astype(self.dtype), kernel.astype(self.dtype),
+                         resolve_conv_gradients(self.gradients))
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,)).astype(self.dtype)
+    return y
+
+
+class Dense(nn.Module):
+  """Fully connected layer with the fan-in uniform init; computes in `dtype`, keeps float32 params."""
+  features: int
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    in_features = x.shape[-1]
+    kernel = self.param('kernel', fan_in_uniform(in_features), (in_features, self.features))
+    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,)).astype(self.dtype)
+    return y

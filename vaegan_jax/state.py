@@ -1,0 +1,132 @@
+"""The train state of the three networks, and their three optax optimizers.
+
+As google-research/vdm's TrainState docstring advises for several optimizers, this project has
+its own state class: one pytree with the step, the RNG key, and per network its params, batch
+statistics and optimizer state. The optax transformations themselves are static and live in
+`Optimizers`, outside the pytree.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from vaegan_jax.models import Networks
+
+NETWORK_NAMES = ('encoder', 'decoder', 'discriminator')
+OPTIMIZER_NAMES = ('rmsprop',)
+SCHEDULES = ('constant', 'anneal')
+
+
+@flax.struct.dataclass
+class NetworkState:
+  """One network's trainable state."""
+  params: Any
+  batch_stats: Any
+  opt_state: optax.OptState
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a training step reads and writes; `None` for a network the model kind lacks."""
+  step: jax.Array                        # int32 scalar: updates applied so far
+  rng: jax.Array                         # uint32[2] raw key; each step folds in the step number
+  encoder: NetworkState | None
+  decoder: NetworkState
+  discriminator: NetworkState | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizers:
+  """One optax transformation and one learning-rate schedule per network."""
+  encoder: optax.GradientTransformation | None
+  decoder: optax.GradientTransformation
+  discriminator: optax.GradientTransformation | None
+  schedules: dict[str, optax.Schedule]
+
+
+def learning_rate_schedule(opt_config: Any) -> optax.Schedule:
+  """The learning rate as a function of the global step.
+
+  'constant': the paper's 3e-4. 'anneal': the authors' code, per epoch e of E,
+  lr0 - (e / E)^power * (lr0 - lr_end).
+  """
+  if opt_config.schedule == 'constant':
+    return optax.constant_schedule(opt_config.learning_rate)
+  if opt_config.schedule == 'anneal':
+    start, end = opt_config.learning_rate, opt_config.end_learning_rate
+
+    def anneal(step):
+      epoch = jnp.minimum(step // opt_config.steps_per_epoch, opt_config.anneal_epochs)
+      return start - (epoch / opt_config.anneal_epochs) ** opt_config.anneal_power * (start - end)
+
+    return anneal
+  raise ValueError(f'optimizer.schedule={opt_config.schedule!r}: choose one of {SCHEDULES}.')
+
+
+def _is_kernel(params: Any) -> Any:
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+
+
+def _rmsprop_with_weight_decay(learning_rate: float, decay: float, eps: float,
+                               weight_decay: float) -> optax.GradientTransformation:
+  # Coupled decay: added to the gradient before RMSProp, as the code did; ms starts at 0, eps
+  # sits outside the square root, no momentum.
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay, mask=_is_kernel),
+      optax.rmsprop(learning_rate, decay=decay, eps=eps, initial_scale=0.0, eps_in_sqrt=False))
+
+
+def make_optimizer(opt_config: Any) -> optax.GradientTransformation:
+  """One network's optax transformation.
+
+  The learning rate is an injected hyperparameter that the train step sets from the global step,
+  so a network whose update the equilibrium gating skips keeps the same schedule as the others.
+  """
+  if opt_config.name not in OPTIMIZER_NAMES:
+    raise ValueError(f'optimizer.name={opt_config.name!r}: choose one of {OPTIMIZER_NAMES}.')
+  return optax.inject_hyperparams(_rmsprop_with_weight_decay)(
+      learning_rate=opt_config.learning_rate, decay=opt_config.decay, eps=opt_config.eps,
+      weight_decay=opt_config.weight_decay)
+
+
+def build_optimizers(config: Any, networks: Networks) -> Optimizers:
+  """The three optimizers of `config.optimizer`, for the networks the model kind has."""
+  present = {name: getattr(networks, name) is not None for name in NETWORK_NAMES}
+  return Optimizers(
+      **{name: make_optimizer(config.optimizer[name]) if present[name] else None
+         for name in NETWORK_NAMES},
+      schedules={name: learning_rate_schedule(config.optimizer[name])
+                 for name in NETWORK_NAMES if present[name]})
+
+
+def _init_network(module: Any, optimizer: optax.GradientTransformation, key: jax.Array,
+                  example_input: jax.Array) -> NetworkState:
+  variables = module.init(key, example_input, train=False)
+  params = variables['params']
+  return NetworkState(params=params, batch_stats=variables.get('batch_stats', {}),
+                      opt_state=optimizer.init(params))
+
+
+def init_train_state(config: Any, networks: Networks, optimizers: Optimizers,
+                     seed: int | None = None) -> TrainState:
+  """A fresh state: the authors' init for all three networks, step 0."""
+  seed = config.seed if seed is None else seed
+  rng = jax.random.PRNGKey(seed)
+  encoder_key, decoder_key, discriminator_key, train_key = jax.random.split(rng, 4)
+  model = config.model
+  image = jnp.zeros((1, model.resolution, model.resolution, model.image_channels), jnp.float32)
+  latent = jnp.zeros((1, model.latent_dim), jnp.float32)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      rng=train_key,
+      encoder=None if networks.encoder is None else _init_network(
+          networks.encoder, optimizers.encoder, encoder_key, image),
+      decoder=_init_network(networks.decoder, optimizers.decoder, decoder_key, latent),
+      discriminator=None if networks.discriminator is None else _init_network(
+          networks.discriminator, optimizers.discriminator, discriminator_key, image))
