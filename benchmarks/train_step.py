@@ -39,7 +39,7 @@ def benchmark(dtype: str) -> dict:
   config.model.encoder_hidden_features = _ENCODER_HIDDEN.value
   devices = jax.local_devices()
   config.global_batch_size = _BATCH.value * len(devices)
-  networks = models.build_networks(config.model, steps.AXIS_NAME)
+  networks = models.build_networks(config, steps.AXIS_NAME)
   optimizers = state.build_optimizers(config, networks)
   train_state = state.init_train_state(config, networks, optimizers)
   train_step = steps.make_pmapped_train_step(config, networks, optimizers)

@@ -29,7 +29,7 @@ def tiny_config(kind: str = 'vaegan', learning_rate: float | None = None, **loss
 
 def build_from(config, axis_name: str | None = None):
   """(config, networks, optimizers, initial state) for `config`."""
-  networks = models.build_networks(config.model, axis_name)
+  networks = models.build_networks(config, axis_name)
   optimizers = state.build_optimizers(config, networks)
   return config, networks, optimizers, state.init_train_state(config, networks, optimizers)
 

@@ -17,7 +17,7 @@ def init(module, shape):
 
 def paper_networks(resolution=64):
   config = celeba64.get_config(str(resolution))
-  return config, models.build_networks(config.model)
+  return config, models.build_networks(config)
 
 
 def test_parameter_counts_of_the_paper_networks_match_a_hand_count():
@@ -68,10 +68,11 @@ def test_paper_feature_layer_is_the_fourth_conv_before_batch_norm():
   assert float(jnp.abs(jnp.std(conv4, axis=(0, 1, 2)) - 1.0).mean()) > 0.5
 
 
-def test_unknown_feature_layer_fails_with_the_valid_names():
+def test_unknown_feature_layer_fails_at_build_time_with_the_valid_names():
   config = celeba64.get_config()
+  config.loss.feature_layer = 'conv5'
   with pytest.raises(ValueError, match=r"conv5.*conv1.*conv2.*conv3.*conv4.*dense1.*dense2"):
-    models.check_model_config(config.model, 'conv5')
+    models.build_networks(config)
 
 
 def test_unknown_model_kind_and_bad_resolution_fail_clearly():

@@ -173,6 +173,13 @@ def _conv_transpose2d_backward(gradients, residuals, output_cotangent):
 conv_transpose2d.defvjp(_conv_transpose2d_forward, _conv_transpose2d_backward)
 
 
+def _with_bias(layer: nn.Module, y: jax.Array) -> jax.Array:
+  """y plus the layer's zero-initialised bias 'bias' [features], if it has one."""
+  if not layer.use_bias:
+    return y
+  return y + layer.param('bias', nn.initializers.zeros, (layer.features,)).astype(layer.dtype)
+
+
 class Conv(nn.Module):
   """k x k convolution, stride 1 or 2, padding k // 2; computes in `dtype`, keeps float32 params."""
   features: int
@@ -192,9 +199,7 @@ class Conv(nn.Module):
       y = strided_conv2d(x, kernel, resolve_conv_gradients(self.gradients))
     else:
       y = conv2d(x, kernel, self.stride)
-    if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,)).astype(self.dtype)
-    return y
+    return _with_bias(self, y)
 
 
 class ConvTranspose(nn.Module):
@@ -215,9 +220,7 @@ class ConvTranspose(nn.Module):
                         (k, k, self.features, in_features))
     y = conv_transpose2d(x.astype(self.dtype), kernel.astype(self.dtype),
                          resolve_conv_gradients(self.gradients))
-    if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,)).astype(self.dtype)
-    return y
+    return _with_bias(self, y)
 
 
 class Dense(nn.Module):
@@ -231,6 +234,4 @@ class Dense(nn.Module):
     in_features = x.shape[-1]
     kernel = self.param('kernel', fan_in_uniform(in_features), (in_features, self.features))
     y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
-    if self.use_bias:
-      y = y + self.param('bias', nn.initializers.zeros, (self.features,)).astype(self.dtype)
-    return y
+    return _with_bias(self, y)

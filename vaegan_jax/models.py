@@ -167,13 +167,18 @@ def check_model_config(model_config: Any, feature_layer: str) -> None:
                      f'choose one of {valid_layers} (the paper uses conv4).')
 
 
-def build_networks(model_config: Any, axis_name: str | None = None) -> Networks:
-  """Builds the modules that `model_config.kind` uses.
+def build_networks(config: Any, axis_name: str | None = None) -> Networks:
+  """Checks the config, then builds the modules that `config.model.kind` uses.
 
   Args:
-    model_config: the config's `model` section.
+    config: the whole config (its `model` section, and `loss.feature_layer` for the check).
     axis_name: the device axis to average batch-norm statistics over, or None.
+  Raises:
+    ValueError: for an unknown kind, feature layer or gradient choice, or a resolution the
+      channel tuples do not fit, before anything is traced or compiled.
   """
+  model_config = config.model
+  check_model_config(model_config, config.loss.feature_layer)
   dtype = jnp.dtype(model_config.compute_dtype)
   kind = model_config.kind
   shared = dict(axis_name=axis_name, dtype=dtype, conv_gradients=model_config.conv_gradients)

@@ -67,7 +67,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   config.loss = ml_collections.ConfigDict(dict(
-      feature_layer='conv4',               # [paper] Dis_l = 4th conv, before its BN and ReLU
+      # [paper] Dis_l = the last conv (the 4th at 64x64: 8x8x256), before its BN and ReLU
+      feature_layer=f"conv{len(ARCHITECTURES[resolution]['discriminator_channels'])}",
       reduction='sum',                     # [code] every term summed over the batch; 'mean' averages
       gamma=1e-6 if march else 1e-5,       # [code] decoder's weight of L_llike vs the GAN term
       gan_form='logit',                    # [ours] exact log-sigmoid; 'eps' is the code's form
