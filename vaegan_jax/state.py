@@ -62,7 +62,9 @@ def learning_rate_schedule(opt_config: Any) -> optax.Schedule:
 
     def anneal(step):
       epoch = jnp.minimum(step // opt_config.steps_per_epoch, opt_config.anneal_epochs)
-      return start - (epoch / opt_config.anneal_epochs) ** opt_config.anneal_power * (start - end)
+      fraction = (epoch / opt_config.anneal_epochs) ** opt_config.anneal_power
+      # The same as lr0 - fraction * (lr0 - lr_end), but exact at both ends in float32.
+      return (1.0 - fraction) * start + fraction * end
 
     return anneal
   raise ValueError(f'optimizer.schedule={opt_config.schedule!r}: choose one of {SCHEDULES}.')

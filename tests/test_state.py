@@ -1,0 +1,71 @@
+"""The three optimizers against hand-computed RMSProp steps, and the learning-rate schedules."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from conftest import build
+
+from vaegan_jax import state
+from vaegan_jax.configs import celeba64
+
+
+def test_rmsprop_step_with_coupled_weight_decay_on_kernels_only():
+  opt_config = celeba64.optimizer_config(learning_rate=0.1)
+  optimizer = state.make_optimizer(opt_config)
+  params = {'conv': {'kernel': jnp.array([2.0]), 'bias': jnp.array([2.0])},
+            'conv_norm': {'scale': jnp.array([2.0])}}
+  grads = {'conv': {'kernel': jnp.array([0.5]), 'bias': jnp.array([0.5])},
+           'conv_norm': {'scale': jnp.array([0.5])}}
+  opt_state = optimizer.init(params)
+  updates, opt_state = optimizer.update(grads, opt_state, params)
+  # Kernel: g = 0.5 + 1e-5 * 2; ms = 0.1 g^2 (ms starts at 0); step = lr g / (sqrt(ms) + 1e-8).
+  g = 0.5 + 1e-5 * 2.0
+  np.testing.assert_allclose(updates['conv']['kernel'], [-0.1 * g / (np.sqrt(0.1 * g * g) + 1e-8)],
+                             rtol=1e-6)
+  # Bias and BN scale: no decay.
+  for leaf in (updates['conv']['bias'], updates['conv_norm']['scale']):
+    np.testing.assert_allclose(leaf, [-0.1 * 0.5 / (np.sqrt(0.1 * 0.25) + 1e-8)], rtol=1e-6)
+  # Second step: ms = 0.9 ms + 0.1 g^2.
+  updates, _ = optimizer.update(grads, opt_state, params)
+  ms = 0.9 * 0.1 * 0.25 + 0.1 * 0.25
+  np.testing.assert_allclose(updates['conv']['bias'], [-0.1 * 0.5 / (np.sqrt(ms) + 1e-8)],
+                             rtol=1e-6)
+
+
+def test_anneal_schedule_is_the_authors_per_epoch_formula():
+  opt_config = ml_collections.ConfigDict(dict(
+      schedule='anneal', learning_rate=0.02 / 64, end_learning_rate=1e-5 / 64,
+      anneal_power=0.75, anneal_epochs=150, steps_per_epoch=250))
+  schedule = state.learning_rate_schedule(opt_config)
+  start, end = 0.02 / 64, 1e-5 / 64
+  for step, epoch in ((0, 0), (249, 0), (250, 1), (75 * 250 + 3, 75), (150 * 250, 150),
+                      (400 * 250, 150)):
+    expected = start - (epoch / 150) ** 0.75 * (start - end)
+    np.testing.assert_allclose(schedule(jnp.asarray(step)), expected, rtol=1e-5)
+
+
+def test_unknown_optimizer_or_schedule_fails_clearly():
+  opt_config = celeba64.optimizer_config()
+  opt_config.name = 'adam'
+  with pytest.raises(ValueError, match="'rmsprop'"):
+    state.make_optimizer(opt_config)
+  opt_config = celeba64.optimizer_config()
+  opt_config.schedule = 'cosine'
+  with pytest.raises(ValueError, match="'constant', 'anneal'"):
+    state.learning_rate_schedule(opt_config)
+
+
+@pytest.mark.parametrize('kind,present', [
+    ('vaegan', ('encoder', 'decoder', 'discriminator')),
+    ('vae', ('encoder', 'decoder')),
+    ('gan', ('decoder', 'discriminator')),
+])
+def test_state_holds_exactly_the_networks_of_the_kind(kind, present):
+  _, _, optimizers, train_state = build(kind)
+  for name in state.NETWORK_NAMES:
+    assert (getattr(train_state, name) is not None) == (name in present)
+    assert (getattr(optimizers, name) is not None) == (name in present)
+  assert int(train_state.step) == 0
+  assert train_state.rng.dtype == jnp.uint32
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(train_state.decoder.params))
