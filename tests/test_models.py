@@ -86,3 +86,16 @@ def test_unknown_model_kind_and_bad_resolution_fail_clearly():
     models.check_model_config(config.model, 'conv4')
   with pytest.raises(ValueError, match='Unknown celeba64 config variant'):
     celeba64.get_config('feb')
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('fakes', 'both', "'prior_and_reconstruction', 'prior'"),
+    ('decoder_gan', 'minimax', "'saturating', 'non_saturating'"),
+    ('gan_form', 'probability', "'logit', 'eps'"),
+    ('gamma', -1.0, '>= 0'),
+])
+def test_bad_loss_settings_fail_at_build_time(key, value, message):
+  config = celeba64.get_config()
+  config.loss[key] = value
+  with pytest.raises(ValueError, match=message):
+    models.build_networks(config)

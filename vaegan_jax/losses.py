@@ -9,11 +9,27 @@ authors' code used -log(D + eps) and -log(1 - D + eps) with eps = 1e-3 (`form='e
 """
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
 GAN_FORMS = ('logit', 'eps')
 REDUCTIONS = ('sum', 'mean')
+FAKES = ('prior_and_reconstruction', 'prior')
+DECODER_GAN_MODES = ('saturating', 'non_saturating')
+
+
+def check_loss_config(loss_config: Any) -> None:
+  """Raises ValueError naming a bad `loss` value and the valid choices, before any compiling."""
+  choices = dict(gan_form=GAN_FORMS, reduction=REDUCTIONS, fakes=FAKES,
+                 decoder_gan=DECODER_GAN_MODES)
+  for key, valid in choices.items():
+    if loss_config[key] not in valid:
+      raise ValueError(f'loss.{key}={loss_config[key]!r}: choose one of {valid}.')
+  for key in ('gamma', 'real_weight', 'fake_weight', 'margin'):
+    if not loss_config[key] >= 0:
+      raise ValueError(f'loss.{key}={loss_config[key]!r} must be a number >= 0.')
 
 
 def _sum_per_example(x: jax.Array) -> jax.Array:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from vaegan_jax.layers import Conv, ConvTranspose, Dense, resolve_conv_gradients
+from vaegan_jax.losses import check_loss_config
 
 BATCH_NORM_MOMENTUM = 0.9
 CONV_BATCH_NORM_EPSILON = 1e-6
@@ -174,11 +175,12 @@ def build_networks(config: Any, axis_name: str | None = None) -> Networks:
     config: the whole config (its `model` section, and `loss.feature_layer` for the check).
     axis_name: the device axis to average batch-norm statistics over, or None.
   Raises:
-    ValueError: for an unknown kind, feature layer or gradient choice, or a resolution the
-      channel tuples do not fit, before anything is traced or compiled.
+    ValueError: for an unknown kind, feature layer, gradient choice or loss setting, or a
+      resolution the channel tuples do not fit, before anything is traced or compiled.
   """
   model_config = config.model
   check_model_config(model_config, config.loss.feature_layer)
+  check_loss_config(config.loss)
   dtype = jnp.dtype(model_config.compute_dtype)
   kind = model_config.kind
   shared = dict(axis_name=axis_name, dtype=dtype, conv_gradients=model_config.conv_gradients)

@@ -41,8 +41,6 @@ from vaegan_jax.models import Networks
 from vaegan_jax.state import NetworkState, Optimizers, TrainState
 
 AXIS_NAME = 'batch'
-FAKES = ('prior_and_reconstruction', 'prior')
-DECODER_GAN_MODES = ('saturating', 'non_saturating')
 
 Metrics = dict[str, jax.Array]
 
