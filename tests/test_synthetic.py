@@ -72,19 +72,25 @@ def test_same_seed_same_files_other_seed_other_files(small_set, tmp_path):
              if name != 'list_eval_partition.txt')
 
 
-def test_rendered_attributes_vary_and_the_others_are_all_absent(small_set):
+def test_written_labels_are_the_drawn_faces_and_undrawn_attributes_are_absent(small_set):
   out, _ = small_set
   rows = np.array([[int(v) for v in line.split()[1:]]
                    for line in read_lines(out, 'list_attr_celeba.txt')[2:]])
+  expected = np.array([[1 if drawn else -1 for drawn in synthetic.attributes(
+      synthetic.sample_face(7, index, 300)).values()] for index in range(300)])
+  np.testing.assert_array_equal(rows, expected)
   for column, name in enumerate(synthetic.ATTRIBUTE_NAMES):
-    present = int((rows[:, column] == 1).sum())
-    if name in synthetic.RENDERED_ATTRIBUTES:
-      assert 0 < present < 300, name
-    else:
-      assert present == 0, name
-  hair = [synthetic.ATTRIBUTE_NAMES.index(n)
-          for n in ('Bald', 'Black_Hair', 'Blond_Hair', 'Brown_Hair', 'Gray_Hair')]
-  assert (rows[:, hair] == 1).sum(axis=1).tolist() == [1] * 300   # exactly one hair state
+    if name not in synthetic.RENDERED_ATTRIBUTES:
+      assert (rows[:, column] == -1).all(), name
+
+
+def test_every_drawn_attribute_occurs_and_each_face_has_one_hair_state():
+  faces = [synthetic.sample_face(0, index, 2000) for index in range(2000)]   # 100 identities
+  labels = [synthetic.attributes(face) for face in faces]
+  for name in synthetic.RENDERED_ATTRIBUTES:
+    assert 0 < sum(label[name] for label in labels) < 2000, name
+  hair_states = ('Bald', 'Black_Hair', 'Blond_Hair', 'Brown_Hair', 'Gray_Hair')
+  assert all(sum(label[name] for name in hair_states) == 1 for label in labels)
 
 
 def changed_pixels(face, **change):

@@ -165,7 +165,7 @@ def check_model_config(model_config: Any, feature_layer: str) -> None:
   valid_layers = discriminator_layer_names(len(model_config.discriminator_channels))
   if model_config.kind in ('vaegan', 'vae_disl') and feature_layer not in valid_layers:
     raise ValueError(f'loss.feature_layer={feature_layer!r} is not a discriminator layer; '
-                     f'choose one of {valid_layers} (the paper uses conv4).')
+                     f'choose one of {valid_layers} (the paper uses the last conv, conv4 at 64x64).')
 
 
 def build_networks(config: Any, axis_name: str | None = None) -> Networks:

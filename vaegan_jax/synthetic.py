@@ -80,7 +80,7 @@ def sample_face(seed: int, index: int, num_images: int) -> Face:
   """The face of image `index` (0-based): identity traits from the identity, the rest per image."""
   num_identities = max(1, int(num_images * IDENTITIES_PER_IMAGE))
   identity = int(np.random.default_rng([seed, index, 0]).integers(num_identities))
-  traits = np.random.default_rng([seed, num_images, identity, 1])
+  traits = np.random.default_rng([seed, identity, 1])
   rng = np.random.default_rng([seed, index, 2])
   male = bool(traits.random() < 0.42)
   pale_skin = bool(traits.random() < 0.1)
@@ -218,8 +218,9 @@ def write_celeba(out_dir: str, num_images: int, seed: int = 0,
                  workers: int | None = None) -> dict[str, float]:
   """Writes the five CelebA files for `num_images` synthetic faces into `out_dir`.
 
-  The files are written into a temporary folder beside `out_dir` and moved in at the end, so
-  an interrupted run leaves no partial dataset under the final names.
+  All five files are written into a hidden staging folder inside `out_dir` and moved to their
+  final names (one atomic rename each) only once all five are complete, so an interrupted run
+  leaves no half-written file under a CelebA name; the staging folder is removed either way.
 
   Returns:
     A summary: images, seconds, images_per_s, bytes.
