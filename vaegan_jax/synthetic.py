@@ -269,23 +269,27 @@ def write_celeba(out_dir: str, num_images: int, seed: int = 0,
               bytes=sum(os.path.getsize(os.path.join(out_dir, f)) for f in FILE_NAMES))
 
 
-_OUT = flags.DEFINE_string('out', None, 'Folder for the five CelebA files.')
-_NUM_IMAGES = flags.DEFINE_integer('num_images', 30000, 'Number of faces.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed; the same seed gives the same files.')
-_WORKERS = flags.DEFINE_integer('workers', 0, 'Processes drawing faces (0: one per core).')
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a command, so importing this module
+  next to other absl programs adds no flags."""
+  flags.DEFINE_string('out', None, 'Folder for the five CelebA files.', required=True)
+  flags.DEFINE_integer('num_images', 30000, 'Number of faces.')
+  flags.DEFINE_integer('seed', 0, 'Seed; the same seed gives the same files.')
+  flags.DEFINE_integer('workers', 0, 'Processes drawing faces (0: one per core).')
 
 
 def main(argv: list[str]) -> None:
   del argv
-  summary = write_celeba(_OUT.value, _NUM_IMAGES.value, _SEED.value, _WORKERS.value or None)
+  args = flags.FLAGS
+  summary = write_celeba(args.out, args.num_images, args.seed, args.workers or None)
   logging.info('Wrote %d synthetic CelebA images to %s in %.1f s (%.0f images/s, %.1f MB).',
-               summary['images'], _OUT.value, summary['seconds'], summary['images_per_s'],
+               summary['images'], args.out, summary['seconds'], summary['images_per_s'],
                summary['bytes'] / 1e6)
 
 
 def run() -> None:
   """Entry point of the `vaegan-synthetic` console script."""
-  flags.mark_flag_as_required('out')
+  define_flags()
   app.run(main)
 
 

@@ -1,0 +1,90 @@
+r"""Times the input side: preparing synthetic CelebA, and the training input reading it back.
+
+  python benchmarks/input_pipeline.py                         # 30,000 images at 64x64
+  python benchmarks/input_pipeline.py --num_images=5000 --batches=200
+
+1. Writes --num_images synthetic faces in CelebA's raw format (vaegan_jax.synthetic) and prepares
+   them (vaegan_jax.prepare, all cores): prints images/s of each.
+2. Reads the prepared train split with the training input (shuffled global batches of
+   --global_batch_size, per-example flips, grain's reader threads) and prints images/s over
+   --batches batches after --warmup_batches, median of --runs runs: as host batches (what feeds
+   an accelerator), and as model input on the local devices (flip and scaling run there; on a
+   CPU-only machine that work shares the same cores). Then one JSON line with every number.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+
+import jax
+from absl import app, flags
+
+from vaegan_jax import input_pipeline, preprocess, prepare, sources, synthetic
+
+_NUM_IMAGES = flags.DEFINE_integer('num_images', 30_000, 'Synthetic images to write and prepare.')
+_RESOLUTION = flags.DEFINE_integer('resolution', 64, 'Prepared resolution.')
+_BATCH = flags.DEFINE_integer('global_batch_size', 64, 'Images per global batch.')
+_BATCHES = flags.DEFINE_integer('batches', 1000, 'Timed batches per run.')
+_WARMUP = flags.DEFINE_integer('warmup_batches', 20, 'Untimed batches first.')
+_RUNS = flags.DEFINE_integer('runs', 3, 'Timed runs.')
+_THREADS = flags.DEFINE_integer('threads', 2, "grain's reader threads.")
+_WORKERS = flags.DEFINE_integer('workers', 0, 'Prepare processes (0: one per core).')
+
+
+def time_reading(split: input_pipeline.PreparedSplit, on_devices: bool) -> list[float]:
+  """images/s of each run: batches pulled from a fresh iterator, as host arrays or (on_devices)
+  until the last is model input on the devices."""
+  devices = jax.local_devices()
+  rates = []
+  for run in range(_RUNS.value):
+    load = input_pipeline.training_batches(
+        split, seed=run, global_batch_size=_BATCH.value, local_devices=len(devices),
+        flip='example')
+    iterator = input_pipeline.TrainingIterator(load, devices if on_devices else None,
+                                               threads=_THREADS.value)
+    for _ in range(_WARMUP.value):
+      next(iterator)
+    start = time.perf_counter()
+    for _ in range(_BATCHES.value):
+      batch = next(iterator)
+    jax.block_until_ready(batch)
+    rates.append(_BATCHES.value * _BATCH.value / (time.perf_counter() - start))
+  return rates
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  with tempfile.TemporaryDirectory() as scratch:
+    start = time.perf_counter()
+    synthetic.write_celeba(f'{scratch}/raw', _NUM_IMAGES.value, seed=0)
+    synthetic_rate = _NUM_IMAGES.value / (time.perf_counter() - start)
+    summary = prepare.prepare(
+        sources.CelebAFiles(f'{scratch}/raw', name='synthetic'), f'{scratch}/data',
+        preprocess.PreprocessSpec(resolution=_RESOLUTION.value), workers=_WORKERS.value)
+    split = input_pipeline.open_prepared(f'{scratch}/data', 'synthetic', _RESOLUTION.value, 3,
+                                         'train+validation')
+    host_rates = time_reading(split, on_devices=False)
+    device_rates = time_reading(split, on_devices=True)
+  result = dict(
+      num_images=_NUM_IMAGES.value, resolution=_RESOLUTION.value,
+      synthetic_images_per_s=round(synthetic_rate),
+      prepare_images_per_s=round(_NUM_IMAGES.value / summary.seconds),
+      prepared_mib=round(summary.bytes / 2**20, 1),
+      host_images_per_s_median=round(statistics.median(host_rates)),
+      host_images_per_s_runs=[round(rate) for rate in host_rates],
+      device_images_per_s_median=round(statistics.median(device_rates)),
+      device_images_per_s_runs=[round(rate) for rate in device_rates],
+      global_batch_size=_BATCH.value, devices=jax.local_device_count(),
+      backend=jax.default_backend())
+  print(f'synthetic: {result["synthetic_images_per_s"]} images/s; prepare: '
+        f'{result["prepare_images_per_s"]} images/s ({summary}); training input: '
+        f'{result["host_images_per_s_median"]} images/s as host batches, '
+        f'{result["device_images_per_s_median"]} images/s as model input on '
+        f'{jax.default_backend()} (medians of {_RUNS.value} runs)')
+  print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  app.run(main)

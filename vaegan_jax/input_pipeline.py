@@ -1,0 +1,284 @@
+"""Training input: a prepared dataset -> shuffled uint8 batches for this process's devices.
+
+Batches are defined globally and then cut per process, so every process count sees the same
+global batches: global batch b is the b-th run of `global_batch_size` indices of an endless
+sequence of epochs, each shuffled afresh from the seed; process p of P takes the p-th of P equal
+slices of it, reads only those records, and reshapes them to [local devices, per-device batch,
+R, R, C]. Over an epoch the processes read disjoint parts that together cover every example.
+
+Each epoch is a fresh numpy permutation of the examples drawn from (seed, epoch), so batch b is
+a pure function of (seed, b): a restored iterator starts at its saved batch at once, with no
+replay. grain runs the loading: a pool of threads that read batches ahead, in order, passing
+any error on. Records are read from the array_record shards tfds wrote, one batched read per shard,
+and parsed here: the images are raw bytes, so this is several times faster than tfds's generic
+per-feature decoding, and about twice as fast as tfds's data source, which starts a thread pool on
+every read.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import os
+import sys
+import threading
+from typing import Any, Callable, Iterator, Sequence
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
+from array_record.python import array_record_module
+from tensorflow_datasets.proto import tf_example_pb2
+
+from vaegan_jax import prepare, sources
+
+Batch = dict[str, np.ndarray]
+
+
+class ShardedRecords:
+  """Random access to the records of tfds file instructions (the shards of one or more splits).
+
+  read(indices) groups the indices by shard and makes one batched read per shard. Readers open
+  lazily, one set per thread: an ArrayRecordReader is not safe to share between threads.
+  """
+
+  def __init__(self, file_instructions: Sequence[Any]):
+    self._paths = [os.fspath(instruction.filename) for instruction in file_instructions]
+    self._skips = np.array([instruction.skip for instruction in file_instructions])
+    takes = np.array([instruction.take for instruction in file_instructions])
+    self._starts = np.concatenate([[0], np.cumsum(takes)])
+    self._local = threading.local()
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  def __getstate__(self) -> dict:
+    return {key: value for key, value in self.__dict__.items() if key != '_local'}
+
+  def __setstate__(self, state: dict) -> None:
+    self.__dict__.update(state, _local=threading.local())
+
+  def _reader(self, shard: int) -> Any:
+    readers = self._local.__dict__.setdefault('readers', {})
+    if shard not in readers:
+      readers[shard] = array_record_module.ArrayRecordReader(
+          self._paths[shard], 'readahead_buffer_size:0', file_reader_buffer_size=32768)
+    return readers[shard]
+
+  def read(self, indices: np.ndarray) -> list[bytes]:
+    """The serialized records at `indices` (any order, repeats allowed), in that order.
+
+    Reads go in file order, one batched read per shard: about 30% faster than in batch order.
+    """
+    indices = np.asarray(indices, np.int64)
+    if not indices.size:
+      return []
+    if indices.min() < 0 or indices.max() >= len(self):
+      raise IndexError(f'Record indices must lie in [0, {len(self)}).')
+    order = np.argsort(indices, kind='stable')
+    shards = np.searchsorted(self._starts, indices[order], side='right') - 1
+    cuts = np.flatnonzero(np.diff(shards)) + 1
+    records: list[bytes] = [b''] * len(indices)
+    for rows, shard in zip(np.split(order, cuts), shards[np.concatenate([[0], cuts])]):
+      positions = indices[rows] - self._starts[shard] + self._skips[shard]
+      for row, record in zip(rows, self._reader(shard).read(positions.tolist())):
+        records[row] = record
+    return records
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedSplit:
+  """A prepared split (or '+'-joined splits): its records, image shape (R, R, C) and the names of
+  its [A] attribute columns."""
+  records: ShardedRecords
+  image_shape: tuple[int, int, int]
+  attribute_names: tuple[str, ...]
+  path: str
+  split: str
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  def read(self, indices: Sequence[int]) -> Batch:
+    """{'image': [N, R, R, C] uint8, 'attributes': [N, A] bool} of the given records."""
+    return decode_records(self.records.read(indices), self.image_shape,
+                          len(self.attribute_names))
+
+
+def decode_records(records: Sequence[bytes], image_shape: tuple[int, ...], num_attributes: int
+                   ) -> Batch:
+  """Serialized examples written by `prepare` -> stacked image and attribute arrays."""
+  images = np.empty((len(records), *image_shape), np.uint8)
+  attributes = np.empty((len(records), num_attributes), np.bool_)
+  for row, record in enumerate(records):
+    feature = tf_example_pb2.Example.FromString(record).features.feature
+    images[row] = np.frombuffer(feature['image'].bytes_list.value[0], np.uint8
+                                ).reshape(image_shape)
+    attributes[row] = np.frombuffer(feature['attributes'].bytes_list.value[0], np.bool_)
+  return {'image': images, 'attributes': attributes}
+
+
+def open_prepared(data_dir: str, name: str, resolution: int, channels: int, split: str
+                  ) -> PreparedSplit:
+  """The prepared dataset NAME at this resolution; a DataError saying how to prepare it if absent.
+  """
+  path = prepare.dataset_dir(data_dir, name, resolution, channels)
+  if not os.path.exists(os.path.join(path, 'dataset_info.json')):
+    found = sorted(os.listdir(os.path.join(data_dir, prepare.BUILDER_NAME))) if os.path.isdir(
+        os.path.join(data_dir, prepare.BUILDER_NAME)) else []
+    raise sources.DataError(
+        f'No prepared dataset {prepare.config_name(name, resolution, channels)} in {data_dir} '
+        f'(expected {path}; found: {", ".join(found) or "none"}). Prepare it once with '
+        f'`vaegan-prepare --raw_dir=CELEBA_FILES --data_dir={data_dir} --name={name} '
+        f'--resolution={resolution}` (or --image_folder / --tfds_name).')
+  builder = tfds.builder_from_directory(path)
+  available = list(builder.info.splits)
+  missing = [part for part in split.split('+') if part not in available]
+  if missing:
+    raise sources.DataError(f'{path} has no split {", ".join(missing)}; it has '
+                            f'{", ".join(available)}. Set the config\'s data split accordingly.')
+  return PreparedSplit(
+      records=ShardedRecords(builder.info.splits[split].file_instructions), path=path, split=split,
+      image_shape=tuple(builder.info.features['image'].shape),
+      attribute_names=tuple(builder.info.metadata['attribute_names']))
+
+
+def process_slice(global_batch_size: int, process_index: int, process_count: int) -> slice:
+  """This process's part of a global batch; the batch must split evenly."""
+  if global_batch_size % process_count:
+    raise ValueError(f'global_batch_size {global_batch_size} does not split over '
+                     f'{process_count} processes; make it a multiple of {process_count}.')
+  size = global_batch_size // process_count
+  return slice(process_index * size, (process_index + 1) * size)
+
+
+def flip_flags(seed: int, batch_index: int, global_batch_size: int, mode: str) -> np.ndarray:
+  """[G] bool: which examples of global batch b to mirror; 'batch' flips all or none (the
+  authors' code), 'example' each independently, 'none' never."""
+  if mode == 'none':
+    return np.zeros(global_batch_size, bool)
+  draws = np.random.default_rng([seed, batch_index]).random(global_batch_size)
+  return np.full(global_batch_size, draws[0] < 0.5) if mode == 'batch' else draws < 0.5
+
+
+FLIP_MODES = ('none', 'batch', 'example')
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  """[N] the order of epoch `epoch`: a fresh permutation per (seed, epoch)."""
+  return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def global_batch_indices(seed: int, batch_index: int, global_batch_size: int,
+                         num_examples: int) -> np.ndarray:
+  """[G] example indices of global batch b: positions b*G .. b*G+G-1 of the endless sequence
+  of shuffled epochs (a batch may straddle two epochs)."""
+  positions = np.arange(batch_index * global_batch_size, (batch_index + 1) * global_batch_size)
+  epochs, offsets = np.divmod(positions, num_examples)
+  return np.concatenate([epoch_permutation(seed, int(epoch), num_examples)[offsets[epochs == epoch]]
+                         for epoch in np.unique(epochs)])
+
+
+def training_batches(split: PreparedSplit, *, seed: int, global_batch_size: int,
+                     local_devices: int, flip: str = 'none', process_index: int = 0,
+                     process_count: int = 1) -> Callable[[int], Batch]:
+  """A function of b: this process's part of global batch b, {'image': [D, B, R, R, C] uint8,
+  'attributes': [D, B, A] bool, 'flip': [D, B] bool}, with D = local_devices and B the
+  per-device batch. The flips are applied on the device (`to_model_input`): mirroring on the
+  host costs more than reading the record."""
+  if flip not in FLIP_MODES:
+    raise ValueError(f'flip must be one of {FLIP_MODES}, got {flip!r}.')
+  if len(split) < global_batch_size:
+    raise sources.DataError(f'{split.path} ({split.split}) has {len(split)} examples, fewer than '
+                            f'one global batch of {global_batch_size}.')
+  mine = process_slice(global_batch_size, process_index, process_count)
+  local_batch = mine.stop - mine.start
+  if local_batch % local_devices:
+    raise ValueError(f'The per-process batch {local_batch} does not split over '
+                     f'{local_devices} local devices.')
+
+  def load(batch_index: int) -> Batch:
+    indices = global_batch_indices(seed, batch_index, global_batch_size, len(split))
+    batch = split.read(indices[mine])
+    batch['flip'] = flip_flags(seed, batch_index, global_batch_size, flip)[mine]
+    return {name: value.reshape(local_devices, local_batch // local_devices, *value.shape[1:])
+            for name, value in batch.items()}
+  return load
+
+
+def eval_batches(split: PreparedSplit, *, global_batch_size: int, local_devices: int,
+                 process_index: int = 0, process_count: int = 1, max_batches: int | None = None
+                 ) -> Iterator[Batch]:
+  """One pass over the split in record order, in whole global batches (a remainder is left out)."""
+  mine = process_slice(global_batch_size, process_index, process_count)
+  count = len(split) // global_batch_size
+  for batch_index in range(count if max_batches is None else min(count, max_batches)):
+    indices = np.arange(global_batch_size) + batch_index * global_batch_size
+    batch = split.read(indices[mine])
+    yield {name: value.reshape(local_devices, -1, *value.shape[1:])
+           for name, value in batch.items()}
+
+
+class TrainingIterator:
+  """Batches load(b), b = 0, 1, ..., read ahead by grain's threads and placed on the devices as
+  model input ({'image': [D, B, R, R, C] float32 in [-1, 1], flipped; 'attributes'}); with
+  devices=None, the host batches as `load` returns them.
+
+  get_state() / set_state() hold the index of the next global batch: saved with a checkpoint,
+  a restored run reads exactly the batches the uninterrupted run would have read.
+  """
+
+  def __init__(self, load: Callable[[int], Batch], devices: Sequence[jax.Device] | None,
+               threads: int = 2, host_prefetch: int = 4, device_prefetch: int = 2):
+    self._load, self._devices = load, devices
+    self._read_options = grain.ReadOptions(num_threads=threads,
+                                           prefetch_buffer_size=host_prefetch)
+    self._device_prefetch = device_prefetch
+    self._start(0)
+
+  def _start(self, next_batch: int) -> None:
+    batches = grain.MapDataset.range(next_batch, sys.maxsize).map(self._load)
+    self._host = iter(batches.to_iter_dataset(self._read_options))
+    self._next_batch = next_batch
+    self._on_device: collections.deque = collections.deque()
+
+  def get_state(self) -> dict[str, int]:
+    return {'next_batch': self._next_batch}
+
+  def set_state(self, state: dict[str, int]) -> None:
+    self._start(int(state['next_batch']))
+
+  def __iter__(self) -> TrainingIterator:
+    return self
+
+  def __next__(self) -> dict[str, jax.Array]:
+    if self._devices is None:
+      self._next_batch += 1
+      return next(self._host)
+    while len(self._on_device) < self._device_prefetch:
+      self._on_device.append(to_model_input(to_devices(next(self._host), self._devices)))
+    self._next_batch += 1
+    return self._on_device.popleft()
+
+
+def to_devices(batch: Batch, devices: Sequence[jax.Device]) -> dict[str, jax.Array]:
+  """[D, ...] host arrays -> arrays split over the D devices along axis 0, the layout pmap uses
+  for its mapped inputs, so the step does not copy them again.
+
+  device_put returns at once and copies in the background, which is what prefetching needs.
+  """
+  mesh = jax.sharding.Mesh(np.array(devices), ('devices',))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('devices'))
+  return {name: jax.device_put(value, sharding) for name, value in batch.items()}
+
+
+@jax.jit
+def to_model_input(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """On the devices: uint8 images -> float32 in [-1, 1], mirrored left to right where 'flip'."""
+  image = batch['image']
+  if 'flip' in batch:
+    image = jnp.where(batch['flip'][..., None, None, None], image[..., ::-1, :], image)
+  return {'image': image.astype(jnp.float32) / 127.5 - 1.0, 'attributes': batch['attributes']}

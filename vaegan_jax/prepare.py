@@ -1,0 +1,280 @@
+r"""Prepare a dataset once: decode, crop, blur and resize every image, and write it with tfds.
+
+    python -m vaegan_jax.prepare --raw_dir=RAW --data_dir=DATA [--resolution=64]   # vaegan-prepare
+
+Sources (exactly one):
+  --raw_dir       CelebA's raw files: img_align_celeba.zip (or the extracted folder),
+                  list_attr_celeba.txt and list_eval_partition.txt (Kaggle's .csv also work).
+  --image_folder  any folder of images (recursive), with --attributes_csv optionally.
+  --tfds_name     a tfds image dataset prepared as array_record in --tfds_data_dir (celeb_a, mnist,
+                  cifar10, ...); --download asks tfds to download and prepare it first.
+
+The output is the tfds dataset `vaegan_images/NAME_R` (NAME_R_grey with --channels=1) in
+--data_dir, in the array_record format, which reads without TensorFlow: per example the uint8
+image [R, R, C], the binary attributes [A] and the source file name. Splits are the source's
+(CelebA: train, validation, test). Records keep the source order. Decoding runs on --workers
+threads. tfds writes into a temporary folder and renames it when complete, so a failed or
+interrupted prepare never leaves anything that reads as a dataset.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import glob
+import functools
+import os
+import shutil
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+import threadpoolctl
+from absl import app, flags, logging
+from PIL import Image
+
+from vaegan_jax import preprocess, sources, synthetic
+
+BUILDER_NAME = 'vaegan_images'
+VERSION = '1.0.0'
+
+
+def config_name(name: str, resolution: int, channels: int) -> str:
+  """The tfds config of a prepared dataset: 'celeba_64', or 'mnist_32_grey' for one channel."""
+  return f'{name}_{resolution}' + ('_grey' if channels == 1 else '')
+
+
+def dataset_dir(data_dir: str, name: str, resolution: int, channels: int) -> str:
+  """Where a prepared dataset lives: DATA/vaegan_images/NAME_R/1.0.0."""
+  return os.path.join(data_dir, BUILDER_NAME, config_name(name, resolution, channels), VERSION)
+
+
+@dataclasses.dataclass
+class PrepareSummary:
+  path: str
+  examples: dict[str, int]
+  skipped_corrupt: list[str]
+  seconds: float
+  bytes: int
+
+  def __str__(self) -> str:
+    total = sum(self.examples.values())
+    splits = ', '.join(f'{split} {count}' for split, count in self.examples.items())
+    return (f'Prepared {total} images ({splits}) in {self.seconds:.1f} s '
+            f'({total / max(self.seconds, 1e-9):.0f} images/s), {self.bytes / 2**20:.1f} MiB, '
+            f'{len(self.skipped_corrupt)} corrupt skipped -> {self.path}')
+
+
+# ---------------------------------------------------------------- decoding
+def load_example(source: sources.Source, spec: preprocess.PreprocessSpec,
+                 example: sources.Example
+                 ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+  """(image [R, R, C] uint8, attributes, None), or (None, None, why) for a corrupt image."""
+  try:
+    image, attributes = source.load(example)
+    return preprocess.preprocess(image, spec), attributes, None
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    return None, None, f'{type(error).__name__}: {error}'
+
+
+def ordered_map(pool: concurrent.futures.Executor, function: Callable, items: Iterable,
+                window: int) -> Iterator:
+  """pool.map, in order, with at most `window` results waiting: memory stays flat however
+  slowly the results are consumed."""
+  pending: collections.deque = collections.deque()
+  for item in items:
+    pending.append(pool.submit(function, item))
+    if len(pending) >= window:
+      yield pending.popleft().result()
+  while pending:
+    yield pending.popleft().result()
+
+
+# ---------------------------------------------------------------- the tfds builder
+class VaeganImages(tfds.core.GeneratorBasedBuilder):
+  """Preprocessed images at the training resolution, for the input pipeline."""
+
+  VERSION = tfds.core.Version(VERSION)
+
+  def __init__(self, *, source: sources.Source, spec: preprocess.PreprocessSpec,
+               load_all: Callable[[list[sources.Example]], Iterator], skip_corrupt: bool,
+               **kwargs: Any):
+    self.source, self.spec, self.load_all = source, spec, load_all
+    self.skip_corrupt = skip_corrupt
+    self.corrupt: list[str] = []
+    self.splits = [split for split in sources.SPLITS
+                   if any(example.split == split for example in source.examples)]
+    name = config_name(source.name, spec.resolution, spec.channels)
+    super().__init__(config=tfds.core.BuilderConfig(name=name), file_format='array_record',
+                     **kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    shape = (self.spec.resolution, self.spec.resolution, self.spec.channels)
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=f'{self.source.name} preprocessed by vaegan_jax.prepare: {self.spec}.',
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Tensor(shape=shape, dtype=np.uint8,
+                                          encoding=tfds.features.Encoding.BYTES),
+            'attributes': tfds.features.Tensor(shape=(len(self.source.attribute_names),),
+                                               dtype=np.bool_,
+                                               encoding=tfds.features.Encoding.BYTES),
+            'name': tfds.features.Text(),
+        }),
+        disable_shuffling=True,      # record i of a split is the source's i-th image
+        metadata=tfds.core.MetadataDict(
+            attribute_names=list(self.source.attribute_names), crop=self.spec.crop,
+            resolution=self.spec.resolution, channels=self.spec.channels,
+            source=self.source.name, skipped_corrupt=self.corrupt))
+
+  def _split_generators(self, dl_manager):
+    return {split: self._generate_examples(split) for split in self.splits}
+
+  def _generate_examples(self, split: str):
+    examples = [example for example in self.source.examples if example.split == split]
+    index = 0
+    for example, (image, attributes, error) in zip(examples, self.load_all(examples)):
+      if error is not None:
+        self.corrupt.append(f'{example.key} ({error})')
+        continue
+      yield index, {'image': image, 'attributes': attributes, 'name': example.key}
+      index += 1
+    if self.corrupt and not self.skip_corrupt and split == self.splits[-1]:
+      listing = '\n  '.join(self.corrupt)
+      raise sources.DataError(
+          f'{len(self.corrupt)} corrupt image(s) in {self.source.name}; nothing was written:\n'
+          f'  {listing}\nReplace them from a fresh download, or pass --skip_corrupt to leave '
+          f'them out (the summary counts them).')
+
+
+# ---------------------------------------------------------------- preparing
+def remove_stale_incomplete(data_dir: str, name: str, resolution: int, channels: int) -> None:
+  """Delete what an interrupted prepare left (tfds's incomplete.* folders)."""
+  parent = os.path.dirname(dataset_dir(data_dir, name, resolution, channels))
+  for leftover in glob.glob(os.path.join(parent, 'incomplete.*')):
+    logging.info('Removing %s, left by an interrupted prepare.', leftover)
+    shutil.rmtree(leftover, ignore_errors=True)
+
+
+def prepare(source: sources.Source, data_dir: str, spec: preprocess.PreprocessSpec,
+            workers: int = 0, skip_corrupt: bool = False) -> PrepareSummary:
+  """Write `source` preprocessed per `spec` to `data_dir`; a no-op if already prepared.
+
+  workers: decoding threads; 0 means one per core.
+  """
+  path = dataset_dir(data_dir, source.name, spec.resolution, spec.channels)
+  remove_stale_incomplete(data_dir, source.name, spec.resolution, spec.channels)
+  start = time.time()
+  # Threads, not processes: JPEG decoding and the resize matmuls release the GIL, and threads
+  # need no pickling of the source and no re-import of the caller's main module. One BLAS thread
+  # each: numpy's BLAS would otherwise start a thread per core inside every one of them.
+  workers = workers or os.cpu_count() or 1
+  with (concurrent.futures.ThreadPoolExecutor(workers) as pool,
+        threadpoolctl.threadpool_limits(limits=1, user_api='blas')):
+    load = functools.partial(load_example, source, spec)
+    builder = VaeganImages(
+        source=source, spec=spec, skip_corrupt=skip_corrupt, data_dir=data_dir,
+        load_all=lambda examples: ordered_map(pool, load, examples, window=64 * workers))
+    builder.download_and_prepare()
+  info = tfds.builder_from_directory(path).info
+  return PrepareSummary(
+      path=path, examples={split: info.splits[split].num_examples for split in info.splits},
+      skipped_corrupt=list(info.metadata['skipped_corrupt']), seconds=time.time() - start,
+      bytes=sum(os.path.getsize(os.path.join(path, file)) for file in os.listdir(path)))
+
+
+def ensure_prepared(data_config: Any, resolution: int, channels: int) -> None:
+  """Prepare the configured dataset on first use, where the config says how.
+
+  data_config.synthetic_images > 0: synthetic CelebA of that many faces, generated once into
+  DATA_DIR/raw/synthetic_N and prepared under data_config.name. data_config.raw_dir: CelebA's raw
+  files there. Otherwise the dataset must have been prepared already (vaegan-prepare).
+  """
+  data_dir = os.path.expanduser(data_config.data_dir)
+  if os.path.exists(os.path.join(dataset_dir(data_dir, data_config.name, resolution, channels),
+                                 'dataset_info.json')):
+    return
+  if data_config.synthetic_images:
+    raw_dir = os.path.join(data_dir, 'raw', f'synthetic_{data_config.synthetic_images}')
+    if not all(os.path.exists(os.path.join(raw_dir, name)) for name in synthetic.FILE_NAMES):
+      logging.info('Drawing %d synthetic faces into %s (once).', data_config.synthetic_images,
+                   raw_dir)
+      synthetic.write_celeba(raw_dir, data_config.synthetic_images, seed=0)
+  elif data_config.raw_dir:
+    raw_dir = os.path.expanduser(data_config.raw_dir)
+  else:
+    return
+  spec = preprocess.PreprocessSpec(crop='celeba', resolution=resolution, channels=channels)
+  summary = prepare(sources.CelebAFiles(raw_dir, name=data_config.name), data_dir, spec)
+  logging.info('%s', summary)
+
+
+def download_tfds(dataset: str, data_dir: str) -> None:
+  """Let tfds download and prepare `dataset` as array_record; explain the usual failures."""
+  try:
+    tfds.builder(dataset, data_dir=data_dir, file_format='array_record').download_and_prepare()
+  except Exception as error:   # network, checksum and Drive errors come in many types
+    raise sources.DataError(
+        f'tfds could not download and prepare {dataset!r}: {type(error).__name__}: {error}. '
+        f'CelebA\'s Google Drive files often exceed their download quota. Download the five raw '
+        f'files yourself ({sources.CELEBA_HELP}) and run prepare with --raw_dir.') from error
+
+
+# ---------------------------------------------------------------- command line
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a command, so importing this module
+  next to other absl programs adds no flags."""
+  flags.DEFINE_string('raw_dir', None, "Folder with CelebA's raw files.")
+  flags.DEFINE_string('image_folder', None, 'Folder of images (searched recursively).')
+  flags.DEFINE_string('attributes_csv', None, 'With --image_folder: CSV of binary attributes.')
+  flags.DEFINE_string('tfds_name', None, 'A tfds image dataset, e.g. celeb_a, mnist, cifar10.')
+  flags.DEFINE_string('tfds_data_dir', None, 'data_dir of --tfds_name (default: --data_dir).')
+  flags.DEFINE_bool('download', False, 'With --tfds_name: let tfds download and prepare it first.')
+  flags.DEFINE_string('data_dir', None, 'Where to write the prepared dataset.', required=True)
+  flags.DEFINE_integer('resolution', 64, 'Output side in pixels (32, 64, 128, ...).')
+  flags.DEFINE_enum('channels', '3', ['1', '3'], '3: grey is repeated; 1: colour to luminance.')
+  flags.DEFINE_string('name', None, 'Dataset name (default: celeba, the folder or tfds name).')
+  flags.DEFINE_float('test_fraction', 0.05, 'With --image_folder: share of images held out.')
+  flags.DEFINE_bool('skip_corrupt', False, 'Leave corrupt images out instead of stopping.')
+  flags.DEFINE_integer('workers', 0, 'Decoding threads (0: one per core).')
+
+
+def source_from_flags() -> sources.Source:
+  args = flags.FLAGS
+  chosen = [flag for flag in ('raw_dir', 'image_folder', 'tfds_name') if args[flag].value]
+  if len(chosen) != 1:
+    raise app.UsageError('Give exactly one of --raw_dir, --image_folder and --tfds_name '
+                         f'(got {", ".join("--" + flag for flag in chosen) or "none"}).')
+  if args.raw_dir:
+    return sources.CelebAFiles(args.raw_dir, name=args.name or 'celeba')
+  if args.image_folder:
+    return sources.ImageFolder(args.image_folder, args.attributes_csv, args.test_fraction,
+                               name=args.name)
+  tfds_data_dir = args.tfds_data_dir or args.data_dir
+  if args.download:
+    download_tfds(args.tfds_name, tfds_data_dir)
+  return sources.TfdsDataset(args.tfds_name, tfds_data_dir, name=args.name)
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  args = flags.FLAGS
+  try:
+    source = source_from_flags()
+    spec = preprocess.PreprocessSpec(crop=source.crop, resolution=args.resolution,
+                                     channels=int(args.channels))
+    summary = prepare(source, args.data_dir, spec, args.workers, args.skip_corrupt)
+  except sources.DataError as error:
+    raise SystemExit(f'vaegan-prepare: {error}') from None
+  print(summary)
+
+
+def run() -> None:
+  """Console script `vaegan-prepare`."""
+  define_flags()
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

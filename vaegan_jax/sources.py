@@ -1,0 +1,297 @@
+"""Where `prepare` reads images from: CelebA's raw files, a folder of images, or a tfds dataset.
+
+Every source lists its examples up front (name, split, binary attributes), checked against each
+other before anything is decoded, and loads one image at a time as a PIL image. Sources are
+picklable: file handles open lazily in each worker process.
+
+Errors a user can act on are `DataError`s: they name the file, what was expected and what to do.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import re
+import zipfile
+import zlib
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+SPLITS = ('train', 'validation', 'test')
+CELEBA_PARTITIONS = {'0': 'train', '1': 'validation', '2': 'test'}
+CELEBA_IMAGES = ('img_align_celeba.zip', 'img_align_celeba/img_align_celeba',
+                 'img_align_celeba')
+CELEBA_ATTRIBUTES = ('list_attr_celeba.txt', 'list_attr_celeba.csv')      # Drive / Kaggle
+CELEBA_PARTITION = ('list_eval_partition.txt', 'list_eval_partition.csv')
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+CELEBA_HELP = ('CelebA\'s aligned-and-cropped release: https://mmlab.ie.cuhk.edu.hk/projects/'
+               'CelebA.html (Google Drive or Baidu), or Kaggle\'s "jessicali9530/celeba-dataset"')
+
+
+class DataError(ValueError):
+  """Input data that cannot be used as it is; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """One image of a source: `key` addresses it; attributes are [A] bool, or None where the
+  source reads them with the image."""
+  key: str
+  split: str
+  attributes: np.ndarray | None
+
+
+class Source:
+  """A list of examples, attribute names, the crop that suits them, and an image loader."""
+  name: str
+  crop: str
+  attribute_names: tuple[str, ...]
+  examples: list[Example]
+
+  def load(self, example: Example) -> tuple[Image.Image, np.ndarray]:
+    """(decoded image, [A] bool attributes); raises whatever a corrupt image causes."""
+    raise NotImplementedError
+
+
+# ---------------------------------------------------------------- checks on raw files
+def check_not_web_page(path: str) -> None:
+  """A Google Drive quota or virus-scan page saved under the data file's name is a DataError."""
+  with open(path, 'rb') as file:
+    head = file.read(4096)
+  start = head.lstrip().lower()
+  if not (start.startswith(b'<!doctype html') or start.startswith(b'<html')):
+    return
+  title = re.search(rb'<title>(.*?)</title>', head, re.IGNORECASE | re.DOTALL)
+  title = title.group(1).decode('utf-8', 'replace').strip() if title else 'no title'
+  raise DataError(
+      f'{path} is a web page ("{title}"), not the data file: Google Drive sends such a page when '
+      f'its download quota is exceeded or when it asks to confirm a virus scan. Download the '
+      f'file again (later, or from another mirror: {CELEBA_HELP}) and replace this one.')
+
+
+def find_first(directory: str, candidates: Sequence[str], what: str) -> str:
+  """The first of `candidates` that exists in `directory`; a DataError naming them all if none."""
+  for candidate in candidates:
+    path = os.path.join(directory, candidate)
+    if os.path.exists(path):
+      return path
+  raise DataError(
+      f'Missing {what}: expected one of {", ".join(candidates)} in {directory}. '
+      f'It comes with {CELEBA_HELP}.')
+
+
+def first_difference(listed: Sequence[str], present: Sequence[str]) -> str | None:
+  """The first name (in sorted order) in one sorted list and not the other, said in words."""
+  listed_set, present_set = set(listed), set(present)
+  for name in sorted(listed_set ^ present_set):
+    return (f'{name} is listed but has no image' if name in listed_set
+            else f'{name} has an image but is not listed')
+  return None
+
+
+def read_table(path: str, has_header: bool) -> tuple[list[str], list[list[str]]]:
+  """A CelebA text table or Kaggle's CSV of it -> (header, rows).
+
+  CelebA's attribute and landmark files start with the row count and a header of column names;
+  its partition file is bare rows. The header lists the value columns only; each row is
+  [name, values...].
+  """
+  check_not_web_page(path)
+  with open(path, newline='') as file:
+    if path.endswith('.csv'):
+      rows = [row for row in csv.reader(file) if row]
+      return rows[0][1:], rows[1:]
+    lines = [line.split() for line in file if line.strip()]
+  if not has_header:
+    return [], lines
+  if len(lines) < 2 or len(lines[0]) != 1 or not lines[0][0].isdigit():
+    raise DataError(f'{path} does not start with a row count and a header line as CelebA\'s '
+                    f'files do; it is not CelebA\'s file or it is damaged. Download it again.')
+  count, header, rows = int(lines[0][0]), lines[1], lines[2:]
+  if len(rows) != count:
+    raise DataError(f'{path} says it has {count} rows but has {len(rows)}; the file is '
+                    f'incomplete. Download it again.')
+  return header, rows
+
+
+def parse_attribute_rows(path: str, header: Sequence[str], rows: Sequence[Sequence[str]]
+                         ) -> dict[str, np.ndarray]:
+  """Rows of 1 / -1 (or 1 / 0) -> {name: [A] bool}; a DataError at the first malformed row."""
+  table = {}
+  for number, row in enumerate(rows, start=1):
+    values = row[1:]
+    if len(values) != len(header) or any(v not in ('1', '-1', '0') for v in values):
+      raise DataError(f'{path}, data row {number} ({row[0] if row else "empty"}): expected '
+                      f'{len(header)} values of 1 or -1, got {" ".join(values)!r}.')
+    table[row[0]] = np.array([v == '1' for v in values])
+  return table
+
+
+# ---------------------------------------------------------------- CelebA's raw files
+class CelebAFiles(Source):
+  """CelebA's raw release in `raw_dir`: the images (zip or folder), attributes and partition."""
+
+  def __init__(self, raw_dir: str, name: str = 'celeba'):
+    if not os.path.isdir(raw_dir):
+      raise DataError(f'raw_dir {raw_dir} is not a folder. Point it at the folder holding '
+                      f'img_align_celeba.zip, list_attr_celeba.txt and list_eval_partition.txt.')
+    self.name, self.crop = name, 'celeba'
+    self.images_path = find_first(raw_dir, CELEBA_IMAGES, 'the images')
+    attributes_path = find_first(raw_dir, CELEBA_ATTRIBUTES, 'the attribute file')
+    partition_path = find_first(raw_dir, CELEBA_PARTITION, 'the partition file')
+    image_names = self._image_names()
+
+    header, rows = read_table(attributes_path, has_header=True)
+    attributes = parse_attribute_rows(attributes_path, header, rows)
+    _, partition_rows = read_table(partition_path, has_header=False)
+    partition = {}
+    for row in partition_rows:
+      if len(row) != 2 or row[1] not in CELEBA_PARTITIONS:
+        raise DataError(f'{partition_path}: expected "name 0|1|2" rows, got {" ".join(row)!r}.')
+      partition[row[0]] = CELEBA_PARTITIONS[row[1]]
+    for path, listed in ((attributes_path, attributes), (partition_path, partition)):
+      difference = first_difference(list(listed), image_names)
+      if difference:
+        raise DataError(f'{path} does not match the images in {self.images_path}: {difference}. '
+                        f'The files come from different releases or one is incomplete; use '
+                        f'the five files of one download.')
+    self.attribute_names = tuple(header)
+    self.examples = [Example(name, partition[name], attributes[name]) for name in image_names]
+
+  def _image_names(self) -> list[str]:
+    if os.path.isdir(self.images_path):
+      return sorted(name for name in os.listdir(self.images_path)
+                    if name.lower().endswith('.jpg'))
+    check_not_web_page(self.images_path)
+    try:
+      with zipfile.ZipFile(self.images_path) as archive:
+        self._members = {os.path.basename(member): member for member in archive.namelist()
+                         if member.lower().endswith('.jpg')}
+    except zipfile.BadZipFile as error:
+      raise DataError(f'{self.images_path} is not a readable zip ({error}); the download is '
+                      f'incomplete or damaged. Download it again.') from error
+    return sorted(self._members)
+
+  def __getstate__(self):
+    return {key: value for key, value in self.__dict__.items() if key != '_archive'}
+
+  def load(self, example: Example) -> tuple[Image.Image, np.ndarray]:
+    if os.path.isdir(self.images_path):
+      with open(os.path.join(self.images_path, example.key), 'rb') as file:
+        data = file.read()
+    else:
+      if getattr(self, '_archive', None) is None:
+        self._archive = zipfile.ZipFile(self.images_path)
+      data = self._archive.read(self._members[example.key])
+    return decode(data), example.attributes
+
+
+def decode(data: bytes) -> Image.Image:
+  """Decode fully now (PIL is lazy), so a corrupt file fails here."""
+  image = Image.open(io.BytesIO(data))
+  image.load()
+  return image
+
+
+# ---------------------------------------------------------------- a folder of images
+class ImageFolder(Source):
+  """Every image under `root` (recursively), optionally with a CSV of binary attributes.
+
+  The CSV's first column is the path relative to `root`, the others are attributes (1 / -1 or
+  1 / 0). A stable `test_fraction` of the images (by a hash of the path) is the test split.
+  """
+
+  def __init__(self, root: str, attributes_csv: str | None = None, test_fraction: float = 0.05,
+               name: str | None = None):
+    if not os.path.isdir(root):
+      raise DataError(f'Image folder {root} does not exist or is not a folder.')
+    self.root, self.crop = root, 'centre'
+    self.name = name or os.path.basename(os.path.normpath(root))
+    paths = sorted(
+        os.path.relpath(os.path.join(folder, file), root).replace(os.sep, '/')
+        for folder, _, files in os.walk(root) for file in files
+        if file.lower().endswith(IMAGE_SUFFIXES))
+    if not paths:
+      raise DataError(f'No images ({", ".join(IMAGE_SUFFIXES)}) under {root}.')
+    attributes, self.attribute_names = {}, ()
+    if attributes_csv:
+      if not os.path.exists(attributes_csv):
+        raise DataError(f'Attribute file {attributes_csv} does not exist. It should be a CSV '
+                        f'with a header (path, attribute names...) and one row per image.')
+      header, rows = read_table(attributes_csv, has_header=True)
+      attributes = parse_attribute_rows(attributes_csv, header, rows)
+      difference = first_difference(list(attributes), paths)
+      if difference:
+        raise DataError(f'{attributes_csv} does not match the images under {root}: '
+                        f'{difference}. Give every image one row, named by its path relative '
+                        f'to the folder.')
+      self.attribute_names = tuple(header)
+    empty = np.zeros(0, bool)
+    self.examples = [Example(path, test_split(path, test_fraction), attributes.get(path, empty))
+                     for path in paths]
+
+  def load(self, example: Example) -> tuple[Image.Image, np.ndarray]:
+    with open(os.path.join(self.root, example.key), 'rb') as file:
+      return decode(file.read()), example.attributes
+
+
+def test_split(key: str, test_fraction: float) -> str:
+  """'test' for a stable fraction of keys, by hash, so adding images moves none of the others."""
+  return 'test' if zlib.crc32(key.encode()) % 10_000 < test_fraction * 10_000 else 'train'
+
+
+# ---------------------------------------------------------------- a prepared tfds dataset
+class TfdsDataset(Source):
+  """A tfds image dataset already prepared (array_record) in `data_dir`, e.g. celeb_a or mnist.
+
+  Its 'image' feature is used, and a dict of boolean 'attributes' where it has one (celeb_a).
+  """
+
+  def __init__(self, dataset: str, data_dir: str | None, name: str | None = None):
+    self.dataset, self.data_dir = dataset, data_dir
+    self.name = name or re.sub(r'\W', '_', dataset.split(':')[0].split('/')[0])
+    self.crop = 'celeba' if dataset.startswith('celeb_a') else 'centre'
+    sources = self._open()
+    self.attribute_names = self._attribute_names(sources)
+    self.examples = []
+    for split in SPLITS:
+      if split not in sources:
+        continue
+      for index in range(len(sources[split])):
+        self.examples.append(Example(f'{split}/{index}', split, None))
+
+  def _open(self):
+    import tensorflow_datasets as tfds   # only this source needs tfds in the workers
+    try:
+      return tfds.data_source(self.dataset, data_dir=self.data_dir)
+    except Exception as error:   # tfds raises several types here; all mean the same to a user
+      raise DataError(
+          f'Cannot read the tfds dataset {self.dataset!r} from data_dir {self.data_dir}: '
+          f'{type(error).__name__}: {error}. It must be prepared there in the array_record '
+          f'format (tfds.builder(name, data_dir=..., file_format="array_record")'
+          f'.download_and_prepare(), which needs TensorFlow), or use its raw files with '
+          f'--raw_dir.') from error
+
+  @staticmethod
+  def _attribute_names(sources) -> tuple[str, ...]:
+    features = next(iter(sources.values())).dataset_info.features
+    if 'image' not in features:
+      raise DataError(f'The tfds dataset has no "image" feature (it has {list(features)}).')
+    if 'attributes' not in features:
+      return ()
+    return tuple(sorted(features['attributes'].keys()))
+
+  def __getstate__(self):
+    return {key: value for key, value in self.__dict__.items() if key != '_sources'}
+
+  def load(self, example: Example) -> tuple[Image.Image, np.ndarray]:
+    if getattr(self, '_sources', None) is None:
+      self._sources = self._open()
+    split, index = example.key.split('/')
+    record = self._sources[split][int(index)]
+    pixels = np.asarray(record['image'])
+    attributes = np.array([bool(record['attributes'][name]) for name in self.attribute_names])
+    return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels), attributes
