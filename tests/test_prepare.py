@@ -337,3 +337,14 @@ def test_tfds_dataset_by_name(tmp_path):
 def test_tfds_dataset_not_prepared_says_what_to_do(tmp_path):
   with pytest.raises(sources.DataError, match='array_record'):
     sources.TfdsDataset('fake_images', str(tmp_path / 'empty'))
+
+
+def test_failed_tfds_download_points_to_the_raw_files(tmp_path, monkeypatch):
+  class QuotaBuilder:
+    def download_and_prepare(self):
+      raise OSError('NonMatchingChecksumError: artifact is an HTML page (quota exceeded)')
+  monkeypatch.setattr(tfds, 'builder', lambda *args, **kwargs: QuotaBuilder())
+  with pytest.raises(sources.DataError) as error:
+    prepare.download_tfds('celeb_a', str(tmp_path))
+  message = str(error.value)
+  assert 'quota exceeded' in message and '--raw_dir' in message and "'celeb_a'" in message

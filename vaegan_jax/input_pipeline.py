@@ -277,8 +277,11 @@ def to_devices(batch: Batch, devices: Sequence[jax.Device]) -> dict[str, jax.Arr
 
 @jax.jit
 def to_model_input(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """On the devices: uint8 images -> float32 in [-1, 1], mirrored left to right where 'flip'."""
-  image = batch['image']
-  if 'flip' in batch:
-    image = jnp.where(batch['flip'][..., None, None, None], image[..., ::-1, :], image)
-  return {'image': image.astype(jnp.float32) / 127.5 - 1.0, 'attributes': batch['attributes']}
+  """On the devices: uint8 images -> float32 in [-1, 1], mirrored left to right where 'flip'
+  (which is consumed); other entries pass through."""
+  batch = dict(batch)
+  image, flip = batch['image'], batch.pop('flip', None)
+  if flip is not None:
+    image = jnp.where(flip[..., None, None, None], image[..., ::-1, :], image)
+  batch['image'] = image.astype(jnp.float32) / 127.5 - 1.0
+  return batch

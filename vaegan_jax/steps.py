@@ -382,16 +382,20 @@ def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array, *,
 def make_pmapped_train_step(config: Any, networks: Networks, optimizers: Optimizers,
                             devices: Sequence[jax.Device] | None = None
                             ) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
-  """train_step over `devices` (default: all local ones): images [devices, B, R, R, C].
+  """train_step over `devices` (default: every device of every process); each process passes
+  images [its local devices, B, R, R, C].
 
   The networks must be built with axis_name=AXIS_NAME. The state goes in and comes out unmapped
-  (in_axes / out_axes None: it is identical on every device) and is donated, so its buffers are
-  reused for the new state.
+  (in_axes / out_axes None: it is identical on every device) and, in a single-process run, is
+  donated, so its buffers are reused for the new state.
   """
   step = functools.partial(train_step, config=config, networks=networks,
                            optimizers=optimizers, axis_name=AXIS_NAME)
+  # Donation is for one process only: with several, pmap reshards the unmapped state across
+  # processes on entry and jax 0.10 then deletes buffers that the next step's state still uses.
+  donate = (0,) if jax.process_count() == 1 else ()
   return jax.pmap(step, axis_name=AXIS_NAME, in_axes=(None, 0), out_axes=(None, None),
-                  donate_argnums=(0,), devices=devices)
+                  donate_argnums=donate, devices=devices)
 
 
 def make_pmapped_eval_step(config: Any, networks: Networks,

@@ -1,4 +1,5 @@
-"""A tiny VAE/GAN at 16x16 for tests: the paper's structure with a handful of channels."""
+"""A tiny VAE/GAN at 16x16 for tests: the paper's structure with a handful of channels, on 300
+synthetic faces, with every report and checkpoint every few steps."""
 from __future__ import annotations
 
 import ml_collections
@@ -23,4 +24,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       discriminator_channels=(8, 16, 16),
   ))
   config.loss.feature_layer = 'conv3'
+  config.data.update(dict(name='synthetic', synthetic_images=300, flip='example',
+                          reader_threads=1))
+  config.log_every_steps = 2
+  config.image_every_steps = 3
+  config.eval_every_steps = 3
+  config.eval_batches = 1
+  config.checkpoint_every_steps = 3
+  config.keep_checkpoints = 2
+  config.grid_size = 4
   return config

@@ -1,0 +1,208 @@
+"""The training loop end to end on the tiny config: reports, checkpoints, exact resume after
+SIGKILL, the NaN stop, and the messages for bad configs, workdirs, data and checkpoints."""
+import glob
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboardX.proto import event_pb2
+
+from vaegan_jax import checkpoints, models, sources, state, train
+from vaegan_jax.configs import tiny
+
+REPO = os.path.dirname(os.path.dirname(__file__))
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  """One prepared synthetic dataset for every run of this module (made by the first run)."""
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def tiny_run_config(data_dir, **overrides):
+  config = tiny.get_config()
+  config.data.data_dir = data_dir
+  config.update(overrides)
+  return config
+
+
+def read_events(path):
+  """Every Event in a TensorBoard file (TFRecord framing: length, crc, data, crc)."""
+  events = []
+  with open(path, 'rb') as file:
+    while header := file.read(12):
+      length = struct.unpack('<Q', header[:8])[0]
+      events.append(event_pb2.Event.FromString(file.read(length)))
+      file.read(4)
+  return events
+
+
+def leaves(tree):
+  return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
+
+
+def test_end_to_end_writes_every_report(tmp_path, data_dir):
+  workdir = str(tmp_path / 'run')
+  final = train.train_and_evaluate(tiny_run_config(data_dir, num_train_steps=6), workdir)
+  assert int(final.step) == 6
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
+
+  lines = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  train_lines = [line for line in lines if line['kind'] == 'train']
+  assert [line['step'] for line in train_lines] == [2, 4, 6]
+  for name in ('prior', 'llike', 'decoder_gan', 'discriminator', 'd_real', 'd_prior',
+               'd_reconstruction', 'encoder_grad_norm', 'images_per_s'):
+    assert np.isfinite(train_lines[-1][name]), name
+  assert [line['step'] for line in lines if line['kind'] == 'eval'] == [3, 6]
+
+  for name in ('samples', 'reconstructions', 'test_images'):
+    grid = Image.open(os.path.join(workdir, 'images', f'{name}_00000006.png'))
+    assert grid.size == (4 * 17 + 1, 4 * 17 + 1) and grid.mode == 'RGB'
+
+  (event_file,) = glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*'))
+  tags = {value.tag for event in read_events(event_file) for value in event.summary.value}
+  assert {'train/llike', 'train/d_real', 'eval/kl', 'samples', 'reconstructions'} <= tags
+
+  # Rerunning the finished command restores step 6 and does nothing more.
+  again = train.train_and_evaluate(tiny_run_config(data_dir, num_train_steps=6), workdir)
+  for a, b in zip(leaves(final), leaves(again)):
+    np.testing.assert_array_equal(a, b)
+
+
+RUN_SCRIPT = '''
+import os, sys
+os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
+os.environ['JAX_PLATFORMS'] = 'cpu'
+from vaegan_jax import train
+from vaegan_jax.configs import tiny
+config = tiny.get_config()
+config.data.data_dir = sys.argv[2]
+config.num_train_steps = int(sys.argv[3])
+config.checkpoint_every_steps = int(sys.argv[4])
+train.train_and_evaluate(config, sys.argv[1])
+'''
+
+
+def run_in_subprocess(workdir, data_dir, steps, checkpoint_every):
+  return subprocess.Popen([sys.executable, '-c', RUN_SCRIPT, workdir, data_dir, str(steps),
+                           str(checkpoint_every)],
+                          env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+
+
+def test_killed_run_resumes_to_identical_parameters(tmp_path, data_dir):
+  steps = 7
+  config = tiny_run_config(data_dir, num_train_steps=steps, checkpoint_every_steps=2)
+  uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+
+  workdir = str(tmp_path / 'killed')
+  process = run_in_subprocess(workdir, data_dir, steps, checkpoint_every=2)
+  deadline = time.time() + 300
+  while time.time() < deadline and not os.path.isdir(os.path.join(workdir, 'checkpoints', '4')):
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)         # somewhere between steps 4 and 7
+  process.wait()
+  saved = sorted(int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
+                 if name.isdigit())
+  assert saved and saved[-1] < steps, f'the run finished before the kill: {saved}'
+
+  resumed = train.train_and_evaluate(config, workdir)
+  assert int(resumed.step) == steps
+  for a, b in zip(leaves(uninterrupted), leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_saves_and_stops(tmp_path, data_dir):
+  workdir = str(tmp_path / 'preempted')
+  process = run_in_subprocess(workdir, data_dir, 10_000, checkpoint_every=10_000)
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  deadline = time.time() + 300
+  while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
+    time.sleep(0.05)                          # training has logged step 2
+  process.send_signal(signal.SIGTERM)
+  assert process.wait(timeout=120) == 0
+  saved = [int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
+           if name.isdigit()]
+  assert len(saved) == 1 and 2 <= saved[0] < 10_000, saved     # saved where it stopped
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
+  config = tiny_run_config(data_dir, num_train_steps=50, checkpoint_every_steps=1,
+                           log_every_steps=1)
+  for network in state.NETWORK_NAMES:
+    config.optimizer[network].learning_rate = 1e30
+  workdir = str(tmp_path / 'nan')
+  with pytest.raises(train.NonFiniteLoss, match=r'is not finite at step (\d+)') as error:
+    train.train_and_evaluate(config, workdir)
+  bad_step = int(error.value.args[0].split('at step ')[1].split('.')[0])
+  names = sorted(int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
+                 if name.isdigit())
+  assert names[-1] == bad_step - 1
+  networks = models.build_networks(config)
+  target = state.init_train_state(config, networks, state.build_optimizers(config, networks))
+  restored, _ = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), 2).restore(
+      target, config)
+  assert all(np.all(np.isfinite(leaf)) for leaf in leaves(restored.decoder.params))
+
+
+def test_incompatible_checkpoint_names_the_difference(tmp_path, data_dir):
+  config = tiny_run_config(data_dir, num_train_steps=1, checkpoint_every_steps=1)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  changed = tiny_run_config(data_dir, num_train_steps=2)
+  changed.model.latent_dim = 16
+  changed.loss.gamma = 1.0
+  with pytest.raises(checkpoints.IncompatibleCheckpoint) as error:
+    train.train_and_evaluate(changed, workdir)
+  message = str(error.value)
+  assert 'model.latent_dim: checkpoint 8, config 16' in message
+  assert 'loss.gamma: checkpoint 1e-05, config 1.0' in message
+  assert 'new --workdir' in message and 'num_train_steps' not in message
+
+
+def test_bad_config_values_fail_before_compiling(tmp_path, data_dir):
+  config = tiny_run_config(data_dir)
+  config.model.kind = 'vaegans'
+  with pytest.raises(ValueError, match=r"model.kind='vaegans' is unknown; choose one of"):
+    train.train_and_evaluate(config, str(tmp_path / 'a'))
+  config = tiny_run_config(data_dir)
+  config.loss.feature_layer = 'conv9'
+  with pytest.raises(ValueError, match='conv9'):
+    train.train_and_evaluate(config, str(tmp_path / 'b'))
+  config = tiny_run_config(data_dir)
+  config.data.flip = 'vertical'
+  with pytest.raises(ValueError, match="data.flip='vertical': choose from"):
+    train.train_and_evaluate(config, str(tmp_path / 'c'))
+  config = tiny_run_config(data_dir, global_batch_size=12)
+  with pytest.raises(ValueError, match='does not split over 8 devices'):
+    train.train_and_evaluate(config, str(tmp_path / 'd'))
+  assert not os.path.exists(str(tmp_path / 'a' / 'checkpoints'))
+
+
+def test_unwritable_workdir_and_missing_data_are_reported(tmp_path, data_dir):
+  blocker = tmp_path / 'file'
+  blocker.write_text('')
+  with pytest.raises(OSError, match='Cannot write to the workdir'):
+    train.train_and_evaluate(tiny_run_config(data_dir), str(blocker / 'run'))
+  config = tiny_run_config(str(tmp_path / 'empty'))
+  config.data.synthetic_images = 0
+  with pytest.raises(sources.DataError, match='No prepared dataset synthetic_16'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_command_line_rejects_unknown_keys(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'vaegan_jax.main', f'--workdir={tmp_path}',
+       '--config=vaegan_jax/configs/tiny.py', '--config.model.latent_dimm=3'],
+      cwd=REPO, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+  assert result.returncode != 0
+  assert "Unknown config key 'model.latent_dimm'" in result.stderr
+  assert 'model.latent_dim,' in result.stderr and 'Traceback' not in result.stderr

@@ -1,0 +1,118 @@
+r"""Train VAE/GAN from the command line.
+
+  python -m vaegan_jax.main --workdir=runs/demo                      # or: vaegan-train
+  python -m vaegan_jax.main --config=vaegan_jax/configs/celeba64.py --workdir=runs/celeba \
+      --config.data.raw_dir=~/celeba --config.model.kind=vae
+
+Without --config it trains the embedded default, configs/synthetic.py. Rerunning the same
+command continues from the workdir's latest checkpoint. On a TPU pod every worker runs the same
+command with --distributed=true (jax finds the pod's settings itself; experiments/ has the
+script); on a GPU cluster give --coordinator_address, --num_processes and --process_id, or run
+under a launcher jax.distributed reads (SLURM, Open MPI).
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging as std_logging
+import os
+
+import jax
+from absl import app, flags, logging
+import ml_collections
+from ml_collections import config_flags
+
+from vaegan_jax import checkpoints, train
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), 'configs', 'synthetic.py')
+
+config_flags.DEFINE_config_file('config', DEFAULT_CONFIG, 'Training config file.',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Checkpoints, metrics, TensorBoard files and image grids.',
+                    required=True)
+flags.DEFINE_enum('distributed', 'auto', ['auto', 'true', 'false'],
+                  'Start jax.distributed: true (it finds TPU pod and cluster settings itself), '
+                  'false, or auto (when --coordinator_address or a cluster environment is set).')
+flags.DEFINE_string('coordinator_address', None,
+                    'host:port of process 0, for multi-process runs outside TPU pods.')
+flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
+flags.DEFINE_integer('process_id', None, "This process's index in a multi-process run.")
+FLAGS = flags.FLAGS
+
+def in_multi_process_cluster(environment: dict[str, str]) -> bool:
+  """A TPU pod slice of several hosts, or a launcher that jax.distributed reads by itself."""
+  return (',' in environment.get('TPU_WORKER_HOSTNAMES', '')
+          or 'MEGASCALE_COORDINATOR_ADDRESS' in environment
+          or 'JAX_COORDINATOR_ADDRESS' in environment
+          or int(environment.get('SLURM_NTASKS', '1')) > 1
+          or int(environment.get('OMPI_COMM_WORLD_SIZE', '1')) > 1)
+
+
+def start_processes() -> None:
+  """jax.distributed.initialize for a multi-process run; a single process needs nothing."""
+  if FLAGS.distributed == 'false':
+    return
+  if FLAGS.coordinator_address:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  elif FLAGS.distributed == 'true' or in_multi_process_cluster(dict(os.environ)):
+    jax.distributed.initialize()
+
+
+def quiet_libraries(record: std_logging.LogRecord) -> bool:
+  """Show this package's INFO lines and only the warnings of orbax, tfds and jax."""
+  return record.levelno >= std_logging.WARNING or f'{os.sep}vaegan_jax{os.sep}' in record.pathname
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(quiet_libraries)
+  start_processes()
+  logging.info('Process %d of %d, %d local devices (%s).', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.default_backend())
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+def load_config_file(argv: list[str]) -> ml_collections.ConfigDict:
+  """The config that --config names in argv ('path' or 'path:arg'), loaded as config_flags does."""
+  value = next((arg.split('=', 1)[1] for arg in argv if arg.startswith('--config=')),
+               DEFAULT_CONFIG)
+  path, _, config_arg = value.partition(':')
+  spec = importlib.util.spec_from_file_location('user_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(config_arg) if config_arg else module.get_config()
+
+
+def explain_bad_override(argv: list[str], error: Exception) -> str:
+  """The parse error, and for an unknown --config.KEY the keys its section does have."""
+  message = f'vaegan-train: {type(error).__name__}: {error}'
+  try:
+    keys = checkpoints.flatten_config(load_config_file(argv))
+  except Exception:       # the config file itself is broken: the original error says it all
+    return message
+  for arg in argv:
+    if arg.startswith('--config.'):
+      key = arg[len('--config.'):].split('=', 1)[0]
+      if key not in keys:
+        section = key.rpartition('.')[0]
+        valid = sorted(name for name in keys if name.rpartition('.')[0] == section)
+        return (f'{message}\nUnknown config key {key!r}; the keys{" of " + section if section else ""}'
+                f' are: {", ".join(valid)}.')
+  return message
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with config errors reported as one message instead of a traceback."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as error:
+    raise SystemExit(explain_bad_override(argv, error)) from None
+
+
+def run() -> None:
+  """Console script `vaegan-train`."""
+  app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == '__main__':
+  run()
