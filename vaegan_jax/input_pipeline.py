@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 from array_record.python import array_record_module
+from etils import epath
 from tensorflow_datasets.proto import tf_example_pb2
 
 from vaegan_jax import prepare, sources
@@ -125,9 +126,11 @@ def open_prepared(data_dir: str, name: str, resolution: int, channels: int, spli
   """The prepared dataset NAME at this resolution; a DataError saying how to prepare it if absent.
   """
   path = prepare.dataset_dir(data_dir, name, resolution, channels)
-  if not os.path.exists(os.path.join(path, 'dataset_info.json')):
-    found = sorted(os.listdir(os.path.join(data_dir, prepare.BUILDER_NAME))) if os.path.isdir(
-        os.path.join(data_dir, prepare.BUILDER_NAME)) else []
+  # epath, as tfds uses: a gs:// data_dir works where gcsfs is installed (array_record reads
+  # gs:// itself).
+  if not epath.Path(path, 'dataset_info.json').exists():
+    builder_dir = epath.Path(data_dir, prepare.BUILDER_NAME)
+    found = sorted(entry.name for entry in builder_dir.iterdir()) if builder_dir.is_dir() else []
     raise sources.DataError(
         f'No prepared dataset {prepare.config_name(name, resolution, channels)} in {data_dir} '
         f'(expected {path}; found: {", ".join(found) or "none"}). Prepare it once with '
