@@ -60,14 +60,20 @@ def config_differences(saved: dict[str, Any], current: ml_collections.ConfigDict
 class Checkpointer:
   """The workdir's checkpoints: `directory` holds one folder per saved step."""
 
-  def __init__(self, directory: str, keep: int):
+  def __init__(self, directory: str, keep: int | None = None, read_only: bool = False):
     self.directory = os.path.abspath(directory)
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'input', 'config'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                             read_only=read_only))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def saved_config(self, step: int) -> dict[str, Any]:
+    """The config (as a dict) that wrote the checkpoint at `step`."""
+    return self.manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))['config']
 
   def restore(self, target_state: Any, config: ml_collections.ConfigDict
               ) -> tuple[Any, dict[str, Any]] | None:
@@ -78,9 +84,7 @@ class Checkpointer:
     step = self.manager.latest_step()
     if step is None:
       return None
-    saved_config = self.manager.restore(
-        step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
-    differences = config_differences(saved_config, config)
+    differences = config_differences(self.saved_config(step), config)
     if differences:
       listing = '\n  '.join(differences)
       raise IncompatibleCheckpoint(

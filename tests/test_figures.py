@@ -1,0 +1,142 @@
+"""Attribute arithmetic and similarity metrics against hand-computed values; every figure command
+on tiny runs of the four model kinds; the messages for a missing run and an unknown attribute."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaegan_jax import attributes, checkpoints, figures, models, prepare, runs, state
+from vaegan_jax.configs import tiny
+
+
+# ---------------------------------------------------------------- arithmetic
+def test_attribute_vectors_by_hand():
+  latents = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [7.0, 10.0]])
+  present = np.array([[1, 0], [1, 1], [0, 1], [0, 0]], bool)
+  vectors = attributes.attribute_vectors(latents, present)
+  # attribute 0: mean of rows 0,1 = (2, 1); of rows 2,3 = (6, 7) -> (-4, -6)
+  # attribute 1: mean of rows 1,2 = (4, 3); of rows 0,3 = (4, 5) -> (0, -2)
+  np.testing.assert_allclose(vectors, [[-4.0, -6.0], [0.0, -2.0]])
+
+
+def test_attribute_vector_needs_both_groups():
+  with pytest.raises(ValueError, match=r'column\(s\) \[1\] are present in all or none'):
+    attributes.attribute_vectors(np.zeros((3, 2)), np.array([[1, 0], [0, 0], [1, 0]], bool))
+
+
+def test_sweep_and_interpolation_by_hand():
+  sweep = attributes.strength_sweep(np.array([1.0, 1.0]), np.array([2.0, -1.0]), [-1, 0, 0.5])
+  np.testing.assert_allclose(sweep, [[-1.0, 2.0], [1.0, 1.0], [2.0, 0.5]])
+  path = attributes.interpolate(np.array([0.0, 4.0]), np.array([2.0, 0.0]), 3)
+  np.testing.assert_allclose(path, [[0.0, 4.0], [1.0, 2.0], [2.0, 0.0]])
+
+
+def test_similarity_metrics_by_hand():
+  requested = np.array([[1.0, -1.0], [1.0, 1.0]])
+  predicted = np.array([[1.0, 1.0], [2.0, 2.0]])
+  # rows: cos = 0 and cos = 1 -> mean 0.5; squared errors (0, 4, 1, 1) -> mean 1.5
+  assert attributes.cosine_similarity(requested, predicted) == pytest.approx(0.5)
+  assert attributes.mean_squared_error(requested, predicted) == pytest.approx(1.5)
+
+
+# ---------------------------------------------------------------- figures on tiny runs
+@pytest.fixture(scope='module')
+def tiny_runs(tmp_path_factory):
+  """One checkpointed run per model kind (freshly initialised: the figures read any state),
+  and the prepared synthetic dataset they name."""
+  root = tmp_path_factory.mktemp('runs')
+  data_dir = str(root / 'data')
+  workdirs = {}
+  for kind in ('vae', 'vae_disl', 'gan', 'vaegan'):
+    config = tiny.get_config(kind)
+    config.data.data_dir = data_dir
+    networks = models.build_networks(config)
+    initial = state.init_train_state(config, networks, state.build_optimizers(config, networks),
+                                     seed=len(workdirs))
+    checkpointer = checkpoints.Checkpointer(str(root / kind / 'checkpoints'), keep=1)
+    checkpointer.save(0, initial, {'next_batch': 0}, config)
+    checkpointer.wait()
+    workdirs[kind] = str(root / kind)
+  prepare.ensure_prepared(config.data, 16, 3)
+  return workdirs
+
+
+def check_written(paths, height):
+  image = Image.open(paths['png'])
+  assert image.mode == 'RGB' and image.size[1] == height
+  numbers = json.load(open(paths['json']))
+  flat = json.dumps(numbers)
+  assert 'NaN' not in flat and 'Infinity' not in flat
+  return image, numbers
+
+
+def test_samples_figure(tmp_path, tiny_runs):
+  written = figures.make_figure('samples', {'VAE': tiny_runs['vae'], 'GAN': tiny_runs['gan'],
+                                            'VAE/GAN': tiny_runs['vaegan']},
+                                str(tmp_path), count=5, seed=3)
+  image, numbers = check_written(written['samples'], height=3 * 18)
+  assert image.size[0] > 5 * 17 + 1                      # the strip plus the label margin
+  assert numbers['runs']['GAN']['kind'] == 'gan' and numbers['seed'] == 3
+  pixels = np.asarray(image)
+  strip = pixels[:, -(5 * 17 + 1):]
+  assert not np.array_equal(strip[:18], strip[18:36])    # different networks, different rows
+
+
+def test_reconstructions_figure(tmp_path, tiny_runs):
+  written = figures.make_figure('reconstructions', {'VAE': tiny_runs['vae'],
+                                                    'VAE_Dis_l': tiny_runs['vae_disl']},
+                                str(tmp_path), count=4, data_dir=None)
+  _, numbers = check_written(written['reconstructions'], height=3 * 18)
+  assert set(numbers['mean_squared_error']) == {'VAE', 'VAE_Dis_l'}
+  assert all(0 < error < 4 for error in numbers['mean_squared_error'].values())
+
+
+def test_attribute_figures(tmp_path, tiny_runs):
+  written = figures.make_figure(
+      'attributes', {'VAE/GAN': tiny_runs['vaegan']}, str(tmp_path), data_dir=None,
+      attributes=['Eyeglasses', 'Smiling'], num_encode=200, num_test=6, strengths=[-1, 0, 1],
+      interpolation_steps=4)
+  _, numbers = check_written(written['attribute_vectors'], height=4 * 18)
+  assert numbers['encoded_images'] == 200 and numbers['test_images'] == 6
+  assert set(numbers['attributes']) == {'Eyeglasses', 'Smiling'}
+  check_written(written['attribute_sweep'], height=2 * 18)
+  _, interpolation = check_written(written['interpolation'], height=3 * 18)
+  assert interpolation['pairs'] == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_paper_attributes_skip_those_never_drawn(tmp_path, tiny_runs):
+  written = figures.make_figure(
+      'attributes', {'VAE/GAN': tiny_runs['vaegan']}, str(tmp_path), data_dir=None,
+      attributes=['paper'], num_encode=250, num_test=2, strengths=[1], interpolation_steps=2)
+  numbers = json.load(open(written['attribute_vectors']['json']))
+  assert 'Young' in numbers['skipped_constant']           # the synthetic faces never draw it
+  assert 'Eyeglasses' in numbers['attributes']
+
+
+def test_unknown_attribute_lists_the_available_ones(tmp_path, tiny_runs):
+  with pytest.raises(ValueError, match=r"Unknown attribute\(s\) \['Sunglasses'\]; this "
+                                       r'dataset has: 5_o_Clock_Shadow'):
+    figures.make_figure('attributes', {'VAE/GAN': tiny_runs['vaegan']}, str(tmp_path),
+                        data_dir=None, attributes=['Sunglasses'], num_encode=10, num_test=2,
+                        strengths=[1], interpolation_steps=2)
+
+
+def test_missing_run_lists_the_runs_that_exist(tmp_path, tiny_runs):
+  missing = os.path.join(os.path.dirname(tiny_runs['vae']), 'vae_typo')
+  with pytest.raises(runs.RunNotFound) as error:
+    figures.make_figure('samples', {'VAE': missing}, str(tmp_path), count=2, seed=0)
+  assert 'No checkpoint in' in str(error.value) and tiny_runs['vaegan'] in str(error.value)
+
+
+def test_gan_has_no_reconstructions(tmp_path, tiny_runs):
+  with pytest.raises(ValueError, match='gan run: it has no encoder'):
+    figures.make_figure('reconstructions', {'GAN': tiny_runs['gan']}, str(tmp_path), count=2,
+                        data_dir=None)
+
+
+def test_run_labels_parse():
+  assert figures.parse_runs(['VAE/GAN=runs/a=b']) == {'VAE/GAN': 'runs/a=b'}
+  with pytest.raises(ValueError, match='expected LABEL=WORKDIR'):
+    figures.parse_runs(['runs/vaegan'])

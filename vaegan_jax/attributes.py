@@ -1,0 +1,47 @@
+"""Attribute arithmetic in latent space (the paper's Fig. 5) and attribute-similarity metrics.
+
+All pure numpy on small arrays: z [N, L] latent codes, attributes [N, A] bool.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def attribute_vectors(latents: np.ndarray, attributes: np.ndarray) -> np.ndarray:
+  """[A, L]: mean z of the images with each attribute minus mean z of those without.
+
+  Raises ValueError naming an attribute that every image has or none has (no vector exists).
+  """
+  attributes = np.asarray(attributes, bool)
+  present = attributes.sum(axis=0)
+  degenerate = np.flatnonzero((present == 0) | (present == len(attributes)))
+  if degenerate.size:
+    raise ValueError(f'Attribute column(s) {degenerate.tolist()} are present in all or none of '
+                     f'the {len(attributes)} encoded images; encode more images.')
+  with_mean = attributes.T.astype(np.float64) @ latents / present[:, None]
+  without_mean = (~attributes).T.astype(np.float64) @ latents / (len(attributes) - present)[:, None]
+  return (with_mean - without_mean).astype(np.float32)
+
+
+def strength_sweep(latent: np.ndarray, vector: np.ndarray, strengths: np.ndarray) -> np.ndarray:
+  """[S, L]: z + a * v for each strength a."""
+  return latent[None] + np.asarray(strengths, np.float32)[:, None] * vector[None]
+
+
+def interpolate(start: np.ndarray, end: np.ndarray, steps: int) -> np.ndarray:
+  """[steps, L]: points on the straight line from start to end, both included."""
+  weights = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+  return (1 - weights) * start[None] + weights * end[None]
+
+
+def cosine_similarity(requested: np.ndarray, predicted: np.ndarray) -> float:
+  """Mean over rows of the cosine between requested and predicted attribute vectors [N, A]
+  (in the +-1 coding of Attribute2Image's protocol)."""
+  dot = np.sum(requested * predicted, axis=1)
+  norms = np.linalg.norm(requested, axis=1) * np.linalg.norm(predicted, axis=1)
+  return float(np.mean(dot / np.maximum(norms, 1e-12)))
+
+
+def mean_squared_error(requested: np.ndarray, predicted: np.ndarray) -> float:
+  """Mean over rows and attributes of the squared difference."""
+  return float(np.mean((np.asarray(requested) - np.asarray(predicted)) ** 2))

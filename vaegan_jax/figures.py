@@ -1,0 +1,231 @@
+r"""The paper's CelebA figures from trained runs: one command each, a PNG plus its numbers as JSON.
+
+  python -m vaegan_jax.figures --figure=samples --out=figures \
+      --run=VAE=runs/vae --run=VAE_Dis_l=runs/vae_disl --run=GAN=runs/gan --run=VAE/GAN=runs/vaegan
+  python -m vaegan_jax.figures --figure=reconstructions --out=figures \
+      --run=VAE=runs/vae --run=VAE_Dis_l=runs/vae_disl --run=VAE/GAN=runs/vaegan
+  python -m vaegan_jax.figures --figure=attributes --out=figures --run=VAE/GAN=runs/vaegan
+
+samples          Fig. 3: one labelled row of samples from a fixed z ~ N(0, I) per run.
+reconstructions  Fig. 4: the first test images, then each run's reconstructions of them.
+attributes       Fig. 5: attribute vectors (mean z with an attribute minus mean z without, over
+                 --num_encode training images) added to the first --num_test test images, one row
+                 per attribute; a strength sweep z + a v; interpolations between test images.
+
+Runs are read from their workdirs (the checkpoint holds the config); the test and training images
+come from the dataset the first run was trained on (--data_dir overrides where it lies).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+from absl import app, flags
+from PIL import Image, ImageDraw, ImageFont
+
+from vaegan_jax import attributes, input_pipeline, metric_writers, runs
+
+# The 18 attributes the authors' code edited (PAPER.md).
+PAPER_ATTRIBUTES = (
+    'Bald', 'Bangs', 'Black_Hair', 'Blond_Hair', 'Bushy_Eyebrows', 'Eyeglasses', 'Gray_Hair',
+    'Heavy_Makeup', 'High_Cheekbones', 'Male', 'Mustache', 'Pale_Skin', 'Rosy_Cheeks', 'Smiling',
+    'Straight_Hair', 'Wavy_Hair', 'Wearing_Lipstick', 'Young')
+FIGURES = ('samples', 'reconstructions', 'attributes')
+
+
+# ---------------------------------------------------------------- drawing
+def labelled_rows(rows: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
+  """Rows of images ([K, R, R, C] in [-1, 1]) side by side, each with its label on the left."""
+  font = ImageFont.load_default()
+  probe = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+  margin = 8 + int(max(probe.textlength(label, font=font) for label, _ in rows))
+  strips = [metric_writers.image_grid(images, columns=len(images)) for _, images in rows]
+  width = margin + max(strip.shape[1] for strip in strips)
+  canvas = Image.new('RGB', (width, sum(strip.shape[0] for strip in strips)), 'white')
+  draw = ImageDraw.Draw(canvas)
+  top = 0
+  for (label, _), strip in zip(rows, strips):
+    canvas.paste(Image.fromarray(strip), (margin, top))
+    draw.text((4, top + strip.shape[0] // 2 - 6), label, fill='black', font=font)
+    top += strip.shape[0]
+  return np.asarray(canvas)
+
+
+def save(out_dir: str, name: str, image: np.ndarray, numbers: dict) -> dict[str, str]:
+  """out_dir/NAME.png and out_dir/NAME.json; returns their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {'png': os.path.join(out_dir, f'{name}.png'), 'json': os.path.join(out_dir, f'{name}.json')}
+  Image.fromarray(image).save(paths['png'])
+  with open(paths['json'], 'w') as file:
+    json.dump(numbers, file, indent=2)
+  return paths
+
+
+# ---------------------------------------------------------------- data
+def split_of(run: runs.Run, split: str, data_dir: str | None) -> input_pipeline.PreparedSplit:
+  data, model = run.config.data, run.config.model
+  return input_pipeline.open_prepared(os.path.expanduser(data_dir or data.data_dir), data.name,
+                                      model.resolution, model.image_channels, split)
+
+
+def check_same_shapes(loaded: dict[str, runs.Run], what: str) -> None:
+  shapes = {label: (run.config.model.resolution, run.config.model.image_channels,
+                    run.config.model.latent_dim) for label, run in loaded.items()}
+  if len(set(shapes.values())) > 1:
+    raise ValueError(f'The runs of one {what} figure must share resolution, channels and '
+                     f'latent size; got {shapes}.')
+
+
+# ---------------------------------------------------------------- the figures
+def samples_figure(loaded: dict[str, runs.Run], count: int, seed: int) -> tuple[np.ndarray, dict]:
+  """Fig. 3: every run decodes the same z ~ N(0, I)."""
+  check_same_shapes(loaded, 'samples')
+  latent_dim = next(iter(loaded.values())).config.model.latent_dim
+  latents = np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
+  rows = [(label, run.decode(latents)) for label, run in loaded.items()]
+  numbers = {'seed': seed, 'count': count,
+             'runs': {label: {'workdir': run.workdir, 'kind': run.config.model.kind,
+                              'step': run.step} for label, run in loaded.items()}}
+  return labelled_rows(rows), numbers
+
+
+def reconstructions_figure(loaded: dict[str, runs.Run], test_images: np.ndarray
+                           ) -> tuple[np.ndarray, dict]:
+  """Fig. 4: test images, then each run's reconstruction; the JSON holds each run's mean
+  squared error per pixel on these images (pixels in [-1, 1])."""
+  check_same_shapes(loaded, 'reconstructions')
+  targets = test_images.astype(np.float32) / 127.5 - 1
+  rows, errors = [('test images', targets)], {}
+  for label, run in loaded.items():
+    reconstructions = run.decode(run.encode(test_images))
+    rows.append((label, reconstructions))
+    errors[label] = float(np.mean((reconstructions - targets) ** 2))
+  return labelled_rows(rows), {'count': len(test_images), 'mean_squared_error': errors}
+
+
+def resolve_attributes(requested: Sequence[str], available: Sequence[str]) -> list[str]:
+  """The requested names ('paper' = the authors' 18) that the dataset has; a ValueError listing
+  the available ones for any other name."""
+  names = list(PAPER_ATTRIBUTES) if list(requested) == ['paper'] else list(requested)
+  unknown = [name for name in names if name not in available]
+  if unknown:
+    raise ValueError(f'Unknown attribute(s) {unknown}; this dataset has: '
+                     f'{", ".join(available) or "no attributes"}.')
+  return names
+
+
+def attribute_figures(run: runs.Run, train_split: input_pipeline.PreparedSplit,
+                      test_split: input_pipeline.PreparedSplit, names: Sequence[str],
+                      num_encode: int, num_test: int, strengths: Sequence[float],
+                      interpolation_steps: int) -> dict[str, tuple[np.ndarray, dict]]:
+  """Fig. 5 and its companions: 'attribute_vectors', 'attribute_sweep', 'interpolation'."""
+  paper_default = list(names) == ['paper']
+  names = resolve_attributes(names, train_split.attribute_names)
+  encoded = train_split.read(np.arange(min(num_encode, len(train_split))))
+  skipped = []
+  if paper_default:     # keep those that vary: a synthetic set draws only some attributes
+    counts, total = encoded['attributes'].sum(axis=0), len(encoded['attributes'])
+    varying = lambda name: 0 < counts[train_split.attribute_names.index(name)] < total
+    skipped = [name for name in names if not varying(name)]
+    names = [name for name in names if varying(name)]
+  columns = [train_split.attribute_names.index(name) for name in names]
+  vectors = attributes.attribute_vectors(run.encode(encoded['image']),
+                                         encoded['attributes'][:, columns])
+  test = test_split.read(np.arange(min(num_test, len(test_split))))
+  test_latents = run.encode(test['image'])
+  shown = test['image'].astype(np.float32) / 127.5 - 1
+  rows = [('test images', shown), ('reconstructions', run.decode(test_latents))]
+  rows += [(f'+ {name}', run.decode(test_latents + vector)) for name, vector in zip(names, vectors)]
+  present = encoded['attributes'][:, columns].sum(axis=0)
+  numbers = {'encoded_images': len(encoded['image']), 'test_images': len(shown),
+             'skipped_constant': skipped,
+             'attributes': {name: {'present': int(count), 'vector_norm': float(np.linalg.norm(v))}
+                            for name, count, v in zip(names, present, vectors)}}
+  figures = {'attribute_vectors': (labelled_rows(rows), numbers)}
+
+  sweep_rows = [(f'{name} x ({", ".join(f"{a:g}" for a in strengths)})',
+                 run.decode(attributes.strength_sweep(test_latents[0], vector, strengths)))
+                for name, vector in zip(names, vectors)]
+  figures['attribute_sweep'] = (labelled_rows(sweep_rows), {'strengths': list(strengths),
+                                                            'attributes': names})
+  pairs = [(index, index + 1) for index in range(0, min(len(shown) - 1, 8), 2)]
+  interpolation_rows = [(f'test {a} -> {b}', run.decode(attributes.interpolate(
+      test_latents[a], test_latents[b], interpolation_steps))) for a, b in pairs]
+  figures['interpolation'] = (labelled_rows(interpolation_rows),
+                              {'pairs': pairs, 'steps': interpolation_steps})
+  return figures
+
+
+# ---------------------------------------------------------------- command line
+def define_flags() -> None:
+  flags.DEFINE_enum('figure', None, FIGURES, 'Which figure.', required=True)
+  flags.DEFINE_multi_string('run', None, 'LABEL=WORKDIR of a trained run (repeat).',
+                            required=True)
+  flags.DEFINE_string('out', 'figures', 'Folder for the PNG and JSON files.')
+  flags.DEFINE_string('data_dir', None, "Where the runs' dataset is prepared (default: theirs).")
+  flags.DEFINE_integer('count', 8, 'samples: images per row; reconstructions: test images.')
+  flags.DEFINE_integer('seed', 0, 'samples: seed of the shared z.')
+  flags.DEFINE_list('attributes', ['paper'], "attributes: names, or 'paper' for the 18.")
+  flags.DEFINE_integer('num_encode', 10_000, 'attributes: training images encoded.')
+  flags.DEFINE_integer('num_test', 64, 'attributes: test images edited.')
+  flags.DEFINE_list('strengths', ['-2', '-1', '0', '1', '2'], 'attributes: sweep strengths a.')
+  flags.DEFINE_integer('interpolation_steps', 8, 'attributes: images per interpolation.')
+
+
+def parse_runs(specs: Sequence[str]) -> dict[str, str]:
+  """['VAE=runs/vae', ...] -> {'VAE': 'runs/vae', ...}."""
+  parsed = {}
+  for spec in specs:
+    label, separator, workdir = spec.partition('=')
+    if not separator or not label or not workdir:
+      raise ValueError(f'--run={spec!r}: expected LABEL=WORKDIR, e.g. --run=VAE/GAN=runs/vaegan.')
+    parsed[label] = workdir
+  return parsed
+
+
+def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) -> dict:
+  """Writes the figure's files; returns {name: {'png': path, 'json': path}}."""
+  loaded = {label: runs.load_run(workdir) for label, workdir in run_dirs.items()}
+  first = next(iter(loaded.values()))
+  if figure == 'samples':
+    made = {'samples': samples_figure(loaded, options['count'], options['seed'])}
+  elif figure == 'reconstructions':
+    test = split_of(first, first.config.data.eval_split, options['data_dir'])
+    images = test.read(np.arange(min(options['count'], len(test))))['image']
+    made = {'reconstructions': reconstructions_figure(loaded, images)}
+  else:
+    if len(loaded) != 1:
+      raise ValueError('The attributes figure takes one --run.')
+    made = attribute_figures(
+        first, split_of(first, first.config.data.train_split, options['data_dir']),
+        split_of(first, first.config.data.eval_split, options['data_dir']),
+        options['attributes'], options['num_encode'], options['num_test'],
+        [float(a) for a in options['strengths']], options['interpolation_steps'])
+  return {name: save(out_dir, name, image, numbers) for name, (image, numbers) in made.items()}
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  args = flags.FLAGS
+  try:
+    written = make_figure(
+        args.figure, parse_runs(args.run), args.out, data_dir=args.data_dir, count=args.count,
+        seed=args.seed, attributes=args.attributes, num_encode=args.num_encode,
+        num_test=args.num_test, strengths=args.strengths,
+        interpolation_steps=args.interpolation_steps)
+  except (ValueError, runs.RunNotFound) as error:
+    raise SystemExit(f'vaegan-figures: {error}') from None
+  for name, paths in written.items():
+    print(f'{name}: {paths["png"]} {paths["json"]}')
+
+
+def run() -> None:
+  """Console script `vaegan-figures`."""
+  define_flags()
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

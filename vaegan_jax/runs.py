@@ -1,0 +1,97 @@
+"""A trained run, read back from its workdir: its own config, its networks and its latest state.
+
+The checkpoint carries the config that wrote it, so a workdir alone is enough. encode and decode
+are jitted, in eval mode (running batch statistics; the encoder's mean, as the authors' code).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vaegan_jax import checkpoints, models, state
+
+
+class RunNotFound(FileNotFoundError):
+  """A workdir holds no checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  workdir: str
+  config: ml_collections.ConfigDict
+  networks: models.Networks
+  state: state.TrainState
+  step: int
+
+  def encode(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """uint8 images [N, R, R, C] -> the encoder's mean [N, L]."""
+    if self.networks.encoder is None:
+      raise ValueError(f'{self.workdir} is a {self.config.model.kind} run: it has no encoder.')
+    return _batched(functools.partial(_encode, self.networks.encoder, self.state.encoder),
+                    images, batch_size)
+
+  def decode(self, latents: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """[N, L] -> images [N, R, R, C] in [-1, 1]."""
+    return _batched(functools.partial(_decode, self.networks.decoder, self.state.decoder),
+                    np.asarray(latents, np.float32), batch_size)
+
+
+def _batched(function, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+  return np.concatenate([np.asarray(function(inputs[start:start + batch_size]))
+                         for start in range(0, len(inputs), batch_size)])
+
+
+def _variables(network: state.NetworkState) -> dict[str, Any]:
+  return {'params': network.params, 'batch_stats': network.batch_stats}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(module, network, images):
+  mu, _ = module.apply(_variables(network), images.astype(jnp.float32) / 127.5 - 1, train=False)
+  return mu
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decode(module, network, latents):
+  return module.apply(_variables(network), latents, train=False)
+
+
+def load_run(workdir: str) -> Run:
+  """The latest checkpoint of `workdir`, with the config it was written with."""
+  directory = os.path.join(os.path.expanduser(workdir), 'checkpoints')
+  checkpointer = checkpoints.Checkpointer(directory, read_only=True) if os.path.isdir(
+      directory) else None
+  step = checkpointer.latest_step() if checkpointer else None
+  if step is None:
+    raise RunNotFound(f'No checkpoint in {directory}: train a run there first '
+                      f'(vaegan-train --workdir={workdir}). Runs next to it: '
+                      f'{", ".join(runs_beside(workdir)) or "none"}.')
+  config = _with_tuples(ml_collections.ConfigDict(checkpointer.saved_config(step)))
+  networks = models.build_networks(config)
+  target = state.init_train_state(config, networks, state.build_optimizers(config, networks))
+  restored, _ = checkpointer.restore(target, config)
+  return Run(workdir=workdir, config=config, networks=networks, state=restored, step=step)
+
+
+def runs_beside(workdir: str) -> list[str]:
+  """Workdirs in the same folder as `workdir` that hold checkpoints."""
+  parent = os.path.dirname(os.path.abspath(os.path.expanduser(workdir)))
+  if not os.path.isdir(parent):
+    return []
+  return sorted(os.path.join(parent, name) for name in os.listdir(parent)
+                if os.path.isdir(os.path.join(parent, name, 'checkpoints')))
+
+
+def _with_tuples(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """JSON gave back lists; the model's channel settings are tuples (hashable module fields)."""
+  for key, value in config.model.items():
+    if isinstance(value, list):
+      config.model[key] = tuple(value)
+  return config
