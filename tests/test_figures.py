@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaegan_jax import attributes, checkpoints, figures, models, prepare, runs, state
+from vaegan_jax import (attribute_predictor, attributes, checkpoints, figures, input_pipeline,
+                        models, prepare, runs, state)
 from vaegan_jax.configs import tiny
 
 
@@ -136,7 +137,55 @@ def test_gan_has_no_reconstructions(tmp_path, tiny_runs):
                         data_dir=None)
 
 
+def test_attribute_that_never_varies_is_named(tmp_path, tiny_runs):
+  with pytest.raises(ValueError, match=r"\['Young'\] never vary over the 200 encoded images"):
+    figures.make_figure('attributes', {'VAE/GAN': tiny_runs['vaegan']}, str(tmp_path),
+                        data_dir=None, attributes=['Smiling', 'Young'], num_encode=200,
+                        num_test=2, strengths=[1], interpolation_steps=2)
+
+
 def test_run_labels_parse():
   assert figures.parse_runs(['VAE/GAN=runs/a=b']) == {'VAE/GAN': 'runs/a=b'}
   with pytest.raises(ValueError, match='expected LABEL=WORKDIR'):
     figures.parse_runs(['runs/vaegan'])
+
+
+def test_edit_success_by_hand():
+  before = np.array([0.2, 0.6, 0.4, 0.9])
+  added = np.array([0.7, 0.5, 0.45, 0.95])        # up, down, up, up
+  subtracted = np.array([0.1, 0.3, 0.5, 0.2])     # down, down, up, down
+  present = np.array([False, True, False, True])
+  result = attributes.edit_success(before, added, subtracted, present)
+  assert result == {'moved_up_when_added': 0.75, 'moved_down_when_subtracted': 0.75,
+                    'gained_when_absent': 0.5,        # of images 0 and 2, only 0 passes 0.5
+                    'lost_when_present': 1.0}         # images 1 and 3 both drop to <= 0.5
+
+
+def test_attribute_predictor_learns_and_round_trips(tmp_path, tiny_runs):
+  config = tiny.get_config()
+  data_dir = os.path.join(os.path.dirname(tiny_runs['vae']), 'data')
+  open_split = lambda split: input_pipeline.open_prepared(data_dir, 'synthetic', 16, 3, split)
+  predictor = attribute_predictor.train_predictor(open_split('train+validation'), steps=60,
+                                                  batch_size=32)
+  names = predictor.attribute_names
+  assert predictor.trained[names.index('Eyeglasses')] and not predictor.trained[
+      names.index('Young')]
+  accuracies = attribute_predictor.accuracy(predictor, open_split('test'))
+  assert accuracies['Young'] is None
+  trained = [value for value in accuracies.values() if value is not None]
+  assert len(trained) >= 8 and all(0 <= value <= 1 for value in trained)
+  attribute_predictor.save(predictor, str(tmp_path / 'predictor'), {'test_accuracy': accuracies})
+  loaded = attribute_predictor.load(str(tmp_path / 'predictor'))
+  images = open_split('test').read(np.arange(5))['image']
+  np.testing.assert_allclose(loaded.probabilities(images), predictor.probabilities(images),
+                             rtol=1e-6)
+  written = figures.make_figure(
+      'attributes', {'VAE/GAN': tiny_runs['vaegan']}, str(tmp_path / 'figures'), data_dir=None,
+      attributes=['Eyeglasses', 'Smiling'], num_encode=250, num_test=6,
+      strengths=[1], interpolation_steps=2, predictor=str(tmp_path / 'predictor'))
+  edits = json.load(open(written['attribute_vectors']['json']))['edit_success']
+  assert set(edits) == {'Eyeglasses', 'Smiling'}
+  assert all(0 <= edits['Smiling'][key] <= 1 for key in ('moved_up_when_added',
+                                                        'moved_down_when_subtracted'))
+  with pytest.raises(FileNotFoundError, match='No attribute predictor'):
+    attribute_predictor.load(str(tmp_path / 'nowhere'))

@@ -45,3 +45,24 @@ def cosine_similarity(requested: np.ndarray, predicted: np.ndarray) -> float:
 def mean_squared_error(requested: np.ndarray, predicted: np.ndarray) -> float:
   """Mean over rows and attributes of the squared difference."""
   return float(np.mean((np.asarray(requested) - np.asarray(predicted)) ** 2))
+
+
+def edit_success(before: np.ndarray, added: np.ndarray, subtracted: np.ndarray,
+                 present: np.ndarray) -> dict[str, float]:
+  """How often an attribute edit moves a predictor's P(attribute) as intended, over N images.
+
+  before, added, subtracted: [N] predicted probabilities for decode(z), decode(z + v) and
+  decode(z - v); present: [N] bool, the true label of each image.
+    moved_up_when_added       fraction with added > before
+    moved_down_when_subtracted fraction with subtracted < before
+    gained_when_absent        of the images without it, the fraction predicted with it (> 0.5)
+                              after adding (NaN if every image has it)
+    lost_when_present         of the images with it, the fraction predicted without it after
+                              subtracting (NaN if none has it)
+  """
+  present = np.asarray(present, bool)
+  fraction = lambda mask: float(np.mean(mask)) if np.size(mask) else float('nan')
+  return {'moved_up_when_added': fraction(added > before),
+          'moved_down_when_subtracted': fraction(subtracted < before),
+          'gained_when_absent': fraction(added[~present] > 0.5),
+          'lost_when_present': fraction(subtracted[present] <= 0.5)}

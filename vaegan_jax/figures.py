@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
-from vaegan_jax import attributes, input_pipeline, metric_writers, runs
+from vaegan_jax import attribute_predictor, attributes, input_pipeline, metric_writers, runs
 
 # The 18 attributes the authors' code edited (PAPER.md).
 PAPER_ATTRIBUTES = (
@@ -116,20 +116,44 @@ def resolve_attributes(requested: Sequence[str], available: Sequence[str]) -> li
   return names
 
 
+def edit_numbers(run: runs.Run, predictor: attribute_predictor.Predictor,
+                 test_latents: np.ndarray, present: np.ndarray, names: Sequence[str],
+                 vectors: np.ndarray) -> dict[str, dict[str, float]]:
+  """Per attribute, how often adding / subtracting its vector moves the predictor as intended,
+  measured against the unedited reconstruction decode(z)."""
+  column = {name: predictor.attribute_names.index(name) for name in names}
+  before = predictor.probabilities(run.decode(test_latents))
+  results = {}
+  for index, (name, vector) in enumerate(zip(names, vectors)):
+    if not predictor.trained[column[name]]:
+      continue
+    probability = lambda latents: predictor.probabilities(run.decode(latents))[:, column[name]]
+    results[name] = attributes.edit_success(
+        before[:, column[name]], probability(test_latents + vector),
+        probability(test_latents - vector), present[:, index])
+  return results
+
+
 def attribute_figures(run: runs.Run, train_split: input_pipeline.PreparedSplit,
                       test_split: input_pipeline.PreparedSplit, names: Sequence[str],
                       num_encode: int, num_test: int, strengths: Sequence[float],
-                      interpolation_steps: int) -> dict[str, tuple[np.ndarray, dict]]:
-  """Fig. 5 and its companions: 'attribute_vectors', 'attribute_sweep', 'interpolation'."""
+                      interpolation_steps: int,
+                      predictor: attribute_predictor.Predictor | None = None
+                      ) -> dict[str, tuple[np.ndarray, dict]]:
+  """Fig. 5 and its companions: 'attribute_vectors', 'attribute_sweep', 'interpolation'. With a
+  predictor, the vectors' JSON also holds each attribute's edit success (attributes.edit_success)
+  over the test images."""
   paper_default = list(names) == ['paper']
   names = resolve_attributes(names, train_split.attribute_names)
   encoded = train_split.read(np.arange(min(num_encode, len(train_split))))
-  skipped = []
-  if paper_default:     # keep those that vary: a synthetic set draws only some attributes
-    counts, total = encoded['attributes'].sum(axis=0), len(encoded['attributes'])
-    varying = lambda name: 0 < counts[train_split.attribute_names.index(name)] < total
-    skipped = [name for name in names if not varying(name)]
-    names = [name for name in names if varying(name)]
+  counts, total = encoded['attributes'].sum(axis=0), len(encoded['attributes'])
+  constant = [name for name in names
+              if not 0 < counts[train_split.attribute_names.index(name)] < total]
+  if constant and not paper_default:
+    raise ValueError(f'{constant} never vary over the {total} encoded images, so they have no '
+                     f'vector; choose other attributes or raise --num_encode.')
+  names = [name for name in names if name not in constant]   # the 18: keep those drawn
+  skipped = constant
   columns = [train_split.attribute_names.index(name) for name in names]
   vectors = attributes.attribute_vectors(run.encode(encoded['image']),
                                          encoded['attributes'][:, columns])
@@ -143,6 +167,9 @@ def attribute_figures(run: runs.Run, train_split: input_pipeline.PreparedSplit,
              'skipped_constant': skipped,
              'attributes': {name: {'present': int(count), 'vector_norm': float(np.linalg.norm(v))}
                             for name, count, v in zip(names, present, vectors)}}
+  if predictor is not None:
+    numbers['edit_success'] = edit_numbers(run, predictor, test_latents,
+                                           test['attributes'][:, columns], names, vectors)
   figures = {'attribute_vectors': (labelled_rows(rows), numbers)}
 
   sweep_rows = [(f'{name} x ({", ".join(f"{a:g}" for a in strengths)})',
@@ -172,6 +199,8 @@ def define_flags() -> None:
   flags.DEFINE_integer('num_test', 64, 'attributes: test images edited.')
   flags.DEFINE_list('strengths', ['-2', '-1', '0', '1', '2'], 'attributes: sweep strengths a.')
   flags.DEFINE_integer('interpolation_steps', 8, 'attributes: images per interpolation.')
+  flags.DEFINE_string('predictor', None, 'attributes: a trained attribute predictor (its --out '
+                      'folder) to measure how often each edit works.')
 
 
 def parse_runs(specs: Sequence[str]) -> dict[str, str]:
@@ -202,7 +231,8 @@ def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) 
         first, split_of(first, first.config.data.train_split, options['data_dir']),
         split_of(first, first.config.data.eval_split, options['data_dir']),
         options['attributes'], options['num_encode'], options['num_test'],
-        [float(a) for a in options['strengths']], options['interpolation_steps'])
+        [float(a) for a in options['strengths']], options['interpolation_steps'],
+        attribute_predictor.load(options['predictor']) if options.get('predictor') else None)
   return {name: save(out_dir, name, image, numbers) for name, (image, numbers) in made.items()}
 
 
@@ -214,8 +244,8 @@ def main(argv: list[str]) -> None:
         args.figure, parse_runs(args.run), args.out, data_dir=args.data_dir, count=args.count,
         seed=args.seed, attributes=args.attributes, num_encode=args.num_encode,
         num_test=args.num_test, strengths=args.strengths,
-        interpolation_steps=args.interpolation_steps)
-  except (ValueError, runs.RunNotFound) as error:
+        interpolation_steps=args.interpolation_steps, predictor=args.predictor)
+  except (ValueError, FileNotFoundError) as error:
     raise SystemExit(f'vaegan-figures: {error}') from None
   for name, paths in written.items():
     print(f'{name}: {paths["png"]} {paths["json"]}')

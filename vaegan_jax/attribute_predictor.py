@@ -1,0 +1,169 @@
+r"""An attribute predictor: a small CNN trained on the training split's binary attributes.
+
+  python -m vaegan_jax.attribute_predictor --data_dir=DATA --name=synthetic --resolution=32 \
+      --out=runs/predictor                                  # or: vaegan-attribute-predictor
+
+It judges generated images (the paper's attribute-similarity protocol, after Yan et al.'s
+Attribute2Image) and attribute-vector edits. It prints and saves (out/predictor.json) its accuracy
+per attribute on the test split; the parameters go to out/predictor.msgpack. Attributes that never
+vary in the training split are left out of the loss and reported as such.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+from flax import serialization
+
+from vaegan_jax import input_pipeline
+
+
+class AttributeCNN(nn.Module):
+  """[B, R, R, C] images in [-1, 1] -> [B, A] attribute logits."""
+  num_attributes: int
+  channels: tuple[int, ...] = (32, 64, 128)
+  hidden: int = 256
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    x = images
+    for features in self.channels:
+      x = nn.relu(nn.Conv(features, (3, 3), strides=(2, 2))(x))
+    x = nn.relu(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
+    return nn.Dense(self.num_attributes)(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+  """A trained predictor: apply it with `probabilities`."""
+  attribute_names: tuple[str, ...]
+  trained: np.ndarray            # [A] bool: attributes that varied in training (the rest: chance)
+  params: Any
+  image_shape: tuple[int, int, int]
+
+  def probabilities(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Images [N, R, R, C], uint8 or float in [-1, 1] -> P(attribute) [N, A]."""
+    if images.dtype == np.uint8:
+      images = images.astype(np.float32) / 127.5 - 1
+    model = AttributeCNN(len(self.attribute_names))
+    return np.concatenate([np.asarray(_probabilities(model, self.params, images[i:i + batch_size]))
+                           for i in range(0, len(images), batch_size)])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _probabilities(model, params, images):
+  return jax.nn.sigmoid(model.apply({'params': params}, images))
+
+
+def masked_bce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean sigmoid cross-entropy over the examples and the attributes in `mask` ([A] bool)."""
+  per_attribute = optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype))
+  return jnp.sum(per_attribute * mask) / (logits.shape[0] * jnp.maximum(jnp.sum(mask), 1))
+
+
+def train_predictor(train_split: input_pipeline.PreparedSplit, *, steps: int = 1500,
+                    batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 0
+                    ) -> Predictor:
+  """Adam on random batches with per-example flips (attributes are left-right symmetric)."""
+  names = train_split.attribute_names
+  sample = train_split.read(np.arange(min(len(train_split), 5000)))['attributes']
+  trained = (sample.any(axis=0) & ~sample.all(axis=0))
+  model = AttributeCNN(len(names))
+  params = model.init(jax.random.PRNGKey(seed),
+                      jnp.zeros((1, *train_split.image_shape), jnp.float32))['params']
+  optimizer = optax.adam(learning_rate)
+  opt_state = optimizer.init(params)
+  mask = jnp.asarray(trained)
+
+  @jax.jit
+  def step(params, opt_state, images, labels):
+    loss, grads = jax.value_and_grad(
+        lambda p: masked_bce(model.apply({'params': p}, images), labels, mask))(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  load = input_pipeline.training_batches(train_split, seed=seed, global_batch_size=batch_size,
+                                         local_devices=1, flip='example')
+  for batch_index in range(steps):
+    batch = input_pipeline.to_model_input(load(batch_index))
+    params, opt_state, _ = step(params, opt_state, batch['image'][0], batch['attributes'][0])
+  return Predictor(attribute_names=names, trained=trained, params=jax.device_get(params),
+                   image_shape=train_split.image_shape)
+
+
+def accuracy(predictor: Predictor, split: input_pipeline.PreparedSplit, limit: int = 10_000
+             ) -> dict[str, float | None]:
+  """Test accuracy per attribute; None for attributes the predictor was not trained on."""
+  data = split.read(np.arange(min(limit, len(split))))
+  correct = (predictor.probabilities(data['image']) > 0.5) == data['attributes']
+  return {name: float(correct[:, index].mean()) if predictor.trained[index] else None
+          for index, name in enumerate(predictor.attribute_names)}
+
+
+def save(predictor: Predictor, out_dir: str, numbers: dict) -> None:
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, 'predictor.msgpack'), 'wb') as file:
+    file.write(serialization.msgpack_serialize(jax.tree.map(np.asarray, predictor.params)))
+  with open(os.path.join(out_dir, 'predictor.json'), 'w') as file:
+    json.dump({'attribute_names': list(predictor.attribute_names),
+               'trained': predictor.trained.tolist(),
+               'image_shape': list(predictor.image_shape), **numbers}, file, indent=2)
+
+
+def load(out_dir: str) -> Predictor:
+  """A predictor saved by `save`; a FileNotFoundError saying how to train one if absent."""
+  meta_path = os.path.join(out_dir, 'predictor.json')
+  if not os.path.exists(meta_path):
+    raise FileNotFoundError(f'No attribute predictor in {out_dir}: train one with '
+                            f'`python -m vaegan_jax.attribute_predictor --out={out_dir} ...`.')
+  meta = json.load(open(meta_path))
+  with open(os.path.join(out_dir, 'predictor.msgpack'), 'rb') as file:
+    params = serialization.msgpack_restore(file.read())
+  return Predictor(attribute_names=tuple(meta['attribute_names']),
+                   trained=np.array(meta['trained'], bool), params=params,
+                   image_shape=tuple(meta['image_shape']))
+
+
+def define_flags() -> None:
+  flags.DEFINE_string('data_dir', '~/tensorflow_datasets', 'Where the dataset is prepared.')
+  flags.DEFINE_string('name', 'synthetic', 'Prepared dataset name.')
+  flags.DEFINE_integer('resolution', 32, 'Prepared resolution.')
+  flags.DEFINE_integer('channels', 3, 'Prepared channels.')
+  flags.DEFINE_string('train_split', 'train+validation', 'Split to train on.')
+  flags.DEFINE_string('test_split', 'test', 'Split to measure accuracy on.')
+  flags.DEFINE_integer('steps', 1500, 'Training steps of batch 64.')
+  flags.DEFINE_string('out', None, 'Folder for predictor.msgpack and predictor.json.',
+                      required=True)
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  args = flags.FLAGS
+  data_dir = os.path.expanduser(args.data_dir)
+  open_split = lambda split: input_pipeline.open_prepared(
+      data_dir, args.name, args.resolution, args.channels, split)
+  predictor = train_predictor(open_split(args.train_split), steps=args.steps)
+  accuracies = accuracy(predictor, open_split(args.test_split))
+  save(predictor, args.out, {'test_accuracy': accuracies, 'steps': args.steps})
+  for name, value in accuracies.items():
+    if value is not None:
+      print(f'{name:20s} {value:.3f}')
+
+
+def run() -> None:
+  """Console script `vaegan-attribute-predictor`."""
+  define_flags()
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()
