@@ -61,11 +61,12 @@ class Checkpointer:
   """The workdir's checkpoints: `directory` holds one folder per saved step."""
 
   def __init__(self, directory: str, keep: int | None = None, read_only: bool = False):
+    """keep: checkpoints kept when saving (None: all). read_only: only read (the folder must
+    exist); nothing is created or deleted."""
     self.directory = os.path.abspath(directory)
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'input', 'config'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                             read_only=read_only))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

@@ -13,7 +13,6 @@ under a launcher jax.distributed reads (SLURM, Open MPI).
 from __future__ import annotations
 
 import importlib.util
-import logging as std_logging
 import os
 
 import jax
@@ -21,7 +20,7 @@ from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 
-from vaegan_jax import checkpoints, train
+from vaegan_jax import checkpoints, metric_writers, train
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), 'configs', 'synthetic.py')
 
@@ -57,15 +56,10 @@ def start_processes() -> None:
     jax.distributed.initialize()
 
 
-def quiet_libraries(record: std_logging.LogRecord) -> bool:
-  """Show this package's INFO lines and only the warnings of orbax, tfds and jax."""
-  return record.levelno >= std_logging.WARNING or f'{os.sep}vaegan_jax{os.sep}' in record.pathname
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(quiet_libraries)
+  metric_writers.quiet_library_logs()
   start_processes()
   logging.info('Process %d of %d, %d local devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.default_backend())

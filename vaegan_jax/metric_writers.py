@@ -6,13 +6,23 @@ the writer of any other process does nothing, so callers need no checks.
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import math
 import os
 from typing import Mapping
 
 import numpy as np
 import tensorboardX
+from absl import logging
 from PIL import Image
+
+
+def quiet_library_logs() -> None:
+  """Console logs: this package's INFO lines, and only the warnings of orbax, tfds and jax
+  (orbax alone logs dozens of INFO lines per checkpoint)."""
+  own = f'{os.sep}vaegan_jax{os.sep}'
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= std_logging.WARNING or own in record.pathname)
 
 
 def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
