@@ -4,8 +4,8 @@
 #   CELEBA_RAW=~/celeba bash experiments/train_celeba_gpu.sh [extra --config.key=value ...]
 #
 # CELEBA_RAW holds CelebA's raw files (img_align_celeba.zip, list_attr_celeba.txt,
-# list_eval_partition.txt). The first run prepares them once into $DATA_DIR (about 2-3 minutes on
-# 8 cores: ~1,500 images/s on 2 cores measured), then trains; rerunning the same command resumes.
+# list_eval_partition.txt). The first run prepares them once into $DATA_DIR (at most about 2.5
+# minutes: 1,500 images/s measured on 2 cores), then trains; rerunning the same command resumes.
 # Time: not yet measured on a GPU (no GPU was lent so far). The step is ~1.3 TFLOP
 # (benchmarks/train_step.py), so expect tens of milliseconds per step on an H100 and about an
 # hour for the config's 37,500 steps; run experiments/gpu_benchmark.sh for the real figure.

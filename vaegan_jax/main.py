@@ -16,8 +16,8 @@ import importlib.util
 import os
 
 import jax
-from absl import app, flags, logging
 import ml_collections
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from vaegan_jax import checkpoints, metric_writers, train
@@ -36,6 +36,7 @@ flags.DEFINE_string('coordinator_address', None,
 flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
 flags.DEFINE_integer('process_id', None, "This process's index in a multi-process run.")
 FLAGS = flags.FLAGS
+
 
 def in_multi_process_cluster(environment: dict[str, str]) -> bool:
   """A TPU pod slice of several hosts, or a launcher that jax.distributed reads by itself."""
