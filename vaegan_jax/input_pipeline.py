@@ -236,17 +236,25 @@ class TrainingIterator:
 
   def __init__(self, load: Callable[[int], Batch], devices: Sequence[jax.Device] | None,
                threads: int = 2, host_prefetch: int = 4, device_prefetch: int = 2):
-    self._load, self._devices = load, devices
+    self._load = load
+    self._sharding = None if devices is None else device_sharding(devices)
     self._read_options = grain.ReadOptions(num_threads=threads,
                                            prefetch_buffer_size=host_prefetch)
     self._device_prefetch = device_prefetch
     self._start(0)
 
   def _start(self, next_batch: int) -> None:
-    batches = grain.MapDataset.range(next_batch, sys.maxsize).map(self._load)
-    self._host = iter(batches.to_iter_dataset(self._read_options))
+    """Position at `next_batch`; grain's readers start with the first __next__, so a position
+    set right after construction (a restore) reads nothing twice."""
+    self._host: Iterator[Batch] | None = None
     self._next_batch = next_batch
     self._on_device: collections.deque = collections.deque()
+
+  def _next_host_batch(self) -> Batch:
+    if self._host is None:
+      batches = grain.MapDataset.range(self._next_batch, sys.maxsize).map(self._load)
+      self._host = iter(batches.to_iter_dataset(self._read_options))
+    return next(self._host)
 
   def get_state(self) -> dict[str, int]:
     return {'next_batch': self._next_batch}
@@ -258,23 +266,28 @@ class TrainingIterator:
     return self
 
   def __next__(self) -> dict[str, jax.Array]:
-    if self._devices is None:
+    if self._sharding is None:
+      batch = self._next_host_batch()
       self._next_batch += 1
-      return next(self._host)
+      return batch
     while len(self._on_device) < self._device_prefetch:
-      self._on_device.append(to_model_input(to_devices(next(self._host), self._devices)))
+      self._on_device.append(to_model_input(to_devices(self._next_host_batch(), self._sharding)))
     self._next_batch += 1
     return self._on_device.popleft()
 
 
-def to_devices(batch: Batch, devices: Sequence[jax.Device]) -> dict[str, jax.Array]:
-  """[D, ...] host arrays -> arrays split over the D devices along axis 0, the layout pmap uses
-  for its mapped inputs, so the step does not copy them again.
+def device_sharding(devices: Sequence[jax.Device]) -> jax.sharding.NamedSharding:
+  """Axis 0 split over `devices`: the layout pmap uses for its mapped inputs, so the step does
+  not copy them again."""
+  mesh = jax.sharding.Mesh(np.array(devices), ('devices',))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('devices'))
+
+
+def to_devices(batch: Batch, sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
+  """[D, ...] host arrays -> device arrays laid out by `sharding` (see device_sharding).
 
   device_put returns at once and copies in the background, which is what prefetching needs.
   """
-  mesh = jax.sharding.Mesh(np.array(devices), ('devices',))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('devices'))
   return {name: jax.device_put(value, sharding) for name, value in batch.items()}
 
 

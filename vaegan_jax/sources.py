@@ -83,13 +83,15 @@ def find_first(directory: str, candidates: Sequence[str], what: str) -> str:
       f'It comes with {CELEBA_HELP}.')
 
 
-def first_difference(listed: Sequence[str], present: Sequence[str]) -> str | None:
-  """The first name (in sorted order) in one sorted list and not the other, said in words."""
+def require_same_names(path: str, listed: Sequence[str], present: Sequence[str],
+                       images: str, advice: str) -> None:
+  """A DataError naming the first name (in sorted order) that `path` lists without an image in
+  `images`, or that has an image there without a row in `path`."""
   listed_set, present_set = set(listed), set(present)
   for name in sorted(listed_set ^ present_set):
-    return (f'{name} is listed but has no image' if name in listed_set
-            else f'{name} has an image but is not listed')
-  return None
+    difference = (f'{name} is listed but has no image' if name in listed_set
+                  else f'{name} has an image but is not listed')
+    raise DataError(f'{path} does not match the images {images}: {difference}. {advice}')
 
 
 def read_table(path: str, has_header: bool) -> tuple[list[str], list[list[str]]]:
@@ -153,11 +155,9 @@ class CelebAFiles(Source):
         raise DataError(f'{partition_path}: expected "name 0|1|2" rows, got {" ".join(row)!r}.')
       partition[row[0]] = CELEBA_PARTITIONS[row[1]]
     for path, listed in ((attributes_path, attributes), (partition_path, partition)):
-      difference = first_difference(list(listed), image_names)
-      if difference:
-        raise DataError(f'{path} does not match the images in {self.images_path}: {difference}. '
-                        f'The files come from different releases or one is incomplete; use '
-                        f'the five files of one download.')
+      require_same_names(path, list(listed), image_names, f'in {self.images_path}',
+                         'The files come from different releases or one is incomplete; use '
+                         'the five files of one download.')
     self.attribute_names = tuple(header)
     self.examples = [Example(name, partition[name], attributes[name]) for name in image_names]
 
@@ -223,11 +223,8 @@ class ImageFolder(Source):
                         f'with a header (path, attribute names...) and one row per image.')
       header, rows = read_table(attributes_csv, has_header=True)
       attributes = parse_attribute_rows(attributes_csv, header, rows)
-      difference = first_difference(list(attributes), paths)
-      if difference:
-        raise DataError(f'{attributes_csv} does not match the images under {root}: '
-                        f'{difference}. Give every image one row, named by its path relative '
-                        f'to the folder.')
+      require_same_names(attributes_csv, list(attributes), paths, f'under {root}',
+                         'Give every image one row, named by its path relative to the folder.')
       self.attribute_names = tuple(header)
     empty = np.zeros(0, bool)
     self.examples = [Example(path, test_split(path, test_fraction), attributes.get(path, empty))

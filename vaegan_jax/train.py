@@ -28,8 +28,8 @@ class NonFiniteLoss(FloatingPointError):
 
 # ---------------------------------------------------------------- checks before compiling
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Every value that would otherwise fail late, with the valid choices in the message."""
-  state.build_optimizers(config, models.build_networks(config))
+  """The run's settings that would otherwise fail late, with the valid choices in the message.
+  (build_networks and build_optimizers check the model, loss and optimizer sections.)"""
   if config.data.flip not in input_pipeline.FLIP_MODES:
     raise ValueError(f'data.flip={config.data.flip!r}: choose from {input_pipeline.FLIP_MODES}.')
   for name in ('num_train_steps', 'global_batch_size', 'log_every_steps', 'image_every_steps',
@@ -115,6 +115,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   """Train `config` in `workdir`, resuming from its latest checkpoint; returns the final state."""
   # Checks first: nothing below compiles before the config, workdir and data are known good.
   workdir = os.path.expanduser(workdir)
+  networks = models.build_networks(config, steps.AXIS_NAME)      # checks model and loss
+  optimizers = state.build_optimizers(config, networks)           # checks the optimizers
   check_config(config)
   check_workdir(workdir)
   train_split, eval_split = open_data(config)
@@ -128,9 +130,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       process_count=jax.process_count())
   batches = input_pipeline.TrainingIterator(load, devices, threads=config.data.reader_threads)
 
-  # Model and optimisers.
-  networks = models.build_networks(config, steps.AXIS_NAME)
-  optimizers = state.build_optimizers(config, networks)
+  # The initial state (the networks and optimisers were built, and so checked, first).
   train_state = state.init_train_state(config, networks, optimizers)
 
   # Restore, or start at step 0.
@@ -151,19 +151,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   train_step = steps.make_pmapped_train_step(config, networks, optimizers)
   eval_step = steps.make_pmapped_eval_step(config, networks)
   grid_inputs = fixed_grid_inputs(config, eval_split, len(devices))
+  grid_images = input_pipeline.to_model_input({'image': grid_inputs['image']})['image']
   writer = metric_writers.MetricWriter(workdir, enabled=is_chief)
 
   def write_grids(step: int) -> None:
-    images = input_pipeline.to_model_input({'image': grid_inputs['image']})['image']
-    outputs, _ = eval_step(train_state, images, grid_inputs['latents'])
+    outputs, _ = eval_step(train_state, grid_images, grid_inputs['latents'])
+    outputs['test_images'] = grid_images
     count = config.grid_size ** 2
-    grids = {name: metric_writers.image_grid(
+    writer.write_images(step, {name: metric_writers.image_grid(
         np.asarray(images).reshape(-1, *images.shape[2:])[:count], config.grid_size)
-        for name, images in outputs.items()}
-    grids['test_images'] = metric_writers.image_grid(
-        grid_inputs['image'].reshape(-1, *grid_inputs['image'].shape[2:])[:count] / 127.5 - 1,
-        config.grid_size)
-    writer.write_images(step, grids)
+        for name, images in outputs.items()})
 
   def evaluate(step: int) -> dict[str, float]:
     totals: dict[str, float] = {}
