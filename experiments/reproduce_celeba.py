@@ -1,16 +1,19 @@
-r"""The reproduction driver: train the paper's four models, the attribute predictor, then every
-figure, and an index page that shows them.
+r"""The reproduction driver: train the paper's four models and three conditional ones, the
+attribute predictor, then every figure and the attribute-similarity table, and an index page that
+shows them.
 
   python experiments/reproduce_celeba.py --out=reproduction                   # synthetic, CPU
   python experiments/reproduce_celeba.py --out=reproduction --dataset=celeba \
       --raw_dir=~/celeba                                                       # the paper's run
 
---dataset=synthetic trains configs/synthetic.py (32x32, 800 steps each) for VAE, VAE_Dis_l, GAN
-and VAE/GAN on the embedded synthetic faces; --dataset=celeba trains configs/celeba64.py (the
-paper's Feb 2016 constants) on CelebA, which needs a GPU or TPU. --steps overrides the number of
-steps of every model (a quick check: --steps=20). Runs go to OUT/runs/KIND and resume when the
-command is repeated; figures and their JSON go to OUT/figures; OUT/index.md shows them.
-Attribute-conditioned generation and its similarity table are not part of it yet.
+--dataset=synthetic trains configs/synthetic.py (32x32) for VAE, VAE_Dis_l, GAN and VAE/GAN,
+and conditional VAE, GAN and VAE/GAN (on the 14 attributes the faces draw), on the embedded
+synthetic faces, with a small schedule of SYNTHETIC_STEPS steps each so that the whole
+reproduction fits in under an hour on a 2-core CPU (46 min measured, experiments/README.md). --dataset=celeba trains configs/celeba64.py
+(the paper's Feb 2016 constants, and its 'conditional' variant on all 40 attributes) on CelebA,
+which needs a GPU or TPU. --steps overrides the number of steps of every model (a quick check:
+--steps=20). Runs go to OUT/runs/NAME and resume when the command is repeated; figures and their
+JSON go to OUT/figures; OUT/index.md shows them.
 """
 from __future__ import annotations
 
@@ -28,24 +31,38 @@ _OUT = flags.DEFINE_string('out', 'reproduction', 'Folder for runs, figures and 
 _DATASET = flags.DEFINE_enum('dataset', 'synthetic', ['synthetic', 'celeba'], 'Which data.')
 _RAW_DIR = flags.DEFINE_string('raw_dir', '', "celeba: CelebA's raw files (prepared once).")
 _DATA_DIR = flags.DEFINE_string('data_dir', '~/tensorflow_datasets', 'Prepared datasets.')
-_STEPS = flags.DEFINE_integer('steps', None, 'Train steps per model (default: the config).')
+_STEPS = flags.DEFINE_integer('steps', None, 'Train steps per model (default: SYNTHETIC_STEPS '
+                              'for synthetic, the config for celeba).')
 _PREDICTOR_STEPS = flags.DEFINE_integer('predictor_steps', 1500, 'Attribute predictor steps.')
 
-MODELS = {'VAE': 'vae', 'VAE_Dis_l': 'vae_disl', 'GAN': 'gan', 'VAE/GAN': 'vaegan'}
+SYNTHETIC_STEPS = 500
+# label -> (model kind, conditional); the label is the row name in the figures.
+MODELS = {'VAE': ('vae', False), 'VAE_Dis_l': ('vae_disl', False), 'GAN': ('gan', False),
+          'VAE/GAN': ('vaegan', False),
+          'cVAE': ('vae', True), 'cGAN': ('gan', True), 'cVAE/GAN': ('vaegan', True)}
 CAPTIONS = {
     'samples': 'Samples from p(z) through each decoder, the same z in every row (paper Fig. 3).',
     'reconstructions': 'Test images and their reconstructions (paper Fig. 4).',
     'attribute_vectors': 'VAE/GAN: test images with attribute vectors added (paper Fig. 5).',
     'attribute_sweep': 'VAE/GAN: z + a v for each attribute vector v, first test image.',
     'interpolation': 'VAE/GAN: straight lines in z between pairs of test images.',
+    'conditional_samples': 'Conditional models: samples for the attributes of the test images in '
+                           'the top row, one z per column shared by all models (paper Fig. 6).',
 }
+TOGGLES_CAPTION = ('{run}: the first test image\'s attributes, then each attribute switched to '
+                   'its opposite, one row each; the same z in every row.')
 
 
-def model_config(kind: str) -> ml_collections.ConfigDict:
+def run_name(kind: str, conditional: bool) -> str:
+  return f'cond_{kind}' if conditional else kind
+
+
+def model_config(kind: str, conditional: bool) -> ml_collections.ConfigDict:
   if _DATASET.value == 'synthetic':
-    config = synthetic.get_config(kind)
+    config = synthetic.get_config(f'{kind},conditional' if conditional else kind)
+    config.num_train_steps = SYNTHETIC_STEPS
   else:
-    config = celeba64.get_config()
+    config = celeba64.get_config('conditional' if conditional else None)
     config.model.kind = kind
     config.data.raw_dir = _RAW_DIR.value
   config.data.data_dir = _DATA_DIR.value
@@ -57,7 +74,9 @@ def model_config(kind: str) -> ml_collections.ConfigDict:
 def write_index(out: str, written: dict[str, dict[str, str]], accuracy: dict) -> str:
   lines = [f'# VAE/GAN reproduction ({_DATASET.value})', '']
   for name, paths in written.items():
-    lines += [f'## {name}', '', CAPTIONS[name], '',
+    caption = CAPTIONS.get(name) or TOGGLES_CAPTION.format(
+        run=json.load(open(paths['json']))['run'])
+    lines += [f'## {name}', '', caption, '',
               f'![{name}]({os.path.relpath(paths["png"], out)})', '',
               f'Numbers: [{os.path.basename(paths["json"])}]'
               f'({os.path.relpath(paths["json"], out)})', '']
@@ -67,6 +86,15 @@ def write_index(out: str, written: dict[str, dict[str, str]], accuracy: dict) ->
             '| attribute | added: up | subtracted: down |', '|---|---|---|']
   lines += [f'| {name} | {value["moved_up_when_added"]:.2f} | '
             f'{value["moved_down_when_subtracted"]:.2f} |' for name, value in edits.items()]
+  lines += ['']
+  table = json.load(open(written['conditional_samples']['json']))['table']
+  lines += ['## Attribute similarity', '', 'Requested attributes (y in {-1, +1}) against those the '
+            'predictor sees in the generated images (2 P - 1); the test images are the reference '
+            '(paper Table 1, the protocol of Attribute2Image), and the test images scored against '
+            'another image\'s attributes show what ignoring the request scores:', '',
+            '| model | cosine similarity | mean squared error |', '|---|---|---|']
+  lines += [f'| {label} | {row["cosine_similarity"]:.3f} | {row["mean_squared_error"]:.3f} |'
+            for label, row in table.items()]
   lines += ['']
   trained = {name: value for name, value in accuracy.items() if value is not None}
   lines += ['## Attribute predictor', '', 'Test accuracy per attribute:', '',
@@ -83,10 +111,10 @@ def main(argv: list[str]) -> None:
   metric_writers.quiet_library_logs()
   out = os.path.expanduser(_OUT.value)
   run_dirs = {}
-  for label, kind in MODELS.items():
-    run_dirs[label] = os.path.join(out, 'runs', kind)
+  for label, (kind, conditional) in MODELS.items():
+    run_dirs[label] = os.path.join(out, 'runs', run_name(kind, conditional))
     logging.info('Training %s in %s.', label, run_dirs[label])
-    config = model_config(kind)
+    config = model_config(kind, conditional)
     train.train_and_evaluate(config, run_dirs[label])
 
   data, model = config.data, config.model
@@ -100,7 +128,8 @@ def main(argv: list[str]) -> None:
 
   figure_dir = os.path.join(out, 'figures')
   written = {}
-  written.update(figures.make_figure('samples', run_dirs, figure_dir, count=8, seed=0))
+  unconditional = {label: run_dirs[label] for label in ('VAE', 'VAE_Dis_l', 'GAN', 'VAE/GAN')}
+  written.update(figures.make_figure('samples', unconditional, figure_dir, count=8, seed=0))
   written.update(figures.make_figure(
       'reconstructions', {label: run_dirs[label] for label in ('VAE', 'VAE_Dis_l', 'VAE/GAN')},
       figure_dir, count=8, data_dir=None))
@@ -108,6 +137,9 @@ def main(argv: list[str]) -> None:
       'attributes', {'VAE/GAN': run_dirs['VAE/GAN']}, figure_dir, data_dir=None,
       attributes=['paper'], num_encode=10_000, num_test=64, strengths=[-2, -1, 0, 1, 2],
       interpolation_steps=8, predictor=predictor_dir))
+  written.update(figures.make_figure(
+      'conditional', {label: run_dirs[label] for label in ('cVAE', 'cGAN', 'cVAE/GAN')},
+      figure_dir, count=8, seed=0, data_dir=None, predictor=predictor_dir, num_requests=1000))
   index = write_index(out, written, accuracy)
   print(json.dumps({'index': index, **{name: paths['png'] for name, paths in written.items()}}))
 

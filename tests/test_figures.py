@@ -50,16 +50,18 @@ def tiny_runs(tmp_path_factory):
   root = tmp_path_factory.mktemp('runs')
   data_dir = str(root / 'data')
   workdirs = {}
-  for kind in ('vae', 'vae_disl', 'gan', 'vaegan'):
+  for kind in ('vae', 'vae_disl', 'gan', 'vaegan', 'vae,conditional', 'gan,conditional',
+               'vaegan,conditional'):
     config = tiny.get_config(kind)
     config.data.data_dir = data_dir
     networks = models.build_networks(config)
     initial = state.init_train_state(config, networks, state.build_optimizers(config, networks),
                                      seed=len(workdirs))
-    checkpointer = checkpoints.Checkpointer(str(root / kind / 'checkpoints'), keep=1)
+    name = kind.replace(',conditional', '_conditional')
+    checkpointer = checkpoints.Checkpointer(str(root / name / 'checkpoints'), keep=1)
     checkpointer.save(0, initial, {'next_batch': 0}, config)
     checkpointer.wait()
-    workdirs[kind] = str(root / kind)
+    workdirs[name] = str(root / name)
   prepare.ensure_prepared(config.data, 16, 3)
   return workdirs
 
@@ -189,3 +191,77 @@ def test_attribute_predictor_learns_and_round_trips(tmp_path, tiny_runs):
                                                         'moved_down_when_subtracted'))
   with pytest.raises(FileNotFoundError, match='No attribute predictor'):
     attribute_predictor.load(str(tmp_path / 'nowhere'))
+
+
+# ---------------------------------------------------------------- conditional models (Fig. 6)
+def test_similarity_row_by_hand():
+  requested = np.array([[1.0, -1.0], [1.0, 1.0]])
+  probabilities = np.array([[1.0, 0.5], [0.25, 1.0]])     # predicted 2P-1: [[1, 0], [-0.5, 1]]
+  row = figures.similarity(requested, probabilities, ['A', 'B'])
+  # cosines: 1 / sqrt(2) and 0.5 / (sqrt(2) sqrt(1.25)); squared errors 0, 1, 2.25, 0
+  expected_cosine = (1 / np.sqrt(2) + 0.5 / (np.sqrt(2) * np.sqrt(1.25))) / 2
+  assert row['cosine_similarity'] == pytest.approx(expected_cosine)
+  assert row['mean_squared_error'] == pytest.approx(0.8125)
+  assert row['agreement'] == {'A': 0.5, 'B': 0.5}           # a 2P-1 of 0 agrees with neither
+
+
+@pytest.fixture(scope='module')
+def predictor_dir(tiny_runs, tmp_path_factory):
+  data_dir = os.path.join(os.path.dirname(tiny_runs['vae']), 'data')
+  split = input_pipeline.open_prepared(data_dir, 'synthetic', 16, 3, 'train+validation')
+  out = str(tmp_path_factory.mktemp('predictor'))
+  attribute_predictor.save(attribute_predictor.train_predictor(split, steps=20, batch_size=32),
+                           out, {})
+  return out
+
+
+def test_conditional_figures_and_similarity_table(tmp_path, tiny_runs, predictor_dir):
+  labels = {'cVAE': 'vae_conditional', 'cGAN': 'gan_conditional',
+            'cVAE/GAN': 'vaegan_conditional'}
+  written = figures.make_figure(
+      'conditional', {label: tiny_runs[name] for label, name in labels.items()}, str(tmp_path),
+      count=5, seed=1, data_dir=None, predictor=predictor_dir, num_requests=20)
+  image, numbers = check_written(written['conditional_samples'], height=4 * 18)
+  assert image.size[0] > 5 * 17 + 1
+  table = numbers['table']
+  assert list(table) == ['test images', 'test images, y of another image', 'cVAE', 'cGAN',
+                         'cVAE/GAN']                                   # the references first
+  assert numbers['requests'] == 20
+  conditioned = tiny.get_config('vae,conditional').model.condition_on
+  judge = attribute_predictor.load(predictor_dir)
+  varied = [name for name in conditioned if judge.trained[judge.attribute_names.index(name)]]
+  assert numbers['judged_attributes'] == varied and len(varied) >= 2
+  for row in table.values():
+    assert -1 <= row['cosine_similarity'] <= 1 and 0 <= row['mean_squared_error'] <= 4
+    assert set(row['agreement']) == set(numbers['judged_attributes'])
+  pixels = np.asarray(image)[:, -(5 * 17 + 1):]
+  assert not np.array_equal(pixels[18:36], pixels[36:54])        # different models, rows differ
+  for label in labels:
+    toggles, rows = check_written(written[f'conditional_toggles_{figures.slug(label)}'],
+                                  height=(len(conditioned) + 1) * 18)
+    assert rows['run'] == label and len(rows['rows']) == len(conditioned) + 1
+    assert toggles.size[0] > 5 * 17 + 1
+  assert figures.slug('cVAE/GAN') == 'cvae_gan'
+
+
+def test_conditional_runs_change_their_images_with_y(tiny_runs):
+  run = runs.load_run(tiny_runs['vaegan_conditional'])
+  latents = np.zeros((2, run.config.model.latent_dim), np.float32)
+  y = np.ones((2, len(run.condition_on)), np.float32)
+  y[1, 0] = -1
+  images = run.decode(latents, y)
+  assert np.max(np.abs(images[0] - images[1])) > 1e-4
+  with pytest.raises(ValueError, match='Decoder is conditioned on 4 attributes'):
+    run.decode(latents)
+
+
+def test_figures_refuse_runs_of_the_other_kind(tmp_path, tiny_runs, predictor_dir):
+  with pytest.raises(ValueError, match='conditional ones go to --figure=conditional'):
+    figures.make_figure('samples', {'cGAN': tiny_runs['gan_conditional']}, str(tmp_path),
+                        count=2, seed=0)
+  with pytest.raises(ValueError, match=r'takes conditional runs \(model.condition_on set\)'):
+    figures.make_figure('conditional', {'GAN': tiny_runs['gan']}, str(tmp_path), count=2,
+                        seed=0, data_dir=None, predictor=predictor_dir, num_requests=4)
+  with pytest.raises(ValueError, match='needs --predictor'):
+    figures.make_figure('conditional', {'cGAN': tiny_runs['gan_conditional']}, str(tmp_path),
+                        count=2, seed=0, data_dir=None, predictor=None, num_requests=4)

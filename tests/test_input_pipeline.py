@@ -151,3 +151,16 @@ def test_records_read_in_any_order(train_split):
   assert records == singles and records[1] == records[3]
   with pytest.raises(IndexError):
     train_split.records.read([len(train_split)])
+
+
+def test_conditions_are_the_named_columns_in_plus_minus_one():
+  names = ('Bald', 'Male', 'Smiling')
+  columns = input_pipeline.condition_columns(names, ('Smiling', 'Bald'))
+  assert columns == (2, 0)
+  attributes = np.array([[[True, False, False], [False, True, True]]])        # [D=1, B=2, A=3]
+  np.testing.assert_array_equal(input_pipeline.conditions_of(attributes, columns),
+                                [[[-1.0, 1.0], [1.0, -1.0]]])
+  assert input_pipeline.condition_columns(names, ()) == ()
+  with pytest.raises(sources.DataError, match=r"\['Young'\], which this dataset does not have. "
+                                              r'Its attributes: Bald, Male, Smiling'):
+    input_pipeline.condition_columns(names, ('Young',))

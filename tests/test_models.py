@@ -1,10 +1,11 @@
 """The paper's 64x64 networks: parameter counts, shapes at 32/64/128, layer names and errors."""
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from vaegan_jax import models
-from vaegan_jax.configs import celeba64
+from vaegan_jax.configs import celeba64, tiny
 
 
 def count(params):
@@ -98,4 +99,59 @@ def test_bad_loss_settings_fail_at_build_time(key, value, message):
   config = celeba64.get_config()
   config.loss[key] = value
   with pytest.raises(ValueError, match=message):
+    models.build_networks(config)
+
+
+def conditional_networks():
+  config = tiny.get_config('vaegan,conditional')
+  return config, models.build_networks(config)
+
+
+def test_conditional_networks_take_y_where_models_py_says():
+  config, networks = conditional_networks()
+  model, attributes = config.model, len(config.model.condition_on)
+  image, latent = jnp.zeros((2, 16, 16, 3)), jnp.zeros((2, model.latent_dim))
+  y = jnp.ones((2, attributes))
+  init_with_y = lambda module, x: module.init(jax.random.key(0), x, train=False, condition=y)
+  # The dense layers' fan-in grows by A: the decoder's input, and the hidden dense layer of the
+  # encoder and discriminator after their flattened conv features.
+  encoder = init_with_y(networks.encoder, image)['params']
+  decoder = init_with_y(networks.decoder, latent)['params']
+  discriminator = init_with_y(networks.discriminator, image)['params']
+  assert decoder['dense1']['kernel'].shape[0] == model.latent_dim + attributes
+  assert encoder['dense1']['kernel'].shape[0] == 4 * 4 * 16 + attributes
+  assert discriminator['dense1']['kernel'].shape[0] == 4 * 4 * 16 + attributes
+
+  x = jax.random.uniform(jax.random.key(1), image.shape, minval=-1, maxval=1)
+  flipped = y.at[:, 1].set(-1.0)
+  for module, params, inputs in ((networks.encoder, encoder, x), (networks.decoder, decoder,
+                                                                  latent + 0.5)):
+    variables = module.init(jax.random.key(0), inputs, train=False, condition=y)
+    one = module.apply(variables, inputs, train=False, condition=y)
+    other = module.apply(variables, inputs, train=False, condition=flipped)
+    assert jnp.max(jnp.abs(jnp.asarray(jax.tree.leaves(one)[0]) -
+                           jnp.asarray(jax.tree.leaves(other)[0]))) > 1e-5
+  variables = networks.discriminator.init(jax.random.key(0), x, train=False, condition=y)
+  logit, features = networks.discriminator.apply(variables, x, train=False, condition=y)
+  logit_flipped, features_flipped = networks.discriminator.apply(variables, x, train=False,
+                                                                 condition=flipped)
+  assert jnp.max(jnp.abs(logit - logit_flipped)) > 1e-5                   # D judges (x, y)
+  np.testing.assert_array_equal(features[config.loss.feature_layer],    # Dis_l is y-free
+                                features_flipped[config.loss.feature_layer])
+
+
+def test_condition_of_the_wrong_kind_is_refused():
+  config, networks = conditional_networks()
+  latent = jnp.zeros((2, config.model.latent_dim))
+  with pytest.raises(ValueError, match=r'Decoder is conditioned on 4 attributes: it needs a '
+                                       r'condition of shape \(2, 4\).*got None'):
+    networks.decoder.init(jax.random.key(0), latent, train=False)
+  with pytest.raises(ValueError, match=r'got \(2, 3\)'):
+    networks.decoder.init(jax.random.key(0), latent, train=False, condition=jnp.zeros((2, 3)))
+  unconditional = models.build_networks(tiny.get_config('vaegan'))
+  with pytest.raises(ValueError, match='Decoder is unconditional'):
+    unconditional.decoder.init(jax.random.key(0), latent, train=False,
+                               condition=jnp.zeros((2, 4)))
+  config.model.condition_on = ('Male', 'Male')
+  with pytest.raises(ValueError, match='must be distinct attribute names'):
     models.build_networks(config)

@@ -22,8 +22,17 @@ def assert_trees_close(got, want, rtol=2e-4, atol=1e-5):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
 
 
-def reference_losses(config, networks, state, x):
-  """All loss terms as plain functions of the three networks' params, written out by hand."""
+def conditions(config, seed=0, batch=BATCH):
+  """Random attributes y in {-1, +1} for a conditional config, else None."""
+  count = len(config.model.condition_on)
+  if not count:
+    return None
+  return jnp.where(jax.random.bernoulli(jax.random.key(100 + seed), 0.5, (batch, count)), 1., -1.)
+
+
+def reference_losses(config, networks, state, x, y=None):
+  """All loss terms as plain functions of the three networks' params, written out by hand; a
+  conditional model sees y with every copy of the batch (Enc(x, y), Dec([z; zp], [y; y]), ...)."""
   batch, loss = x.shape[0], config.loss
   step_key = jax.random.fold_in(state.rng, state.step)
   ids = jnp.arange(batch)
@@ -32,8 +41,10 @@ def reference_losses(config, networks, state, x):
 
   def apply(name, params, inputs):
     network = getattr(state, name)
+    condition = None if y is None else jnp.tile(y, (inputs.shape[0] // batch, 1))
     out, _ = getattr(networks, name).apply({'params': params, 'batch_stats': network.batch_stats},
-                                           inputs, train=True, mutable=['batch_stats'])
+                                           inputs, train=True, condition=condition,
+                                           mutable=['batch_stats'])
     return out
 
   def terms(encoder_params, decoder_params, discriminator_params):
@@ -69,8 +80,8 @@ def reference_losses(config, networks, state, x):
   return terms
 
 
-def step_gradients(config, networks, state, x):
-  gradients, _, _, _ = steps.compute_gradients(state, x, config=config, networks=networks,
+def step_gradients(config, networks, state, x, y=None):
+  gradients, _, _, _ = steps.compute_gradients(state, x, y, config=config, networks=networks,
                                                axis_name=None)
   return gradients
 
@@ -93,15 +104,18 @@ ROUTING_CASES = [
     ('vae', {}),
     ('gan', {}),
     ('gan', dict(real_weight=0.3, fake_weight=0.3)),
+    ('vaegan,conditional', dict(gamma=0.5)),
+    ('vae,conditional', {}),
+    ('gan,conditional', {}),
 ]
 
 
 @pytest.mark.parametrize('kind,loss_overrides', ROUTING_CASES)
 def test_each_network_gets_the_gradient_of_its_own_objective_alone(kind, loss_overrides):
   config, networks, _, state = build(kind, **loss_overrides)
-  x = images()
-  got = step_gradients(config, networks, state, x)
-  terms = reference_losses(config, networks, state, x)
+  x, y = images(), conditions(config)
+  got = step_gradients(config, networks, state, x, y)
+  terms = reference_losses(config, networks, state, x, y)
   params = network_params(state)
   gamma = config.loss.gamma
   expected = {
@@ -114,13 +128,13 @@ def test_each_network_gets_the_gradient_of_its_own_objective_alone(kind, loss_ov
       'vae': dict(encoder=lambda t: t['prior'] + t['pixel'], decoder=lambda t: t['pixel']),
       'gan': dict(decoder=lambda t: t['decoder_gan'],
                   discriminator=lambda t: t['discriminator']),
-  }[kind]
+  }[config.model.kind]
   assert set(got) == set(expected)
   argnums = {'encoder': 0, 'decoder': 1, 'discriminator': 2}
   for name, objective in expected.items():
     assert_trees_close(got[name], grad_of(terms, params, argnums[name], objective))
 
-  if kind == 'vaegan':
+  if config.model.kind == 'vaegan':
     # The comparison can fail: a GAN gradient into the encoder, or an L_llike gradient into the
     # discriminator, would change these gradients by more than the tolerance.
     leaky_encoder = grad_of(terms, params, 0, lambda t: t['prior'] + t['llike'] + t['decoder_gan'])
@@ -136,12 +150,14 @@ def run_pmapped(devices, steps_to_run=2, kind='vaegan'):
   all_metrics = []
   for step in range(steps_to_run):
     x = images(seed=step).reshape(len(devices), BATCH // len(devices), 16, 16, 3)
-    state, metrics = train_step(state, x)
+    y = conditions(config, seed=step)
+    y = None if y is None else y.reshape(len(devices), BATCH // len(devices), -1)
+    state, metrics = train_step(state, x, y)
     all_metrics.append(metrics)
   return jax.device_get(state), jax.device_get(all_metrics)
 
 
-@pytest.mark.parametrize('kind', ['vaegan', 'vae'])
+@pytest.mark.parametrize('kind', ['vaegan', 'vae', 'vaegan,conditional'])
 def test_eight_devices_make_the_same_update_as_one(kind):
   one_state, one_metrics = run_pmapped(jax.devices()[:1], kind=kind)
   eight_state, eight_metrics = run_pmapped(jax.devices()[:8], kind=kind)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from tensorboardX.proto import event_pb2
 
-from vaegan_jax import checkpoints, models, sources, state, train
+from vaegan_jax import checkpoints, models, runs, sources, state, train
 from vaegan_jax.configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(__file__))
@@ -206,3 +206,30 @@ def test_command_line_rejects_unknown_keys(tmp_path):
   assert result.returncode != 0
   assert "Unknown config key 'model.latent_dimm'" in result.stderr
   assert 'model.latent_dim,' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_conditional_run_trains_on_the_batch_attributes_and_reloads(tmp_path, data_dir):
+  config = tiny.get_config('vaegan,conditional')
+  config.data.data_dir = data_dir
+  config.num_train_steps = 3
+  workdir = str(tmp_path / 'conditional')
+  final = train.train_and_evaluate(config, workdir)
+  assert int(final.step) == 3
+  lines = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert all(np.isfinite(line['llike']) for line in lines if line['kind'] == 'train')
+  assert os.path.exists(os.path.join(workdir, 'images', 'samples_00000003.png'))
+  run = runs.load_run(workdir)
+  assert run.condition_on == tuple(config.model.condition_on)
+  for a, b in zip(leaves(final), leaves(run.state)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_condition_on_an_attribute_the_data_lacks_is_named(tmp_path, data_dir):
+  config = tiny.get_config('gan,conditional')
+  config.data.data_dir = data_dir
+  config.model.condition_on = ('Male', 'Sunglasses')
+  with pytest.raises(sources.DataError, match=r"model.condition_on names \['Sunglasses'\], which "
+                                              r'this dataset does not have. Its attributes: '
+                                              r'5_o_Clock_Shadow'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(str(tmp_path / 'run' / 'checkpoints'))

@@ -5,12 +5,21 @@ r"""The paper's CelebA figures from trained runs: one command each, a PNG plus i
   python -m vaegan_jax.figures --figure=reconstructions --out=figures \
       --run=VAE=runs/vae --run=VAE_Dis_l=runs/vae_disl --run=VAE/GAN=runs/vaegan
   python -m vaegan_jax.figures --figure=attributes --out=figures --run=VAE/GAN=runs/vaegan
+  python -m vaegan_jax.figures --figure=conditional --out=figures --predictor=runs/predictor \
+      --run=cVAE=runs/cond_vae --run=cGAN=runs/cond_gan --run=cVAE/GAN=runs/cond_vaegan
 
 samples          Fig. 3: one labelled row of samples from a fixed z ~ N(0, I) per run.
 reconstructions  Fig. 4: the first test images, then each run's reconstructions of them.
 attributes       Fig. 5: attribute vectors (mean z with an attribute minus mean z without, over
                  --num_encode training images) added to the first --num_test test images, one row
                  per attribute; a strength sweep z + a v; interpolations between test images.
+conditional      Fig. 6 and the attribute-similarity table: conditional runs generate from
+                 z ~ N(0, I) and the attributes y of --num_requests test images; an attribute
+                 predictor (vaegan-attribute-predictor) judges the images, and the table gives the
+                 cosine similarity and mean squared error between the requested y and the
+                 predicted 2 P(attribute) - 1, with the test images themselves as the reference
+                 row, and the test images scored against another image's y (what ignoring the
+                 request scores). Per run, a second figure switches one attribute at a time.
 
 Runs are read from their workdirs (the checkpoint holds the config); the test and training images
 come from the dataset the first run was trained on (--data_dir overrides where it lies).
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Sequence
 
 import numpy as np
@@ -32,7 +42,7 @@ PAPER_ATTRIBUTES = (
     'Bald', 'Bangs', 'Black_Hair', 'Blond_Hair', 'Bushy_Eyebrows', 'Eyeglasses', 'Gray_Hair',
     'Heavy_Makeup', 'High_Cheekbones', 'Male', 'Mustache', 'Pale_Skin', 'Rosy_Cheeks', 'Smiling',
     'Straight_Hair', 'Wavy_Hair', 'Wearing_Lipstick', 'Young')
-FIGURES = ('samples', 'reconstructions', 'attributes')
+FIGURES = ('samples', 'reconstructions', 'attributes', 'conditional')
 
 
 # ---------------------------------------------------------------- drawing
@@ -71,11 +81,20 @@ def split_of(run: runs.Run, split: str, data_dir: str | None) -> input_pipeline.
 
 
 def check_same_shapes(loaded: dict[str, runs.Run], what: str) -> None:
+  """Raises ValueError unless the runs share image shape, latent size and conditioning, and are
+  conditional exactly when the figure is 'conditional'."""
   shapes = {label: (run.config.model.resolution, run.config.model.image_channels,
-                    run.config.model.latent_dim) for label, run in loaded.items()}
+                    run.config.model.latent_dim, run.condition_on)
+            for label, run in loaded.items()}
   if len(set(shapes.values())) > 1:
-    raise ValueError(f'The runs of one {what} figure must share resolution, channels and '
-                     f'latent size; got {shapes}.')
+    raise ValueError(f'The runs of one {what} figure must share resolution, channels, '
+                     f'latent size and model.condition_on; got {shapes}.')
+  wrong = [label for label, run in loaded.items() if bool(run.condition_on) != (
+      what == 'conditional')]
+  if wrong:
+    raise ValueError(f'{wrong}: the {what} figure takes ' + (
+        'conditional runs (model.condition_on set).' if what == 'conditional' else
+        'unconditional runs; conditional ones go to --figure=conditional.'))
 
 
 # ---------------------------------------------------------------- the figures
@@ -114,6 +133,83 @@ def resolve_attributes(requested: Sequence[str], available: Sequence[str]) -> li
     raise ValueError(f'Unknown attribute(s) {unknown}; this dataset has: '
                      f'{", ".join(available) or "no attributes"}.')
   return names
+
+
+def slug(label: str) -> str:
+  """A run label as part of a file name: 'cVAE/GAN' -> 'cvae_gan'."""
+  return re.sub(r'[^a-z0-9]+', '_', label.lower()).strip('_')
+
+
+def similarity(requested: np.ndarray, probabilities: np.ndarray, names: Sequence[str]) -> dict:
+  """The attribute-similarity numbers of one row of the table: requested y [N, A] in {-1, +1}
+  against the predictor's P(attribute) [N, A], coded 2 P - 1 as in Attribute2Image's protocol;
+  with each attribute's agreement (the sign of 2 P - 1 equals the requested sign)."""
+  predicted = 2 * probabilities - 1
+  agreement = np.mean(np.sign(predicted) == requested, axis=0)
+  return {'cosine_similarity': attributes.cosine_similarity(requested, predicted),
+          'mean_squared_error': attributes.mean_squared_error(requested, predicted),
+          'agreement': {name: float(value) for name, value in zip(names, agreement)}}
+
+
+def conditional_figures(loaded: dict[str, runs.Run], test_split: input_pipeline.PreparedSplit,
+                        predictor: attribute_predictor.Predictor, num_requests: int, count: int,
+                        seed: int) -> dict[str, tuple[np.ndarray, dict]]:
+  """Fig. 6 ('conditional_samples', with the similarity table in its JSON) and, per run,
+  'conditional_toggles_LABEL': the first test image's y, then each attribute set to the opposite
+  of its value there, one row each, for the same `count` z in every row."""
+  check_same_shapes(loaded, 'conditional')
+  first = next(iter(loaded.values()))
+  if predictor.image_shape != tuple(first.config.model[key] for key in (
+      'resolution', 'resolution', 'image_channels')):
+    raise ValueError(f'The predictor judges {predictor.image_shape} images; the runs make '
+                     f'{first.config.model.resolution}x{first.config.model.resolution} ones. '
+                     f'Train the predictor on the runs\' dataset.')
+  condition_on = first.condition_on
+  judged = [name for name in condition_on if name in predictor.attribute_names
+            and predictor.trained[predictor.attribute_names.index(name)]]
+  if not judged:
+    raise ValueError(f'The predictor was trained on none of the conditioned attributes '
+                     f'{list(condition_on)}; train it on the runs\' dataset.')
+  predictor_columns = [predictor.attribute_names.index(name) for name in judged]
+  request_columns = [condition_on.index(name) for name in judged]
+  test = test_split.read(np.arange(min(num_requests, len(test_split))))
+  requested = first.conditions(test['attributes'], test_split.attribute_names)
+  latents = np.random.default_rng(seed).standard_normal(
+      (len(requested), first.config.model.latent_dim)).astype(np.float32)
+
+  def judge(images, wanted=requested):
+    return similarity(wanted[:, request_columns],
+                      predictor.probabilities(images)[:, predictor_columns], judged)
+
+  shown = test['image'][:count].astype(np.float32) / 127.5 - 1
+  rows = [('test images (their y)', shown)]
+  # The second reference row pairs each test image with the next image's y: the score of real
+  # faces that ignore the request, so a model must beat it to show that it follows y.
+  table = {'test images': judge(test['image']),
+           'test images, y of another image': judge(test['image'], np.roll(requested, 1, axis=0))}
+  for label, run in loaded.items():
+    generated = run.decode(latents, requested)
+    table[label] = judge(generated)
+    rows.append((label, generated[:count]))
+  numbers = {'requests': len(requested), 'seed': seed, 'judged_attributes': judged,
+             'coding': 'requested y in {-1, +1}; predicted 2 P(attribute) - 1',
+             'table': table,
+             'runs': {label: {'workdir': run.workdir, 'kind': run.config.model.kind,
+                              'step': run.step} for label, run in loaded.items()}}
+  figures = {'conditional_samples': (labelled_rows(rows), numbers)}
+
+  base = requested[0]
+  toggled = np.repeat(base[None], len(condition_on) + 1, axis=0)
+  for index in range(len(condition_on)):
+    toggled[index + 1, index] = -base[index]
+  labels = ['as requested'] + [f'{name} {"off" if base[index] > 0 else "on"}'
+                               for index, name in enumerate(condition_on)]
+  for label, run in loaded.items():
+    toggle_rows = [(row_label, run.decode(latents[:count], np.repeat(y[None], count, axis=0)))
+                   for row_label, y in zip(labels, toggled)]
+    figures[f'conditional_toggles_{slug(label)}'] = (labelled_rows(toggle_rows), {
+        'run': label, 'requested': dict(zip(condition_on, base.tolist())), 'rows': labels})
+  return figures
 
 
 def edit_numbers(run: runs.Run, predictor: attribute_predictor.Predictor,
@@ -200,7 +296,10 @@ def define_flags() -> None:
   flags.DEFINE_list('strengths', ['-2', '-1', '0', '1', '2'], 'attributes: sweep strengths a.')
   flags.DEFINE_integer('interpolation_steps', 8, 'attributes: images per interpolation.')
   flags.DEFINE_string('predictor', None, 'attributes: a trained attribute predictor (its --out '
-                      'folder) to measure how often each edit works.')
+                      'folder) to measure how often each edit works; conditional: the judge '
+                      '(required).')
+  flags.DEFINE_integer('num_requests', 1000, 'conditional: test attribute vectors to generate '
+                       'from and judge.')
 
 
 def parse_runs(specs: Sequence[str]) -> dict[str, str]:
@@ -220,6 +319,14 @@ def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) 
   first = next(iter(loaded.values()))
   if figure == 'samples':
     made = {'samples': samples_figure(loaded, options['count'], options['seed'])}
+  elif figure == 'conditional':
+    if not options.get('predictor'):
+      raise ValueError('The conditional figure needs --predictor: a folder written by '
+                       'vaegan-attribute-predictor on the runs\' dataset.')
+    made = conditional_figures(
+        loaded, split_of(first, first.config.data.eval_split, options['data_dir']),
+        attribute_predictor.load(options['predictor']), options['num_requests'],
+        options['count'], options['seed'])
   elif figure == 'reconstructions':
     test = split_of(first, first.config.data.eval_split, options['data_dir'])
     images = test.read(np.arange(min(options['count'], len(test))))['image']
@@ -227,6 +334,7 @@ def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) 
   else:
     if len(loaded) != 1:
       raise ValueError('The attributes figure takes one --run.')
+    check_same_shapes(loaded, 'attributes')
     made = attribute_figures(
         first, split_of(first, first.config.data.train_split, options['data_dir']),
         split_of(first, first.config.data.eval_split, options['data_dir']),
@@ -244,7 +352,8 @@ def main(argv: list[str]) -> None:
         args.figure, parse_runs(args.run), args.out, data_dir=args.data_dir, count=args.count,
         seed=args.seed, attributes=args.attributes, num_encode=args.num_encode,
         num_test=args.num_test, strengths=args.strengths,
-        interpolation_steps=args.interpolation_steps, predictor=args.predictor)
+        interpolation_steps=args.interpolation_steps, predictor=args.predictor,
+        num_requests=args.num_requests)
   except (ValueError, FileNotFoundError) as error:
     raise SystemExit(f'vaegan-figures: {error}') from None
   for name, paths in written.items():

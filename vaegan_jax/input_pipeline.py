@@ -301,3 +301,22 @@ def to_model_input(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     image = jnp.where(flip[..., None, None, None], image[..., ::-1, :], image)
   batch['image'] = image.astype(jnp.float32) / 127.5 - 1.0
   return batch
+
+
+def condition_columns(attribute_names: Sequence[str], condition_on: Sequence[str]
+                      ) -> tuple[int, ...]:
+  """The dataset's attribute columns of a conditional model's y, in config order; () when
+  `condition_on` is empty. Raises DataError naming any attribute the dataset lacks."""
+  missing = [name for name in condition_on if name not in attribute_names]
+  if missing:
+    raise sources.DataError(
+        f'model.condition_on names {missing}, which this dataset does not have. Its attributes: '
+        f'{", ".join(attribute_names) or "none"}.')
+  return tuple(list(attribute_names).index(name) for name in condition_on)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def conditions_of(attributes: jax.Array, columns: tuple[int, ...]) -> jax.Array:
+  """bool attributes [..., A] -> a conditional model's y [..., len(columns)], float32 in {-1, +1}
+  (the coding of Attribute2Image, so 'absent' is a signal, not a zero input)."""
+  return jnp.where(attributes[..., jnp.array(columns)], 1.0, -1.0).astype(jnp.float32)

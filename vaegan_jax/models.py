@@ -5,6 +5,16 @@ The modules are used only through `init` / `apply`, so each network is a pure fu
 `../shared/PAPER.md`); 32x32 and 128x128 drop or add one stride-2 stage through the channel
 tuples of the config (`configs/celeba64.py`). All kernels are 5x5.
 
+Conditional variants (the paper's attribute-conditioned generation; no conditional code survives
+in the authors' repository) take an attribute vector y in {-1, +1}^A:
+  decoder        [z; y] is the dense layer's input: y must steer what is drawn.
+  encoder        y joins the flattened conv features at the hidden dense layer: q(z | x, y), as
+                 in a conditional VAE, so z need not spend capacity on what y already says.
+  discriminator  y joins the flattened conv features at the hidden dense layer: D judges the pair
+                 (x, y), so a sample that ignores y is told apart from the data (a conditional GAN).
+                 The conv layers never see y, so Dis_l at a conv layer stays the same y-free
+                 similarity metric as in the unconditional model.
+
 Batch norm follows the authors' code: running = 0.9 * running + 0.1 * batch, epsilon 1e-6 after
 convolutions and 1e-5 after dense layers, scale 1 and shift 0 at init. With `axis_name` set the
 batch statistics are averaged over that device axis, so N devices normalise exactly as one device
@@ -41,24 +51,44 @@ class _Norm(nn.Module):
                         name='batch_norm')(x)
 
 
+def with_condition(h: jax.Array, condition: jax.Array | None, features: int, where: str
+                   ) -> jax.Array:
+  """[h; y] along the last axis when the network is conditional (`features` > 0), else h.
+
+  Raises ValueError when y is missing, unexpected, or of the wrong width.
+  """
+  if features == 0:
+    if condition is not None:
+      raise ValueError(f'{where} is unconditional (model.condition_on is empty) but was given a '
+                       f'condition; pass None, or train a conditional model.')
+    return h
+  if condition is None or condition.shape != (h.shape[0], features):
+    got = None if condition is None else condition.shape
+    raise ValueError(f'{where} is conditioned on {features} attributes: it needs a condition of '
+                     f'shape {(h.shape[0], features)} in {{-1, +1}}, got {got}.')
+  return jnp.concatenate([h, condition.astype(h.dtype)], axis=-1)
+
+
 class Encoder(nn.Module):
-  """x [B, R, R, C] in [-1, 1] -> (mu [B, latent_dim], log-variance [B, latent_dim]), float32."""
+  """x [B, R, R, C] in [-1, 1] (and y [B, A]) -> (mu [B, latent_dim], log-variance), float32."""
   channels: Sequence[int]
   hidden_features: int
   latent_dim: int
+  condition_features: int = 0        # A: the width of y, 0 for the unconditional model
   axis_name: str | None = None
   dtype: Any = jnp.float32
   conv_gradients: str = 'auto'       # see layers.resolve_conv_gradients
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array, train: bool, condition: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
     h = x
     for index, features in enumerate(self.channels, start=1):
       h = Conv(features, stride=2, use_bias=False, dtype=self.dtype,
                gradients=self.conv_gradients, name=f'conv{index}')(h)
       h = nn.relu(_Norm(CONV_BATCH_NORM_EPSILON, self.axis_name, self.dtype,
                         name=f'conv{index}_norm')(h, train))
-    h = h.reshape(h.shape[0], -1)
+    h = with_condition(h.reshape(h.shape[0], -1), condition, self.condition_features, 'Encoder')
     h = Dense(self.hidden_features, use_bias=False, dtype=self.dtype, name='dense1')(h)
     h = nn.relu(_Norm(DENSE_BATCH_NORM_EPSILON, self.axis_name, self.dtype,
                       name='dense1_norm')(h, train))
@@ -68,7 +98,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  """z [B, latent_dim] -> image [B, R, R, C] in [-1, 1] (tanh), float32.
+  """z [B, latent_dim] (and y [B, A]) -> image [B, R, R, C] in [-1, 1] (tanh), float32.
 
   A dense layer makes a [S, S, dense_channels] map with S = R / 2**len(channels); each entry of
   `channels` is one stride-2 transposed conv; a stride-1 conv makes the image channels.
@@ -77,15 +107,17 @@ class Decoder(nn.Module):
   dense_channels: int
   channels: Sequence[int]
   image_channels: int = 3
+  condition_features: int = 0        # A: the width of y, 0 for the unconditional model
   axis_name: str | None = None
   dtype: Any = jnp.float32
   conv_gradients: str = 'auto'       # see layers.resolve_conv_gradients
 
   @nn.compact
-  def __call__(self, z: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, z: jax.Array, train: bool, condition: jax.Array | None = None) -> jax.Array:
     start = self.resolution // 2 ** len(self.channels)
+    h = with_condition(z, condition, self.condition_features, 'Decoder')
     h = Dense(start * start * self.dense_channels, use_bias=False, dtype=self.dtype,
-              name='dense1')(z)
+              name='dense1')(h)
     h = nn.relu(_Norm(DENSE_BATCH_NORM_EPSILON, self.axis_name, self.dtype,
                       name='dense1_norm')(h, train))
     h = h.reshape(h.shape[0], start, start, self.dense_channels)
@@ -99,7 +131,7 @@ class Decoder(nn.Module):
 
 
 class Discriminator(nn.Module):
-  """image [B, R, R, C] -> (logit [B], {layer name: features}), float32.
+  """image [B, R, R, C] (and y [B, A]) -> (logit [B], {layer name: features}), float32.
 
   `channels[0]` is a stride-1 conv with bias and no batch norm; every later entry is a stride-2
   conv followed by batch norm. Then a hidden dense layer with batch norm and the logit layer.
@@ -108,12 +140,14 @@ class Discriminator(nn.Module):
   """
   channels: Sequence[int]
   hidden_features: int
+  condition_features: int = 0        # A: the width of y, 0 for the unconditional model
   axis_name: str | None = None
   dtype: Any = jnp.float32
   conv_gradients: str = 'auto'       # see layers.resolve_conv_gradients
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def __call__(self, x: jax.Array, train: bool, condition: jax.Array | None = None
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
     features = {}
     h = x
     for index, width in enumerate(self.channels, start=1):
@@ -125,7 +159,8 @@ class Discriminator(nn.Module):
       if not first:
         h = _Norm(CONV_BATCH_NORM_EPSILON, self.axis_name, self.dtype, name=f'{name}_norm')(h, train)
       h = nn.relu(h)
-    h = h.reshape(h.shape[0], -1)
+    h = with_condition(h.reshape(h.shape[0], -1), condition, self.condition_features,
+                       'Discriminator')
     h = Dense(self.hidden_features, use_bias=False, dtype=self.dtype, name='dense1')(h)
     features['dense1'] = h
     h = nn.relu(_Norm(DENSE_BATCH_NORM_EPSILON, self.axis_name, self.dtype,
@@ -162,6 +197,11 @@ def check_model_config(model_config: Any, feature_layer: str) -> None:
           f'model.resolution={resolution} into a map of at least 2x2. Use the channel tuples of '
           f"configs/celeba64.py's ARCHITECTURES for resolution 32, 64 or 128.")
   resolve_conv_gradients(model_config.conv_gradients)
+  condition_on = tuple(model_config.condition_on)
+  if not all(isinstance(name, str) and name for name in condition_on) or len(
+      set(condition_on)) != len(condition_on):
+    raise ValueError(f'model.condition_on={condition_on!r} must be distinct attribute names, '
+                     f'e.g. ("Male", "Smiling"), or () for the unconditional model.')
   valid_layers = discriminator_layer_names(len(model_config.discriminator_channels))
   if model_config.kind in ('vaegan', 'vae_disl') and feature_layer not in valid_layers:
     raise ValueError(f'loss.feature_layer={feature_layer!r} is not a discriminator layer; '
@@ -183,7 +223,8 @@ def build_networks(config: Any, axis_name: str | None = None) -> Networks:
   check_loss_config(config.loss)
   dtype = jnp.dtype(model_config.compute_dtype)
   kind = model_config.kind
-  shared = dict(axis_name=axis_name, dtype=dtype, conv_gradients=model_config.conv_gradients)
+  shared = dict(axis_name=axis_name, dtype=dtype, conv_gradients=model_config.conv_gradients,
+                condition_features=len(model_config.condition_on))
   encoder = None if kind == 'gan' else Encoder(
       channels=tuple(model_config.encoder_channels),
       hidden_features=model_config.encoder_hidden_features,

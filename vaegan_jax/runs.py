@@ -1,21 +1,23 @@
 """A trained run, read back from its workdir: its own config, its networks and its latest state.
 
 The checkpoint carries the config that wrote it, so a workdir alone is enough. encode and decode
-are jitted, in eval mode (running batch statistics; the encoder's mean, as the authors' code).
+are jitted, in eval mode (running batch statistics; the encoder's mean, as the authors' code). A
+conditional run's encode and decode also take y, [N, A] in {-1, +1} (`Run.conditions` makes it
+from a dataset's attributes).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vaegan_jax import checkpoints, models, state
+from vaegan_jax import checkpoints, input_pipeline, models, state
 
 
 class RunNotFound(FileNotFoundError):
@@ -30,21 +32,35 @@ class Run:
   state: state.TrainState
   step: int
 
-  def encode(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """uint8 images [N, R, R, C] -> the encoder's mean [N, L]."""
+  @property
+  def condition_on(self) -> tuple[str, ...]:
+    """The attributes a conditional run takes as y; () for an unconditional one."""
+    return tuple(self.config.model.condition_on)
+
+  def conditions(self, attributes: np.ndarray, attribute_names: Sequence[str]) -> np.ndarray:
+    """A dataset's bool attributes [N, A] (columns named by attribute_names) -> this run's y."""
+    columns = input_pipeline.condition_columns(attribute_names, self.condition_on)
+    return np.asarray(input_pipeline.conditions_of(attributes, columns))
+
+  def encode(self, images: np.ndarray, conditions: np.ndarray | None = None,
+             batch_size: int = 256) -> np.ndarray:
+    """uint8 images [N, R, R, C] (and y [N, A] for a conditional run) -> the encoder's mean."""
     if self.networks.encoder is None:
       raise ValueError(f'{self.workdir} is a {self.config.model.kind} run: it has no encoder.')
     return _batched(functools.partial(_encode, self.networks.encoder, self.state.encoder),
-                    images, batch_size)
+                    batch_size, images, conditions)
 
-  def decode(self, latents: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """[N, L] -> images [N, R, R, C] in [-1, 1]."""
+  def decode(self, latents: np.ndarray, conditions: np.ndarray | None = None,
+             batch_size: int = 256) -> np.ndarray:
+    """[N, L] (and y [N, A] for a conditional run) -> images [N, R, R, C] in [-1, 1]."""
     return _batched(functools.partial(_decode, self.networks.decoder, self.state.decoder),
-                    np.asarray(latents, np.float32), batch_size)
+                    batch_size, np.asarray(latents, np.float32), conditions)
 
 
-def _batched(function, inputs: np.ndarray, batch_size: int) -> np.ndarray:
-  return np.concatenate([np.asarray(function(inputs[start:start + batch_size]))
+def _batched(function, batch_size: int, inputs: np.ndarray, conditions: np.ndarray | None
+             ) -> np.ndarray:
+  part = lambda array, start: None if array is None else array[start:start + batch_size]
+  return np.concatenate([np.asarray(function(part(inputs, start), part(conditions, start)))
                          for start in range(0, len(inputs), batch_size)])
 
 
@@ -53,14 +69,15 @@ def _variables(network: state.NetworkState) -> dict[str, Any]:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _encode(module, network, images):
-  mu, _ = module.apply(_variables(network), images.astype(jnp.float32) / 127.5 - 1, train=False)
+def _encode(module, network, images, conditions):
+  mu, _ = module.apply(_variables(network), images.astype(jnp.float32) / 127.5 - 1, train=False,
+                       condition=conditions)
   return mu
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _decode(module, network, latents):
-  return module.apply(_variables(network), latents, train=False)
+def _decode(module, network, latents, conditions):
+  return module.apply(_variables(network), latents, train=False, condition=conditions)
 
 
 def load_run(workdir: str) -> Run:

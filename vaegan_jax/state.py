@@ -108,8 +108,8 @@ def build_optimizers(config: Any, networks: Networks) -> Optimizers:
 
 
 def _init_network(module: Any, optimizer: optax.GradientTransformation, key: jax.Array,
-                  example_input: jax.Array) -> NetworkState:
-  variables = module.init(key, example_input, train=False)
+                  example_input: jax.Array, example_condition: jax.Array | None) -> NetworkState:
+  variables = module.init(key, example_input, train=False, condition=example_condition)
   params = variables['params']
   return NetworkState(params=params, batch_stats=variables.get('batch_stats', {}),
                       opt_state=optimizer.init(params))
@@ -124,11 +124,12 @@ def init_train_state(config: Any, networks: Networks, optimizers: Optimizers,
   model = config.model
   image = jnp.zeros((1, model.resolution, model.resolution, model.image_channels), jnp.float32)
   latent = jnp.zeros((1, model.latent_dim), jnp.float32)
+  condition = jnp.zeros((1, len(model.condition_on)), jnp.float32) if model.condition_on else None
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       rng=train_key,
       encoder=None if networks.encoder is None else _init_network(
-          networks.encoder, optimizers.encoder, encoder_key, image),
-      decoder=_init_network(networks.decoder, optimizers.decoder, decoder_key, latent),
+          networks.encoder, optimizers.encoder, encoder_key, image, condition),
+      decoder=_init_network(networks.decoder, optimizers.decoder, decoder_key, latent, condition),
       discriminator=None if networks.discriminator is None else _init_network(
-          networks.discriminator, optimizers.discriminator, discriminator_key, image))
+          networks.discriminator, optimizers.discriminator, discriminator_key, image, condition))

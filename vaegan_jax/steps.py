@@ -6,6 +6,10 @@ One forward pass runs the three networks (Algorithm 1 of the paper):
     [x~; xp] = Dec([z; zp])
     logits, Dis_l = Dis([x; x~; xp])
 
+A conditional model (models.py) gives every network the batch's attributes y as well: Enc(x, y),
+Dec([z; zp], [y; y]) and Dis([x; x~; xp], [y; y; y]); prior samples are drawn for the batch's own
+attributes, so D sees real and generated images under the same distribution of y.
+
 The loss terms are small functions of those outputs. Each network's gradient is then pulled back
 from that one forward pass (`jax.vjp`), with exactly the routing of Algorithm 1:
 
@@ -144,27 +148,35 @@ def per_example_losses(config: Any, images: jax.Array, mu: jax.Array | None,
 
 # ---------------------------------------------------------------- gradients
 def _vjp_network(module: Any, network: NetworkState, inputs: jax.Array,
-                 postprocess: Callable[[Any], Any] = lambda outputs: outputs):
-  """Applies a network in train mode, then `postprocess` to its outputs.
+                 postprocess: Callable[[Any], Any] = lambda outputs: outputs,
+                 condition: jax.Array | None = None):
+  """Applies a network in train mode (with the attributes `condition`, a constant), then
+  `postprocess` to its outputs.
 
   Returns (outputs, pullback over (params, inputs), new batch statistics).
   """
   def apply(params, x):
     outputs, updates = module.apply({'params': params, 'batch_stats': network.batch_stats}, x,
-                                    train=True, mutable=['batch_stats'])
+                                    train=True, condition=condition, mutable=['batch_stats'])
     return postprocess(outputs), updates['batch_stats']
 
   return jax.vjp(apply, network.params, inputs, has_aux=True)
 
 
-def compute_gradients(state: TrainState, images: jax.Array, *, config: Any, networks: Networks,
-                      axis_name: str | None = AXIS_NAME
+def _repeat(condition: jax.Array | None, times: int) -> jax.Array | None:
+  """y for `times` stacked copies of the batch ([y; y; ...]), or None."""
+  return None if condition is None else jnp.tile(condition, (times, 1))
+
+
+def compute_gradients(state: TrainState, images: jax.Array, conditions: jax.Array | None = None,
+                      *, config: Any, networks: Networks, axis_name: str | None = AXIS_NAME
                       ) -> tuple[dict[str, Any], dict[str, Any], dict[str, jax.Array], jax.Array]:
   """Per-network gradients of the local examples' losses, from one forward pass.
 
   Args:
     state: the train state (read only).
     images: [B, R, R, C] local batch in [-1, 1].
+    conditions: [B, A] attributes in {-1, +1} for a conditional model, else None.
   Returns:
     (gradients, new batch statistics, per-example loss terms, discriminator logits or None), the
     first two keyed by network name. Gradients are of this device's part of the global sum; add
@@ -189,20 +201,22 @@ def compute_gradients(state: TrainState, images: jax.Array, *, config: Any, netw
       return mu, log_variance, mu + posterior_noise * jnp.exp(0.5 * log_variance)
 
     (mu, log_variance, latents), encoder_pullback, new_batch_stats['encoder'] = _vjp_network(
-        networks.encoder, state.encoder, images, reparameterise)
+        networks.encoder, state.encoder, images, reparameterise, conditions)
     latents = jnp.concatenate([latents, prior_latents])
   else:
     latents = prior_latents
 
   # Forward: decoder on [z; zp] together, discriminator on [x; x~; xp] together.
   fake_images, decoder_pullback, new_batch_stats['decoder'] = _vjp_network(
-      networks.decoder, state.decoder, latents)
+      networks.decoder, state.decoder, latents,
+      condition=_repeat(conditions, latents.shape[0] // batch))
   logits = features = discriminator_pullback = None
   if networks.discriminator is not None:
     feature_layer = config.loss.feature_layer
     (logits, features), discriminator_pullback, new_batch_stats['discriminator'] = _vjp_network(
         networks.discriminator, state.discriminator, jnp.concatenate([images, fake_images]),
-        lambda outputs: (outputs[0], outputs[1][feature_layer]))
+        lambda outputs: (outputs[0], outputs[1][feature_layer]),
+        _repeat(conditions, 1 + fake_images.shape[0] // batch))
 
   # Loss terms, and their cotangents for each network's objective.
   global_batch_size = batch * _axis_size(axis_name)
@@ -287,14 +301,15 @@ def apply_network_update(network: NetworkState, gradients: Any, new_batch_stats:
       opt_state=jax.tree.map(keep_if_skipped, new_opt_state, opt_state))
 
 
-def train_step(state: TrainState, images: jax.Array, *, config: Any, networks: Networks,
-               optimizers: Optimizers, axis_name: str | None = AXIS_NAME
-               ) -> tuple[TrainState, Metrics]:
+def train_step(state: TrainState, images: jax.Array, conditions: jax.Array | None = None, *,
+               config: Any, networks: Networks, optimizers: Optimizers,
+               axis_name: str | None = AXIS_NAME) -> tuple[TrainState, Metrics]:
   """One VAE/GAN update of all three networks on this device's part of the global batch.
 
   Args:
     state: replicated train state.
     images: [B, R, R, C] local batch in [-1, 1].
+    conditions: [B, A] attributes in {-1, +1} for a conditional model, else None.
   Returns:
     (new state, metrics); the metrics are global-batch averages, identical on every device:
     per-example loss terms, D(x), D(x~), D(xp) (mean probabilities), the mean real and fake
@@ -302,7 +317,7 @@ def train_step(state: TrainState, images: jax.Array, *, config: Any, networks: N
     each network's gradient norm and learning rate.
   """
   gradients, new_batch_stats, terms, logits = compute_gradients(
-      state, images, config=config, networks=networks, axis_name=axis_name)
+      state, images, conditions, config=config, networks=networks, axis_name=axis_name)
   gradients = _psum(gradients, axis_name)
   batch = images.shape[0]
   metrics = {name: jnp.mean(value) for name, value in terms.items()}
@@ -337,24 +352,27 @@ def train_step(state: TrainState, images: jax.Array, *, config: Any, networks: N
 
 
 # ---------------------------------------------------------------- evaluation
-def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array, *, config: Any,
-              networks: Networks, axis_name: str | None = AXIS_NAME
-              ) -> tuple[dict[str, jax.Array], Metrics]:
+def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array,
+              conditions: jax.Array | None = None, *, config: Any, networks: Networks,
+              axis_name: str | None = AXIS_NAME) -> tuple[dict[str, jax.Array], Metrics]:
   """Test-time outputs with running batch statistics; the encoder returns mu (the Feb code).
 
   Args:
     images: [B, R, R, C] local test batch.
     prior_latents: [B, latent] fixed z for samples.
+    conditions: [B, A] the test images' attributes in {-1, +1} for a conditional model (samples
+      are drawn for them too), else None.
   Returns:
     (images, averages): 'reconstructions' and 'samples' ([B, R, R, C]); per-example averages
     over the global batch (identical on every device) of 'kl', 'pixel_error' (0.5 * squared
     error per image) and, with a discriminator, 'feature_error' at Dis_l, 'd_real',
     'd_reconstruction', 'd_prior'.
   """
-  def apply(name, inputs):
+  def apply(name, inputs, copies=1):
     network = getattr(state, name)
     return getattr(networks, name).apply(
-        {'params': network.params, 'batch_stats': network.batch_stats}, inputs, train=False)
+        {'params': network.params, 'batch_stats': network.batch_stats}, inputs, train=False,
+        condition=_repeat(conditions, copies))
 
   outputs, averages = {}, {}
   samples = apply('decoder', prior_latents)
@@ -367,7 +385,7 @@ def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array, *,
     averages['pixel_error'] = losses.gaussian_nll(reconstructions, images)
   if networks.discriminator is not None:
     fakes = [outputs[name] for name in ('reconstructions', 'samples') if name in outputs]
-    logits, features = apply('discriminator', jnp.concatenate([images] + fakes))
+    logits, features = apply('discriminator', jnp.concatenate([images] + fakes), 1 + len(fakes))
     probabilities = jax.nn.sigmoid(logits).reshape(-1, images.shape[0])
     averages['d_real'], averages['d_prior'] = probabilities[0], probabilities[-1]
     if 'reconstructions' in outputs:
@@ -381,9 +399,10 @@ def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array, *,
 # ---------------------------------------------------------------- pmap wrapping
 def make_pmapped_train_step(config: Any, networks: Networks, optimizers: Optimizers,
                             devices: Sequence[jax.Device] | None = None
-                            ) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
-  """train_step over `devices` (default: every device of every process); each process passes
-  images [its local devices, B, R, R, C].
+                            ) -> Callable[..., tuple[TrainState, Metrics]]:
+  """train_step over `devices` (default: every device of every process), called as
+  step(state, images, conditions=None); each process passes images [its local devices, B, R, R, C]
+  and, for a conditional model, conditions [its local devices, B, A].
 
   The networks must be built with axis_name=AXIS_NAME. The state goes in and comes out unmapped
   (in_axes / out_axes None: it is identical on every device) and, in a single-process run, is
@@ -394,15 +413,18 @@ def make_pmapped_train_step(config: Any, networks: Networks, optimizers: Optimiz
   # Donation is for one process only: with several, pmap reshards the unmapped state across
   # processes on entry and jax 0.10 then deletes buffers that the next step's state still uses.
   donate = (0,) if jax.process_count() == 1 else ()
-  return jax.pmap(step, axis_name=AXIS_NAME, in_axes=(None, 0), out_axes=(None, None),
-                  donate_argnums=donate, devices=devices)
+  pmapped = jax.pmap(step, axis_name=AXIS_NAME, in_axes=(None, 0, 0), out_axes=(None, None),
+                     donate_argnums=donate, devices=devices)
+  return lambda state, images, conditions=None: pmapped(state, images, conditions)
 
 
 def make_pmapped_eval_step(config: Any, networks: Networks,
                            devices: Sequence[jax.Device] | None = None
                            ) -> Callable[..., dict[str, jax.Array]]:
-  """eval_step over `devices`: images, prior_latents and output images with a leading device
-  axis; the averages come back once (out_axes None)."""
+  """eval_step over `devices`, called as step(state, images, prior_latents, conditions=None):
+  the inputs and output images have a leading device axis; the averages come back once."""
   step = functools.partial(eval_step, config=config, networks=networks, axis_name=AXIS_NAME)
-  return jax.pmap(step, axis_name=AXIS_NAME, in_axes=(None, 0, 0), out_axes=(0, None),
-                  devices=devices)
+  pmapped = jax.pmap(step, axis_name=AXIS_NAME, in_axes=(None, 0, 0, 0), out_axes=(0, None),
+                     devices=devices)
+  return lambda state, images, prior_latents, conditions=None: pmapped(
+      state, images, prior_latents, conditions)

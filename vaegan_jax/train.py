@@ -76,17 +76,18 @@ def open_data(config: ml_collections.ConfigDict
 
 def fixed_grid_inputs(config: ml_collections.ConfigDict, eval_split: input_pipeline.PreparedSplit,
                       devices: int) -> dict[str, jax.Array]:
-  """The same test images and prior latents at every grid: [D, n / D, ...] with n the smallest
-  multiple of the device count that holds grid_size^2."""
+  """The same test images, their attributes and prior latents at every grid: [D, n / D, ...]
+  with n the smallest multiple of the device count that holds grid_size^2."""
   count = devices * math.ceil(config.grid_size ** 2 / devices)
   if len(eval_split) < count:
     raise sources.DataError(f'The eval split has {len(eval_split)} images; the grids need '
                             f'{count}. Lower grid_size.')
-  images = eval_split.read(np.arange(count))['image']
+  test = eval_split.read(np.arange(count))
   latents = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
                               (count, config.model.latent_dim))
-  return {'image': images.reshape(devices, -1, *images.shape[1:]),
-          'latents': np.asarray(latents).reshape(devices, -1, config.model.latent_dim)}
+  per_device = lambda array: np.asarray(array).reshape(devices, -1, *array.shape[1:])
+  return {'image': per_device(test['image']), 'attributes': per_device(test['attributes']),
+          'latents': per_device(latents)}
 
 
 # ---------------------------------------------------------------- metrics
@@ -120,6 +121,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   check_config(config)
   check_workdir(workdir)
   train_split, eval_split = open_data(config)
+  columns = input_pipeline.condition_columns(train_split.attribute_names,
+                                             config.model.condition_on)
+  # A conditional model's y from a batch's attributes; None for the unconditional model.
+  conditions_of = lambda attributes: (input_pipeline.conditions_of(attributes, columns)
+                                      if columns else None)
   devices = jax.local_devices()
   is_chief = jax.process_index() == 0
 
@@ -152,10 +158,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   eval_step = steps.make_pmapped_eval_step(config, networks)
   grid_inputs = fixed_grid_inputs(config, eval_split, len(devices))
   grid_images = input_pipeline.to_model_input({'image': grid_inputs['image']})['image']
+  grid_conditions = conditions_of(grid_inputs['attributes'])
   writer = metric_writers.MetricWriter(workdir, enabled=is_chief)
 
   def write_grids(step: int) -> None:
-    outputs, _ = eval_step(train_state, grid_images, grid_inputs['latents'])
+    outputs, _ = eval_step(train_state, grid_images, grid_inputs['latents'], grid_conditions)
     outputs['test_images'] = grid_images
     count = config.grid_size ** 2
     writer.write_images(step, {name: metric_writers.image_grid(
@@ -172,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       latents = jax.random.normal(jax.random.PRNGKey(config.seed + 2 + count),
                                   batch['image'].shape[:2] + (config.model.latent_dim,))
       images = input_pipeline.to_model_input(batch)['image']
-      _, averages = eval_step(train_state, images, latents)
+      _, averages = eval_step(train_state, images, latents, conditions_of(batch['attributes']))
       for name, value in jax.device_get(averages).items():
         totals[name] = totals.get(name, 0.0) + float(value)
       count += 1
@@ -200,7 +207,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   try:
     while step < total:
       batch = next(batches)
-      train_state, metrics = train_step(train_state, batch['image'])
+      train_state, metrics = train_step(train_state, batch['image'],
+                                        conditions_of(batch['attributes']))
       step += 1
       interval_steps += 1
       history.append((step, metrics))

@@ -11,11 +11,14 @@ a GPU or TPU is needed; GPU and TPU times are not measured yet.
 
 The config argument picks variants, comma-separated (`--config=vaegan_jax/configs/celeba64.py:mar,128`):
   mar          the March 2016 code's constants (gamma 1e-6, prior fakes only, 0.5/0.5 weights)
+  conditional  condition the three networks on CelebA's 40 attributes (models.py says where y enters)
   32 | 128     the resolution: one stride-2 stage fewer or more than the 64x64 table
 """
 from __future__ import annotations
 
 import ml_collections
+
+from vaegan_jax.synthetic import ATTRIBUTE_NAMES as CELEBA_ATTRIBUTE_NAMES
 
 # Channel widths per resolution. 64 is the paper's table; 32 removes and 128 adds the stride-2
 # stage next to the image, the added one half as wide as its neighbour. [paper] for 64, [ours] else.
@@ -48,9 +51,10 @@ def optimizer_config(learning_rate: float = 3e-4) -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The paper's CelebA 64x64 run; `arg` as in the module docstring."""
   variants = [v.strip() for v in (arg or '').split(',') if v.strip()]
-  unknown = [v for v in variants if v not in ('mar', '32', '64', '128')]
+  unknown = [v for v in variants if v not in ('mar', 'conditional', '32', '64', '128')]
   if unknown:
-    raise ValueError(f'Unknown celeba64 config variant(s) {unknown}; choose from mar, 32, 64, 128.')
+    raise ValueError(f'Unknown celeba64 config variant(s) {unknown}; choose from mar, '
+                     f'conditional, 32, 64, 128.')
   resolution = next((int(v) for v in variants if v.isdigit()), 64)
   march = 'mar' in variants
 
@@ -69,6 +73,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       discriminator_hidden_features=512,   # [paper] 512
       compute_dtype='float32',             # [ours] 'bfloat16' computes in bf16, params stay f32
       conv_gradients='auto',               # [ours] 'matmul' on CPU, 'xla' on GPU/TPU (layers.py)
+      # [paper] the conditional models take attributes y; which ones is [ours]: () unconditional
+      condition_on=CELEBA_ATTRIBUTE_NAMES if 'conditional' in variants else (),
       **ARCHITECTURES[resolution],
   ))
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import ml_collections
 
-from vaegan_jax.configs import celeba64
+from vaegan_jax import synthetic as synthetic_faces
+from vaegan_jax.configs import celeba64, synthetic
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """celeba64's settings with small networks; `arg` is a model kind (default vaegan)."""
+  """celeba64's settings with small networks; `arg` is 'KIND[,conditional]' as in synthetic.py."""
+  kind, conditional = synthetic.parse_arg(arg)
   config = celeba64.get_config()
   config.global_batch_size = 16
   config.num_train_steps = 20
   config.model.update(dict(
-      kind=arg or 'vaegan',
+      kind=kind,
+      condition_on=synthetic_faces.RENDERED_ATTRIBUTES[:4] if conditional else (),
       resolution=16,
       latent_dim=8,
       encoder_hidden_features=32,
