@@ -160,6 +160,10 @@ def test_conditions_are_the_named_columns_in_plus_minus_one():
   attributes = np.array([[[True, False, False], [False, True, True]]])        # [D=1, B=2, A=3]
   np.testing.assert_array_equal(input_pipeline.conditions_of(attributes, columns),
                                 [[[-1.0, 1.0], [1.0, -1.0]]])
+  model_input = input_pipeline.to_model_input(
+      {'image': np.zeros((1, 2, 4, 4, 3), np.uint8), 'attributes': attributes}, columns)
+  np.testing.assert_array_equal(model_input['condition'], [[[-1.0, 1.0], [1.0, -1.0]]])
+  assert 'condition' not in input_pipeline.to_model_input({'image': model_input['image']})
   assert input_pipeline.condition_columns(names, ()) == ()
   with pytest.raises(sources.DataError, match=r"\['Young'\], which this dataset does not have. "
                                               r'Its attributes: Bald, Male, Smiling'):

@@ -80,7 +80,7 @@ def split_of(run: runs.Run, split: str, data_dir: str | None) -> input_pipeline.
                                       model.resolution, model.image_channels, split)
 
 
-def check_same_shapes(loaded: dict[str, runs.Run], what: str) -> None:
+def check_runs_fit(loaded: dict[str, runs.Run], what: str) -> None:
   """Raises ValueError unless the runs share image shape, latent size and conditioning, and are
   conditional exactly when the figure is 'conditional'."""
   shapes = {label: (run.config.model.resolution, run.config.model.image_channels,
@@ -100,7 +100,7 @@ def check_same_shapes(loaded: dict[str, runs.Run], what: str) -> None:
 # ---------------------------------------------------------------- the figures
 def samples_figure(loaded: dict[str, runs.Run], count: int, seed: int) -> tuple[np.ndarray, dict]:
   """Fig. 3: every run decodes the same z ~ N(0, I)."""
-  check_same_shapes(loaded, 'samples')
+  check_runs_fit(loaded, 'samples')
   latent_dim = next(iter(loaded.values())).config.model.latent_dim
   latents = np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
   rows = [(label, run.decode(latents)) for label, run in loaded.items()]
@@ -114,7 +114,7 @@ def reconstructions_figure(loaded: dict[str, runs.Run], test_images: np.ndarray
                            ) -> tuple[np.ndarray, dict]:
   """Fig. 4: test images, then each run's reconstruction; the JSON holds each run's mean
   squared error per pixel on these images (pixels in [-1, 1])."""
-  check_same_shapes(loaded, 'reconstructions')
+  check_runs_fit(loaded, 'reconstructions')
   targets = test_images.astype(np.float32) / 127.5 - 1
   rows, errors = [('test images', targets)], {}
   for label, run in loaded.items():
@@ -157,7 +157,7 @@ def conditional_figures(loaded: dict[str, runs.Run], test_split: input_pipeline.
   """Fig. 6 ('conditional_samples', with the similarity table in its JSON) and, per run,
   'conditional_toggles_LABEL': the first test image's y, then each attribute set to the opposite
   of its value there, one row each, for the same `count` z in every row."""
-  check_same_shapes(loaded, 'conditional')
+  check_runs_fit(loaded, 'conditional')
   first = next(iter(loaded.values()))
   if predictor.image_shape != tuple(first.config.model[key] for key in (
       'resolution', 'resolution', 'image_channels')):
@@ -334,7 +334,7 @@ def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) 
   else:
     if len(loaded) != 1:
       raise ValueError('The attributes figure takes one --run.')
-    check_same_shapes(loaded, 'attributes')
+    check_runs_fit(loaded, 'attributes')
     made = attribute_figures(
         first, split_of(first, first.config.data.train_split, options['data_dir']),
         split_of(first, first.config.data.eval_split, options['data_dir']),

@@ -227,16 +227,19 @@ def eval_batches(split: PreparedSplit, *, global_batch_size: int, local_devices:
 
 class TrainingIterator:
   """Batches load(b), b = 0, 1, ..., read ahead by grain's threads and placed on the devices as
-  model input ({'image': [D, B, R, R, C] float32 in [-1, 1], flipped; 'attributes'}); with
-  devices=None, the host batches as `load` returns them.
+  model input ({'image': [D, B, R, R, C] float32 in [-1, 1], flipped; 'attributes'; with
+  condition_columns, a conditional model's 'condition'}); with devices=None, the host batches as
+  `load` returns them.
 
   get_state() / set_state() hold the index of the next global batch: saved with a checkpoint,
   a restored run reads exactly the batches the uninterrupted run would have read.
   """
 
   def __init__(self, load: Callable[[int], Batch], devices: Sequence[jax.Device] | None,
-               threads: int = 2, host_prefetch: int = 4, device_prefetch: int = 2):
+               threads: int = 2, host_prefetch: int = 4, device_prefetch: int = 2,
+               condition_columns: tuple[int, ...] = ()):
     self._load = load
+    self._condition_columns = condition_columns
     self._sharding = None if devices is None else device_sharding(devices)
     self._read_options = grain.ReadOptions(num_threads=threads,
                                            prefetch_buffer_size=host_prefetch)
@@ -271,7 +274,8 @@ class TrainingIterator:
       self._next_batch += 1
       return batch
     while len(self._on_device) < self._device_prefetch:
-      self._on_device.append(to_model_input(to_devices(self._next_host_batch(), self._sharding)))
+      self._on_device.append(to_model_input(to_devices(self._next_host_batch(), self._sharding),
+                                            self._condition_columns))
     self._next_batch += 1
     return self._on_device.popleft()
 
@@ -291,15 +295,19 @@ def to_devices(batch: Batch, sharding: jax.sharding.NamedSharding) -> dict[str, 
   return {name: jax.device_put(value, sharding) for name, value in batch.items()}
 
 
-@jax.jit
-def to_model_input(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+@functools.partial(jax.jit, static_argnums=1)
+def to_model_input(batch: dict[str, jax.Array], condition_columns: tuple[int, ...] = ()
+                   ) -> dict[str, jax.Array]:
   """On the devices: uint8 images -> float32 in [-1, 1], mirrored left to right where 'flip'
-  (which is consumed); other entries pass through."""
+  (which is consumed); with condition_columns, also a conditional model's 'condition' from
+  'attributes' (`conditions_of`); other entries pass through."""
   batch = dict(batch)
   image, flip = batch['image'], batch.pop('flip', None)
   if flip is not None:
     image = jnp.where(flip[..., None, None, None], image[..., ::-1, :], image)
   batch['image'] = image.astype(jnp.float32) / 127.5 - 1.0
+  if condition_columns:
+    batch['condition'] = conditions_of(batch['attributes'], condition_columns)
   return batch
 
 
@@ -315,8 +323,8 @@ def condition_columns(attribute_names: Sequence[str], condition_on: Sequence[str
   return tuple(list(attribute_names).index(name) for name in condition_on)
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def conditions_of(attributes: jax.Array, columns: tuple[int, ...]) -> jax.Array:
+def conditions_of(attributes: jax.Array, columns: Sequence[int]) -> jax.Array:
   """bool attributes [..., A] -> a conditional model's y [..., len(columns)], float32 in {-1, +1}
   (the coding of Attribute2Image, so 'absent' is a signal, not a zero input)."""
-  return jnp.where(attributes[..., jnp.array(columns)], 1.0, -1.0).astype(jnp.float32)
+  return jnp.where(jnp.asarray(attributes)[..., jnp.asarray(columns)], 1.0, -1.0
+                   ).astype(jnp.float32)

@@ -121,11 +121,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   check_config(config)
   check_workdir(workdir)
   train_split, eval_split = open_data(config)
+  # A conditional model's y: these attribute columns, made by to_model_input as 'condition'.
   columns = input_pipeline.condition_columns(train_split.attribute_names,
                                              config.model.condition_on)
-  # A conditional model's y from a batch's attributes; None for the unconditional model.
-  conditions_of = lambda attributes: (input_pipeline.conditions_of(attributes, columns)
-                                      if columns else None)
   devices = jax.local_devices()
   is_chief = jax.process_index() == 0
 
@@ -134,7 +132,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       train_split, seed=config.seed, global_batch_size=config.global_batch_size,
       local_devices=len(devices), flip=config.data.flip, process_index=jax.process_index(),
       process_count=jax.process_count())
-  batches = input_pipeline.TrainingIterator(load, devices, threads=config.data.reader_threads)
+  batches = input_pipeline.TrainingIterator(load, devices, threads=config.data.reader_threads,
+                                            condition_columns=columns)
 
   # The initial state (the networks and optimisers were built, and so checked, first).
   train_state = state.init_train_state(config, networks, optimizers)
@@ -157,12 +156,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   train_step = steps.make_pmapped_train_step(config, networks, optimizers)
   eval_step = steps.make_pmapped_eval_step(config, networks)
   grid_inputs = fixed_grid_inputs(config, eval_split, len(devices))
-  grid_images = input_pipeline.to_model_input({'image': grid_inputs['image']})['image']
-  grid_conditions = conditions_of(grid_inputs['attributes'])
+  grid_model_input = input_pipeline.to_model_input(
+      {'image': grid_inputs['image'], 'attributes': grid_inputs['attributes']}, columns)
+  grid_images = grid_model_input['image']
   writer = metric_writers.MetricWriter(workdir, enabled=is_chief)
 
   def write_grids(step: int) -> None:
-    outputs, _ = eval_step(train_state, grid_images, grid_inputs['latents'], grid_conditions)
+    outputs, _ = eval_step(train_state, grid_images, grid_inputs['latents'],
+                           grid_model_input.get('condition'))
     outputs['test_images'] = grid_images
     count = config.grid_size ** 2
     writer.write_images(step, {name: metric_writers.image_grid(
@@ -178,8 +179,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         max_batches=config.eval_batches or None):
       latents = jax.random.normal(jax.random.PRNGKey(config.seed + 2 + count),
                                   batch['image'].shape[:2] + (config.model.latent_dim,))
-      images = input_pipeline.to_model_input(batch)['image']
-      _, averages = eval_step(train_state, images, latents, conditions_of(batch['attributes']))
+      model_input = input_pipeline.to_model_input(batch, columns)
+      _, averages = eval_step(train_state, model_input['image'], latents,
+                              model_input.get('condition'))
       for name, value in jax.device_get(averages).items():
         totals[name] = totals.get(name, 0.0) + float(value)
       count += 1
@@ -207,8 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   try:
     while step < total:
       batch = next(batches)
-      train_state, metrics = train_step(train_state, batch['image'],
-                                        conditions_of(batch['attributes']))
+      train_state, metrics = train_step(train_state, batch['image'], batch.get('condition'))
       step += 1
       interval_steps += 1
       history.append((step, metrics))
