@@ -5,17 +5,20 @@
 #
 #   bash benchmarks/compare_with_torch.sh                 # RUNS=3 STEPS=2 by default
 #   RUNS=5 STEPS=3 bash benchmarks/compare_with_torch.sh
+#   SMOKE=1 bash benchmarks/compare_with_torch.sh         # tiny sizes: checks the plumbing only
 #
-# PyTorch goes into its own venv (.venv-torch, `pip install torch==2.13.0`); vaegan_jax runs
-# from .venv (the README's first command). The torch reference weighs real and fake terms
-# equally, which is celeba64's ':mar' variant here; the default (Feb) config has one more
-# backward pass through the discriminator (see vaegan_jax/steps.py).
+# PyTorch goes into its own venv (.venv-torch, `pip install torch==2.13.0`; TORCH_PYTHON picks
+# another interpreter); vaegan_jax runs from .venv (the README's first command; JAX_PYTHON picks
+# another). The torch styles: 'sequential' (three retained backward passes, as common ports do),
+# 'minimal' (the least work: one forward pass, per-network pullbacks) and 'authors_mar' (the
+# authors' March passes, the same work as celeba64.py:mar here). Both sides use the paper's
+# encoder width 2048 (the torch reference's --fc).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 runs=${RUNS:-3}
 steps=${STEPS:-2}
 reference=${TORCH_REFERENCE:-../shared/bench/torch_reference.py}
-torch_python=.venv-torch/bin/python
+torch_python=${TORCH_PYTHON:-.venv-torch/bin/python}
 jax_python=${JAX_PYTHON:-.venv/bin/python}
 
 if [ ! -f "$reference" ]; then
@@ -30,11 +33,21 @@ if [ ! -x "$torch_python" ]; then
   python3 -m venv .venv-torch && .venv-torch/bin/pip install -q torch==2.13.0 numpy
 fi
 
-for style in sequential minimal; do
-  "$torch_python" "$reference" --style "$style" --runs "$runs" --steps "$steps"
+torch_smoke=()
+jax_smoke=()
+if [ -n "${SMOKE:-}" ]; then     # the same command lines, with tiny sizes appended
+  torch_smoke=(--batch 2 --runs 1 --steps 1)
+  jax_smoke=(--smoke)
+fi
+
+for style in sequential minimal authors_mar; do
+  "$torch_python" "$reference" --style "$style" --fc 2048 --runs "$runs" --steps "$steps" \
+      "${torch_smoke[@]}"
 done
-"$torch_python" "$reference" --style minimal --bf16 --runs "$runs" --steps "$steps"
+"$torch_python" "$reference" --style minimal --bf16 --fc 2048 --runs "$runs" --steps "$steps" \
+    "${torch_smoke[@]}"
 for config_arg in mar ''; do
-  "$jax_python" benchmarks/train_step.py --config_arg="$config_arg" --dtypes=float32,bfloat16 \
-      --runs="$runs" --steps="$steps" 2>&1 | grep -E '^\[|^\{'
+  "$jax_python" benchmarks/train_step.py --config_arg="$config_arg" --encoder_hidden_features=2048 \
+      --dtypes=float32,bfloat16 --runs="$runs" --steps="$steps" "${jax_smoke[@]}" 2>&1 \
+      | grep -E '^\[|^\{'
 done

@@ -9,11 +9,12 @@ shows them.
 --dataset=synthetic trains configs/synthetic.py (32x32) for VAE, VAE_Dis_l, GAN and VAE/GAN,
 and conditional VAE, GAN and VAE/GAN (on the 14 attributes the faces draw), on the embedded
 synthetic faces, with a small schedule of SYNTHETIC_STEPS steps each so that the whole
-reproduction fits in under an hour on a 2-core CPU (46 min measured, experiments/README.md). --dataset=celeba trains configs/celeba64.py
-(the paper's Feb 2016 constants, and its 'conditional' variant on all 40 attributes) on CelebA,
-which needs a GPU or TPU. --steps overrides the number of steps of every model (a quick check:
---steps=20). Runs go to OUT/runs/NAME and resume when the command is repeated; figures and their
-JSON go to OUT/figures; OUT/index.md shows them.
+reproduction fits in under an hour on a 2-core CPU (experiments/README.md has the measured
+time). --dataset=celeba trains configs/celeba64.py (the paper's Feb 2016 constants, and its
+'conditional' variant on all 40 attributes) on CelebA, which needs a GPU or TPU. --steps
+overrides the number of steps of every model (a quick check: --steps=20). Runs go to
+OUT/runs/NAME and resume when the command is repeated; figures and their JSON go to
+OUT/figures; OUT/index.md shows them.
 """
 from __future__ import annotations
 
@@ -114,16 +115,16 @@ def main(argv: list[str]) -> None:
   for label, (kind, conditional) in MODELS.items():
     run_dirs[label] = os.path.join(out, 'runs', run_name(kind, conditional))
     logging.info('Training %s in %s.', label, run_dirs[label])
-    config = model_config(kind, conditional)
-    train.train_and_evaluate(config, run_dirs[label])
+    train.train_and_evaluate(model_config(kind, conditional), run_dirs[label])
 
-  data, model = config.data, config.model
-  open_split = lambda split: input_pipeline.open_prepared(
-      os.path.expanduser(data.data_dir), data.name, model.resolution, model.image_channels, split)
+  # Every run reads the same dataset: the unconditional VAE/GAN's config names it.
+  data_config = model_config('vaegan', conditional=False)
   predictor_dir = os.path.join(out, 'predictor')
-  predictor = attribute_predictor.train_predictor(open_split(data.train_split),
-                                                  steps=_PREDICTOR_STEPS.value)
-  accuracy = attribute_predictor.accuracy(predictor, open_split(data.eval_split))
+  predictor = attribute_predictor.train_predictor(
+      input_pipeline.open_configured(data_config, data_config.data.train_split),
+      steps=_PREDICTOR_STEPS.value)
+  accuracy = attribute_predictor.accuracy(
+      predictor, input_pipeline.open_configured(data_config, data_config.data.eval_split))
   attribute_predictor.save(predictor, predictor_dir, {'test_accuracy': accuracy})
 
   figure_dir = os.path.join(out, 'figures')

@@ -8,7 +8,7 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import jax  # noqa: E402  (must come after XLA_FLAGS)
 import pytest  # noqa: E402
 
-from vaegan_jax import models, state  # noqa: E402
+from vaegan_jax import state  # noqa: E402
 from vaegan_jax.configs import tiny  # noqa: E402
 
 
@@ -29,9 +29,8 @@ def tiny_config(kind: str = 'vaegan', learning_rate: float | None = None, **loss
 
 def build_from(config, axis_name: str | None = None):
   """(config, networks, optimizers, initial state) for `config`."""
-  networks = models.build_networks(config, axis_name)
-  optimizers = state.build_optimizers(config, networks)
-  return config, networks, optimizers, state.init_train_state(config, networks, optimizers)
+  training = state.create_training(config, axis_name)
+  return config, training.networks, training.optimizers, training.initial_state
 
 
 def build(kind: str = 'vaegan', axis_name: str | None = None, learning_rate: float | None = None,

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from vaegan_jax import (attribute_predictor, attributes, checkpoints, figures, input_pipeline,
-                        models, prepare, runs, state)
+                        prepare, runs, state)
 from vaegan_jax.configs import tiny
 
 
@@ -54,9 +54,7 @@ def tiny_runs(tmp_path_factory):
                'vaegan,conditional'):
     config = tiny.get_config(kind)
     config.data.data_dir = data_dir
-    networks = models.build_networks(config)
-    initial = state.init_train_state(config, networks, state.build_optimizers(config, networks),
-                                     seed=len(workdirs))
+    initial = state.create_training(config, seed=len(workdirs)).initial_state
     name = kind.replace(',conditional', '_conditional')
     checkpointer = checkpoints.Checkpointer(str(root / name / 'checkpoints'), keep=1)
     checkpointer.save(0, initial, {'next_batch': 0}, config)

@@ -6,6 +6,7 @@ import pytest
 
 import fake_celeba
 from vaegan_jax import input_pipeline, prepare, preprocess, sources
+from vaegan_jax.dataset_layout import DataError
 
 GLOBAL_BATCH = 16
 
@@ -72,9 +73,6 @@ def test_flip_modes(train_split):
   per_example = flips('example')
   assert 0.3 < per_example.mean() < 0.7
   assert any(0 < row.sum() < GLOBAL_BATCH for row in per_example)
-  with pytest.raises(ValueError, match='flip must be one of'):
-    input_pipeline.training_batches(train_split, seed=0, global_batch_size=GLOBAL_BATCH,
-                                    local_devices=1, flip='vertical')
 
 
 def test_model_input_scales_and_mirrors():
@@ -134,13 +132,8 @@ def test_eval_batches_in_record_order(train_split):
                                 train_split.read(np.arange(12, 16))['image'])
 
 
-def test_batch_shapes_that_do_not_split_are_refused(train_split):
-  with pytest.raises(ValueError, match='does not split over 3 processes'):
-    input_pipeline.training_batches(train_split, seed=0, global_batch_size=16, local_devices=1,
-                                    process_count=3)
-  with pytest.raises(ValueError, match='does not split over 3 local devices'):
-    input_pipeline.training_batches(train_split, seed=0, global_batch_size=16, local_devices=3)
-  with pytest.raises(sources.DataError, match='fewer than one global batch'):
+def test_a_split_smaller_than_one_batch_is_refused(train_split):
+  with pytest.raises(DataError, match='fewer than one global batch'):
     input_pipeline.training_batches(train_split, seed=0, global_batch_size=64, local_devices=1)
 
 
@@ -165,6 +158,6 @@ def test_conditions_are_the_named_columns_in_plus_minus_one():
   np.testing.assert_array_equal(model_input['condition'], [[[-1.0, 1.0], [1.0, -1.0]]])
   assert 'condition' not in input_pipeline.to_model_input({'image': model_input['image']})
   assert input_pipeline.condition_columns(names, ()) == ()
-  with pytest.raises(sources.DataError, match=r"\['Young'\], which this dataset does not have. "
+  with pytest.raises(DataError, match=r"\['Young'\], which this dataset does not have. "
                                               r'Its attributes: Bald, Male, Smiling'):
     input_pipeline.condition_columns(names, ('Young',))

@@ -95,11 +95,6 @@ def test_custom_vjps_match_autodiff_of_the_plain_ops(op, gradients):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_unknown_conv_gradients_choice_fails():
-  with pytest.raises(ValueError, match="'auto', 'xla', 'matmul'"):
-    layers.resolve_conv_gradients('cudnn')
-
-
 @pytest.mark.parametrize('fan_in', [75, 6400])
 def test_fan_in_uniform_init_bounds(fan_in):
   values = layers.fan_in_uniform(fan_in)(jax.random.key(0), (200, 50))

@@ -54,16 +54,12 @@ def test_decoder_gan_loss_saturating_and_non_saturating():
                              [math.log(0.75) + math.log(0.75) + math.log(0.25)], rtol=1e-6)
   np.testing.assert_allclose(losses.decoder_gan_loss(real, fakes, 'non_saturating'),
                              [-math.log(0.25) - math.log(0.75)], rtol=1e-6)
-  with pytest.raises(ValueError, match='non_saturating'):
-    losses.decoder_gan_loss(real, fakes, 'minimax')
 
 
 def test_reduce_over_batch():
   per_example = jnp.array([1.0, 2.0, 3.0])
   assert float(losses.reduce_over_batch(per_example, 'sum', 6)) == 6.0
   assert float(losses.reduce_over_batch(per_example, 'mean', 6)) == 1.0   # global batch of 6
-  with pytest.raises(ValueError, match='sum'):
-    losses.reduce_over_batch(per_example, 'max', 3)
 
 
 @pytest.mark.parametrize('form', ['logit', 'eps'])

@@ -13,7 +13,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import fake_celeba
-from vaegan_jax import input_pipeline, prepare, preprocess, sources
+from vaegan_jax import dataset_layout, input_pipeline, prepare, preprocess, sources
+from vaegan_jax.dataset_layout import DataError
 
 SPEC = preprocess.PreprocessSpec(resolution=16)
 
@@ -77,7 +78,7 @@ def test_missing_file_is_named(tmp_path, celeba_raw, missing, message):
   raw = str(tmp_path / 'raw')
   shutil.copytree(celeba_raw[0], raw)
   os.remove(os.path.join(raw, missing))
-  with pytest.raises(sources.DataError, match=message) as error:
+  with pytest.raises(DataError, match=message) as error:
     sources.CelebAFiles(raw)
   assert raw in str(error.value)
 
@@ -93,7 +94,7 @@ def test_google_drive_page_is_recognised(tmp_path, celeba_raw, victim):
   shutil.copytree(celeba_raw[0], raw)
   with open(os.path.join(raw, victim), 'w') as file:
     file.write(DRIVE_PAGE)
-  with pytest.raises(sources.DataError, match='Google Drive - Quota exceeded') as error:
+  with pytest.raises(DataError, match='Google Drive - Quota exceeded') as error:
     sources.CelebAFiles(raw)
   assert victim in str(error.value) and 'download quota' in str(error.value)
 
@@ -104,7 +105,7 @@ def test_truncated_zip_is_reported(tmp_path, celeba_raw):
   path = os.path.join(raw, 'img_align_celeba.zip')
   data = open(path, 'rb').read()
   open(path, 'wb').write(data[:len(data) // 2])
-  with pytest.raises(sources.DataError, match='not a readable zip'):
+  with pytest.raises(DataError, match='not a readable zip'):
     sources.CelebAFiles(raw)
 
 
@@ -119,7 +120,7 @@ def test_attribute_rows_not_matching_images_name_the_first(tmp_path, celeba_raw)
   shutil.copytree(celeba_raw[0], raw)
   rewrite_line(os.path.join(raw, 'list_attr_celeba.txt'), 2 + 4,
                lambda line: line.replace('000005.jpg', '100005.jpg'))
-  with pytest.raises(sources.DataError, match='000005.jpg has an image but is not listed'):
+  with pytest.raises(DataError, match='000005.jpg has an image but is not listed'):
     sources.CelebAFiles(raw)
 
 
@@ -128,7 +129,7 @@ def test_partition_not_matching_images_names_the_first(tmp_path, celeba_raw):
   shutil.copytree(celeba_raw[0], raw)
   with open(os.path.join(raw, 'list_eval_partition.txt'), 'a') as file:
     file.write('000021.jpg 2\n')
-  with pytest.raises(sources.DataError, match='000021.jpg is listed but has no image'):
+  with pytest.raises(DataError, match='000021.jpg is listed but has no image'):
     sources.CelebAFiles(raw)
 
 
@@ -137,18 +138,18 @@ def test_malformed_attribute_row_and_count(tmp_path, celeba_raw):
   shutil.copytree(celeba_raw[0], raw)
   path = os.path.join(raw, 'list_attr_celeba.txt')
   rewrite_line(path, 3, lambda line: line.rstrip() + ' 1\n')
-  with pytest.raises(sources.DataError, match=r'data row 2 \(000002.jpg\): expected 40 values'):
+  with pytest.raises(DataError, match=r'data row 2 \(000002.jpg\): expected 40 values'):
     sources.CelebAFiles(raw)
   rewrite_line(path, 0, lambda line: '25\n')
-  with pytest.raises(sources.DataError, match='says it has 25 rows but has 20'):
+  with pytest.raises(DataError, match='says it has 25 rows but has 20'):
     sources.CelebAFiles(raw)
 
 
 def no_dataset_left(data_dir):
   """Nothing under data_dir reads as a prepared dataset, and no tfds leftovers."""
-  with pytest.raises(sources.DataError, match='No prepared dataset celeba_16'):
+  with pytest.raises(DataError, match='No prepared dataset celeba_16'):
     input_pipeline.open_prepared(data_dir, 'celeba', 16, 3, 'train')
-  folder = os.path.join(data_dir, prepare.BUILDER_NAME, 'celeba_16')
+  folder = os.path.join(data_dir, dataset_layout.BUILDER_NAME, 'celeba_16')
   return not os.path.isdir(folder) or not [name for name in os.listdir(folder)
                                             if name.startswith('incomplete')]
 
@@ -156,7 +157,7 @@ def no_dataset_left(data_dir):
 def test_corrupt_images_stop_and_are_all_listed(tmp_path):
   raw = str(tmp_path / 'raw')
   fake_celeba.write(raw, 20, corrupt=(2, 18))       # one in train, one in test
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(DataError) as error:
     prepare.prepare(sources.CelebAFiles(raw), str(tmp_path / 'data'), SPEC)
   message = str(error.value)
   assert '2 corrupt image(s)' in message and '000003.jpg' in message and '000019.jpg' in message
@@ -219,7 +220,7 @@ def test_killed_prepare_is_ignored_then_cleaned(tmp_path, celeba_raw):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [tests_dir, os.path.dirname(tests_dir), os.environ.get('PYTHONPATH', '')]))
   process = subprocess.Popen([sys.executable, '-c', KILL_SCRIPT, celeba_raw[0], data], env=env)
-  parent = os.path.join(data, prepare.BUILDER_NAME, 'celeba_16')
+  parent = os.path.join(data, dataset_layout.BUILDER_NAME, 'celeba_16')
   deadline = time.time() + 120
   while time.time() < deadline and not (
       os.path.isdir(parent) and any(name.startswith('incomplete') for name in os.listdir(parent))):
@@ -228,7 +229,7 @@ def test_killed_prepare_is_ignored_then_cleaned(tmp_path, celeba_raw):
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert any(name.startswith('incomplete') for name in os.listdir(parent))
-  with pytest.raises(sources.DataError, match='No prepared dataset'):
+  with pytest.raises(DataError, match='No prepared dataset'):
     input_pipeline.open_prepared(data, 'celeba', 16, 3, 'train')
   summary = prepare.prepare(sources.CelebAFiles(celeba_raw[0]), data, SPEC)
   assert summary.examples['train'] == 14
@@ -236,13 +237,13 @@ def test_killed_prepare_is_ignored_then_cleaned(tmp_path, celeba_raw):
 
 
 def test_missing_prepared_dataset_says_how_to_prepare(tmp_path):
-  with pytest.raises(sources.DataError, match='vaegan-prepare --raw_dir=CELEBA_FILES'):
+  with pytest.raises(DataError, match='vaegan-prepare --raw_dir=CELEBA_FILES'):
     input_pipeline.open_prepared(str(tmp_path), 'celeba', 64, 3, 'train')
 
 
 def test_unknown_split_lists_the_available_ones(tmp_path, celeba_raw):
   prepare.prepare(sources.CelebAFiles(celeba_raw[0]), str(tmp_path), SPEC)
-  with pytest.raises(sources.DataError, match='has no split holdout; it has train, validation'):
+  with pytest.raises(DataError, match='has no split holdout; it has train, validation'):
     input_pipeline.open_prepared(str(tmp_path), 'celeba', 16, 3, 'train+holdout')
 
 
@@ -257,7 +258,7 @@ def test_command_line_reports_bad_input_and_prepares(tmp_path, celeba_raw):
                         capture_output=True, text=True)
   assert done.returncode == 0, done.stderr
   assert 'Prepared 20 images (train 14, validation 3, test 3)' in done.stdout
-  assert os.path.exists(prepare.dataset_dir(f'{tmp_path}/data', 'fake', 16, 3))
+  assert os.path.exists(dataset_layout.dataset_dir(f'{tmp_path}/data', 'fake', 16, 3))
 
 
 # ---------------------------------------------------------------- other sources
@@ -286,12 +287,12 @@ def test_image_folder_with_attributes(tmp_path):
 def test_image_folder_csv_mismatch_and_empty_folder(tmp_path):
   root = tmp_path / 'pictures'
   root.mkdir()
-  with pytest.raises(sources.DataError, match='No images'):
+  with pytest.raises(DataError, match='No images'):
     sources.ImageFolder(str(root))
   Image.new('RGB', (8, 8)).save(root / 'a.png')
   csv = tmp_path / 'attributes.csv'
   csv.write_text('path,Smiling\nb.png,1\n')
-  with pytest.raises(sources.DataError, match='a.png has an image but is not listed'):
+  with pytest.raises(DataError, match='a.png has an image but is not listed'):
     sources.ImageFolder(str(root), str(csv))
 
 
@@ -335,7 +336,7 @@ def test_tfds_dataset_by_name(tmp_path):
 
 
 def test_tfds_dataset_not_prepared_says_what_to_do(tmp_path):
-  with pytest.raises(sources.DataError, match='array_record'):
+  with pytest.raises(DataError, match='array_record'):
     sources.TfdsDataset('fake_images', str(tmp_path / 'empty'))
 
 
@@ -344,7 +345,7 @@ def test_failed_tfds_download_points_to_the_raw_files(tmp_path, monkeypatch):
     def download_and_prepare(self):
       raise OSError('NonMatchingChecksumError: artifact is an HTML page (quota exceeded)')
   monkeypatch.setattr(tfds, 'builder', lambda *args, **kwargs: QuotaBuilder())
-  with pytest.raises(sources.DataError) as error:
+  with pytest.raises(DataError) as error:
     prepare.download_tfds('celeb_a', str(tmp_path))
   message = str(error.value)
   assert 'quota exceeded' in message and '--raw_dir' in message and "'celeb_a'" in message

@@ -8,6 +8,7 @@ import pytest
 from conftest import build, build_from, tiny_config
 
 from vaegan_jax import losses, steps
+from vaegan_jax.sharding import DEVICE_AXIS
 
 BATCH = 16
 
@@ -145,7 +146,7 @@ def test_each_network_gets_the_gradient_of_its_own_objective_alone(kind, loss_ov
 
 
 def run_pmapped(devices, steps_to_run=2, kind='vaegan'):
-  config, networks, optimizers, state = build(kind, axis_name=steps.AXIS_NAME)
+  config, networks, optimizers, state = build(kind, axis_name=DEVICE_AXIS)
   train_step = steps.make_pmapped_train_step(config, networks, optimizers, devices=devices)
   all_metrics = []
   for step in range(steps_to_run):
@@ -283,14 +284,15 @@ def test_bfloat16_compute_keeps_float32_state_and_matches_float32_losses():
 
 
 def test_pmapped_eval_step_on_eight_devices_equals_one_and_uses_mu():
-  config, networks, _, state = build('vaegan', axis_name=steps.AXIS_NAME)
+  config, networks, _, state = build('vaegan', axis_name=DEVICE_AXIS)
   x = images()
   z = jax.random.normal(jax.random.key(5), (BATCH, config.model.latent_dim))
   outputs = {}
   for count in (1, 8):
     eval_step = steps.make_pmapped_eval_step(config, networks, devices=jax.devices()[:count])
     outputs[count] = jax.device_get(eval_step(
-        state, x.reshape(count, -1, 16, 16, 3), z.reshape(count, -1, config.model.latent_dim)))
+        state, x.reshape(count, -1, 16, 16, 3), z.reshape(count, -1, config.model.latent_dim),
+        None))
   for name in ('reconstructions', 'samples'):
     np.testing.assert_allclose(outputs[8][0][name].reshape(BATCH, 16, 16, 3),
                                outputs[1][0][name].reshape(BATCH, 16, 16, 3), rtol=1e-5, atol=1e-6)

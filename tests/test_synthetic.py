@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaegan_jax import synthetic
+from vaegan_jax import celeba, synthetic
 
 CELEBA_ATTRIBUTES = (
     '5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose '
@@ -34,7 +34,7 @@ def read_lines(folder, name):
 
 def test_files_have_celeba_names_and_formats(small_set):
   out, summary = small_set
-  assert sorted(os.listdir(out)) == sorted(synthetic.FILE_NAMES)
+  assert sorted(os.listdir(out)) == sorted(celeba.FILE_NAMES)
   assert summary['images'] == 300
   attribute_lines = read_lines(out, 'list_attr_celeba.txt')
   assert attribute_lines[0] == '300'
@@ -63,12 +63,12 @@ def test_partition_follows_celeba_proportions_in_index_order(small_set):
 def test_same_seed_same_files_other_seed_other_files(small_set, tmp_path):
   out, _ = small_set
   digest = lambda folder: {name: hashlib.sha256(open(os.path.join(folder, name), 'rb').read())
-                           .hexdigest() for name in synthetic.FILE_NAMES}
+                           .hexdigest() for name in celeba.FILE_NAMES}
   synthetic.write_celeba(str(tmp_path / 'again'), num_images=300, seed=7, workers=1)
   assert digest(tmp_path / 'again') == digest(out)
   synthetic.write_celeba(str(tmp_path / 'other'), num_images=300, seed=8, workers=1)
   other = digest(tmp_path / 'other')
-  assert all(other[name] != digest(out)[name] for name in synthetic.FILE_NAMES
+  assert all(other[name] != digest(out)[name] for name in celeba.FILE_NAMES
              if name != 'list_eval_partition.txt')
 
 
@@ -79,7 +79,7 @@ def test_written_labels_are_the_drawn_faces_and_undrawn_attributes_are_absent(sm
   expected = np.array([[1 if drawn else -1 for drawn in synthetic.attributes(
       synthetic.sample_face(7, index, 300)).values()] for index in range(300)])
   np.testing.assert_array_equal(rows, expected)
-  for column, name in enumerate(synthetic.ATTRIBUTE_NAMES):
+  for column, name in enumerate(celeba.ATTRIBUTE_NAMES):
     if name not in synthetic.RENDERED_ATTRIBUTES:
       assert (rows[:, column] == -1).all(), name
 

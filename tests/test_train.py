@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 from tensorboardX.proto import event_pb2
 
-from vaegan_jax import checkpoints, models, runs, sources, state, train
+from vaegan_jax import checkpoints, metric_writers, runs, state, train
+from vaegan_jax.dataset_layout import DataError
 from vaegan_jax.configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(__file__))
@@ -65,7 +66,9 @@ def test_end_to_end_writes_every_report(tmp_path, data_dir):
 
   for name in ('samples', 'reconstructions', 'test_images'):
     grid = Image.open(os.path.join(workdir, 'images', f'{name}_00000006.png'))
-    assert grid.size == (4 * 17 + 1, 4 * 17 + 1) and grid.mode == 'RGB'
+    # 4x4 images of 16 px with 1-px borders, each pixel shown 6x6 (16 * 6 >= 96), and a caption.
+    side = 6 * (4 * 17 + 1)
+    assert grid.size == (side, side + metric_writers.CAPTION_HEIGHT) and grid.mode == 'RGB'
 
   (event_file,) = glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*'))
   tags = {value.tag for event in read_events(event_file) for value in event.summary.value}
@@ -146,8 +149,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
   names = sorted(int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
                  if name.isdigit())
   assert names[-1] == bad_step - 1
-  networks = models.build_networks(config)
-  target = state.init_train_state(config, networks, state.build_optimizers(config, networks))
+  target = state.create_training(config).initial_state
   restored, _ = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), 2).restore(
       target, config)
   assert all(np.all(np.isfinite(leaf)) for leaf in leaves(restored.decoder.params))
@@ -171,7 +173,7 @@ def test_incompatible_checkpoint_names_the_difference(tmp_path, data_dir):
 def test_bad_config_values_fail_before_compiling(tmp_path, data_dir):
   config = tiny_run_config(data_dir)
   config.model.kind = 'vaegans'
-  with pytest.raises(ValueError, match=r"model.kind='vaegans' is unknown; choose one of"):
+  with pytest.raises(ValueError, match=r"model.kind='vaegans' is not a valid choice; choose one"):
     train.train_and_evaluate(config, str(tmp_path / 'a'))
   config = tiny_run_config(data_dir)
   config.loss.feature_layer = 'conv9'
@@ -179,7 +181,7 @@ def test_bad_config_values_fail_before_compiling(tmp_path, data_dir):
     train.train_and_evaluate(config, str(tmp_path / 'b'))
   config = tiny_run_config(data_dir)
   config.data.flip = 'vertical'
-  with pytest.raises(ValueError, match="data.flip='vertical': choose from"):
+  with pytest.raises(ValueError, match="data.flip='vertical' is not a valid choice; choose one"):
     train.train_and_evaluate(config, str(tmp_path / 'c'))
   config = tiny_run_config(data_dir, global_batch_size=12)
   with pytest.raises(ValueError, match='does not split over 8 devices'):
@@ -194,7 +196,7 @@ def test_unwritable_workdir_and_missing_data_are_reported(tmp_path, data_dir):
     train.train_and_evaluate(tiny_run_config(data_dir), str(blocker / 'run'))
   config = tiny_run_config(str(tmp_path / 'empty'))
   config.data.synthetic_images = 0
-  with pytest.raises(sources.DataError, match='No prepared dataset synthetic_16'):
+  with pytest.raises(DataError, match='No prepared dataset synthetic_16'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
@@ -228,7 +230,7 @@ def test_condition_on_an_attribute_the_data_lacks_is_named(tmp_path, data_dir):
   config = tiny.get_config('gan,conditional')
   config.data.data_dir = data_dir
   config.model.condition_on = ('Male', 'Sunglasses')
-  with pytest.raises(sources.DataError, match=r"model.condition_on names \['Sunglasses'\], which "
+  with pytest.raises(DataError, match=r"model.condition_on names \['Sunglasses'\], which "
                                               r'this dataset does not have. Its attributes: '
                                               r'5_o_Clock_Shadow'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))

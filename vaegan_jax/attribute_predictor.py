@@ -24,7 +24,7 @@ import optax
 from absl import app, flags
 from flax import serialization
 
-from vaegan_jax import input_pipeline
+from vaegan_jax import input_pipeline, preprocess
 
 
 class AttributeCNN(nn.Module):
@@ -53,7 +53,7 @@ class Predictor:
   def probabilities(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Images [N, R, R, C], uint8 or float in [-1, 1] -> P(attribute) [N, A]."""
     if images.dtype == np.uint8:
-      images = images.astype(np.float32) / 127.5 - 1
+      images = preprocess.to_model_range(images)
     model = AttributeCNN(len(self.attribute_names))
     return np.concatenate([np.asarray(_probabilities(model, self.params, images[i:i + batch_size]))
                            for i in range(0, len(images), batch_size)])

@@ -4,7 +4,8 @@ A checkpoint holds three items: the TrainState, the training input's position an
 Orbax writes each checkpoint into a temporary folder and renames it when complete, so a process
 that dies mid-write leaves the last good checkpoint as the latest one. On restore the saved
 config is compared with the current one; a difference in anything that shapes the state or the
-run (model, loss, optimizer, seed, batch, data order) is refused with the keys that differ.
+run (model, loss, optimizer, seed, batch, data order) is refused with the keys that differ. Which
+keys may differ is said once, in configs/schema.py (`resumable`).
 """
 from __future__ import annotations
 
@@ -16,30 +17,11 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-# Settings a resumed run may change: they do not alter the state or which batches come next.
-RESUMABLE_CHANGES = (
-    'num_train_steps', 'log_every_steps', 'image_every_steps', 'eval_every_steps',
-    'eval_batches', 'checkpoint_every_steps', 'keep_checkpoints', 'grid_size', 'data.data_dir',
-    'data.raw_dir', 'data.reader_threads', 'data.synthetic_images', 'model.conv_gradients')
+from vaegan_jax.configs.schema import RESUMABLE, flatten_config
 
 
 class IncompatibleCheckpoint(ValueError):
   """The workdir's checkpoint was written by a run with another config."""
-
-
-def flatten_config(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
-  """{'model.latent_dim': 128, ...} with tuples as lists, as they come back from JSON."""
-  as_dict = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
-  flat = {}
-
-  def walk(prefix: str, value: Any) -> None:
-    if isinstance(value, dict):
-      for key, item in value.items():
-        walk(f'{prefix}{key}.', item)
-    else:
-      flat[prefix[:-1]] = value
-  walk('', json.loads(json.dumps(as_dict)))
-  return flat
 
 
 def config_differences(saved: dict[str, Any], current: ml_collections.ConfigDict) -> list[str]:
@@ -48,7 +30,7 @@ def config_differences(saved: dict[str, Any], current: ml_collections.ConfigDict
   missing = object()
   differences = []
   for key in sorted(set(saved_flat) | set(current_flat)):
-    if key in RESUMABLE_CHANGES:
+    if key in RESUMABLE:
       continue
     old, new = saved_flat.get(key, missing), current_flat.get(key, missing)
     if old != new:

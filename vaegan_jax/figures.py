@@ -35,9 +35,10 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
-from vaegan_jax import attribute_predictor, attributes, input_pipeline, metric_writers, runs
+from vaegan_jax import (attribute_predictor, attributes, input_pipeline, metric_writers,
+                        preprocess, runs)
 
-# The 18 attributes the authors' code edited (PAPER.md).
+# The 18 attributes the authors' code edited (celeba_aegan.py, `selected_attributes`).
 PAPER_ATTRIBUTES = (
     'Bald', 'Bangs', 'Black_Hair', 'Blond_Hair', 'Bushy_Eyebrows', 'Eyeglasses', 'Gray_Hair',
     'Heavy_Makeup', 'High_Cheekbones', 'Male', 'Mustache', 'Pale_Skin', 'Rosy_Cheeks', 'Smiling',
@@ -74,12 +75,6 @@ def save(out_dir: str, name: str, image: np.ndarray, numbers: dict) -> dict[str,
 
 
 # ---------------------------------------------------------------- data
-def split_of(run: runs.Run, split: str, data_dir: str | None) -> input_pipeline.PreparedSplit:
-  data, model = run.config.data, run.config.model
-  return input_pipeline.open_prepared(os.path.expanduser(data_dir or data.data_dir), data.name,
-                                      model.resolution, model.image_channels, split)
-
-
 def check_runs_fit(loaded: dict[str, runs.Run], what: str) -> None:
   """Raises ValueError unless the runs share image shape, latent size and conditioning, and are
   conditional exactly when the figure is 'conditional'."""
@@ -115,7 +110,7 @@ def reconstructions_figure(loaded: dict[str, runs.Run], test_images: np.ndarray
   """Fig. 4: test images, then each run's reconstruction; the JSON holds each run's mean
   squared error per pixel on these images (pixels in [-1, 1])."""
   check_runs_fit(loaded, 'reconstructions')
-  targets = test_images.astype(np.float32) / 127.5 - 1
+  targets = preprocess.to_model_range(test_images)
   rows, errors = [('test images', targets)], {}
   for label, run in loaded.items():
     reconstructions = run.decode(run.encode(test_images))
@@ -181,7 +176,7 @@ def conditional_figures(loaded: dict[str, runs.Run], test_split: input_pipeline.
     return similarity(wanted[:, request_columns],
                       predictor.probabilities(images)[:, predictor_columns], judged)
 
-  shown = test['image'][:count].astype(np.float32) / 127.5 - 1
+  shown = preprocess.to_model_range(test['image'][:count])
   rows = [('test images (their y)', shown)]
   # The second reference row pairs each test image with the next image's y: the score of real
   # faces that ignore the request, so a model must beat it to show that it follows y.
@@ -255,7 +250,7 @@ def attribute_figures(run: runs.Run, train_split: input_pipeline.PreparedSplit,
                                          encoded['attributes'][:, columns])
   test = test_split.read(np.arange(min(num_test, len(test_split))))
   test_latents = run.encode(test['image'])
-  shown = test['image'].astype(np.float32) / 127.5 - 1
+  shown = preprocess.to_model_range(test['image'])
   rows = [('test images', shown), ('reconstructions', run.decode(test_latents))]
   rows += [(f'+ {name}', run.decode(test_latents + vector)) for name, vector in zip(names, vectors)]
   present = encoded['attributes'][:, columns].sum(axis=0)
@@ -317,6 +312,8 @@ def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) 
   """Writes the figure's files; returns {name: {'png': path, 'json': path}}."""
   loaded = {label: runs.load_run(workdir) for label, workdir in run_dirs.items()}
   first = next(iter(loaded.values()))
+  split = lambda which: input_pipeline.open_configured(first.config, first.config.data[which],
+                                                       options.get('data_dir'))
   if figure == 'samples':
     made = {'samples': samples_figure(loaded, options['count'], options['seed'])}
   elif figure == 'conditional':
@@ -324,11 +321,11 @@ def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) 
       raise ValueError('The conditional figure needs --predictor: a folder written by '
                        'vaegan-attribute-predictor on the runs\' dataset.')
     made = conditional_figures(
-        loaded, split_of(first, first.config.data.eval_split, options['data_dir']),
+        loaded, split('eval_split'),
         attribute_predictor.load(options['predictor']), options['num_requests'],
         options['count'], options['seed'])
   elif figure == 'reconstructions':
-    test = split_of(first, first.config.data.eval_split, options['data_dir'])
+    test = split('eval_split')
     images = test.read(np.arange(min(options['count'], len(test))))['image']
     made = {'reconstructions': reconstructions_figure(loaded, images)}
   else:
@@ -336,8 +333,7 @@ def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) 
       raise ValueError('The attributes figure takes one --run.')
     check_runs_fit(loaded, 'attributes')
     made = attribute_figures(
-        first, split_of(first, first.config.data.train_split, options['data_dir']),
-        split_of(first, first.config.data.eval_split, options['data_dir']),
+        first, split('train_split'), split('eval_split'),
         options['attributes'], options['num_encode'], options['num_test'],
         [float(a) for a in options['strengths']], options['interpolation_steps'],
         attribute_predictor.load(options['predictor']) if options.get('predictor') else None)

@@ -33,7 +33,9 @@ from array_record.python import array_record_module
 from etils import epath
 from tensorflow_datasets.proto import tf_example_pb2
 
-from vaegan_jax import prepare, sources
+from vaegan_jax import dataset_layout, preprocess
+from vaegan_jax.dataset_layout import DataError
+from vaegan_jax.sharding import device_sharding
 
 Batch = dict[str, np.ndarray]
 
@@ -54,12 +56,6 @@ class ShardedRecords:
 
   def __len__(self) -> int:
     return int(self._starts[-1])
-
-  def __getstate__(self) -> dict:
-    return {key: value for key, value in self.__dict__.items() if key != '_local'}
-
-  def __setstate__(self, state: dict) -> None:
-    self.__dict__.update(state, _local=threading.local())
 
   def _reader(self, shard: int) -> Any:
     readers = self._local.__dict__.setdefault('readers', {})
@@ -125,14 +121,14 @@ def open_prepared(data_dir: str, name: str, resolution: int, channels: int, spli
                   ) -> PreparedSplit:
   """The prepared dataset NAME at this resolution; a DataError saying how to prepare it if absent.
   """
-  path = prepare.dataset_dir(data_dir, name, resolution, channels)
+  path = dataset_layout.dataset_dir(data_dir, name, resolution, channels)
   # epath, as tfds uses: a gs:// data_dir works where gcsfs is installed (array_record reads
   # gs:// itself).
   if not epath.Path(path, 'dataset_info.json').exists():
-    builder_dir = epath.Path(data_dir, prepare.BUILDER_NAME)
+    builder_dir = epath.Path(data_dir, dataset_layout.BUILDER_NAME)
     found = sorted(entry.name for entry in builder_dir.iterdir()) if builder_dir.is_dir() else []
-    raise sources.DataError(
-        f'No prepared dataset {prepare.config_name(name, resolution, channels)} in {data_dir} '
+    raise DataError(
+        f'No prepared dataset {dataset_layout.config_name(name, resolution, channels)} in {data_dir} '
         f'(expected {path}; found: {", ".join(found) or "none"}). Prepare it once with '
         f'`vaegan-prepare --raw_dir=CELEBA_FILES --data_dir={data_dir} --name={name} '
         f'--resolution={resolution}` (or --image_folder / --tfds_name).')
@@ -140,7 +136,7 @@ def open_prepared(data_dir: str, name: str, resolution: int, channels: int, spli
   available = list(builder.info.splits)
   missing = [part for part in split.split('+') if part not in available]
   if missing:
-    raise sources.DataError(f'{path} has no split {", ".join(missing)}; it has '
+    raise DataError(f'{path} has no split {", ".join(missing)}; it has '
                             f'{", ".join(available)}. Set the config\'s data split accordingly.')
   return PreparedSplit(
       records=ShardedRecords(builder.info.splits[split].file_instructions), path=path, split=split,
@@ -148,11 +144,15 @@ def open_prepared(data_dir: str, name: str, resolution: int, channels: int, spli
       attribute_names=tuple(builder.info.metadata['attribute_names']))
 
 
+def open_configured(config: Any, split: str, data_dir: str | None = None) -> PreparedSplit:
+  """`split` of the dataset a training config names (data.name at model.resolution and
+  model.image_channels), in data_dir (default: the config's data.data_dir)."""
+  return open_prepared(os.path.expanduser(data_dir or config.data.data_dir), config.data.name,
+                       config.model.resolution, config.model.image_channels, split)
+
+
 def process_slice(global_batch_size: int, process_index: int, process_count: int) -> slice:
-  """This process's part of a global batch; the batch must split evenly."""
-  if global_batch_size % process_count:
-    raise ValueError(f'global_batch_size {global_batch_size} does not split over '
-                     f'{process_count} processes; make it a multiple of {process_count}.')
+  """This process's part of a global batch (configs/schema.py checks that it splits evenly)."""
   size = global_batch_size // process_count
   return slice(process_index * size, (process_index + 1) * size)
 
@@ -164,9 +164,6 @@ def flip_flags(seed: int, batch_index: int, global_batch_size: int, mode: str) -
     return np.zeros(global_batch_size, bool)
   draws = np.random.default_rng([seed, batch_index]).random(global_batch_size)
   return np.full(global_batch_size, draws[0] < 0.5) if mode == 'batch' else draws < 0.5
-
-
-FLIP_MODES = ('none', 'batch', 'example')
 
 
 @functools.lru_cache(maxsize=4)
@@ -192,16 +189,11 @@ def training_batches(split: PreparedSplit, *, seed: int, global_batch_size: int,
   'attributes': [D, B, A] bool, 'flip': [D, B] bool}, with D = local_devices and B the
   per-device batch. The flips are applied on the device (`to_model_input`): mirroring on the
   host costs more than reading the record."""
-  if flip not in FLIP_MODES:
-    raise ValueError(f'flip must be one of {FLIP_MODES}, got {flip!r}.')
   if len(split) < global_batch_size:
-    raise sources.DataError(f'{split.path} ({split.split}) has {len(split)} examples, fewer than '
+    raise DataError(f'{split.path} ({split.split}) has {len(split)} examples, fewer than '
                             f'one global batch of {global_batch_size}.')
   mine = process_slice(global_batch_size, process_index, process_count)
   local_batch = mine.stop - mine.start
-  if local_batch % local_devices:
-    raise ValueError(f'The per-process batch {local_batch} does not split over '
-                     f'{local_devices} local devices.')
 
   def load(batch_index: int) -> Batch:
     indices = global_batch_indices(seed, batch_index, global_batch_size, len(split))
@@ -223,6 +215,18 @@ def eval_batches(split: PreparedSplit, *, global_batch_size: int, local_devices:
     batch = split.read(indices[mine])
     yield {name: value.reshape(local_devices, -1, *value.shape[1:])
            for name, value in batch.items()}
+
+
+def eval_inputs(split: PreparedSplit, *, global_batch_size: int, devices: Sequence[jax.Device],
+                condition_columns: tuple[int, ...] = (), process_index: int = 0,
+                process_count: int = 1, max_batches: int | None = None
+                ) -> Iterator[dict[str, jax.Array]]:
+  """`eval_batches` as model input on `devices`, as TrainingIterator gives training batches."""
+  sharding = device_sharding(devices)
+  for batch in eval_batches(split, global_batch_size=global_batch_size,
+                            local_devices=len(devices), process_index=process_index,
+                            process_count=process_count, max_batches=max_batches):
+    yield to_model_input(to_devices(batch, sharding), condition_columns)
 
 
 class TrainingIterator:
@@ -280,13 +284,6 @@ class TrainingIterator:
     return self._on_device.popleft()
 
 
-def device_sharding(devices: Sequence[jax.Device]) -> jax.sharding.NamedSharding:
-  """Axis 0 split over `devices`: the layout pmap uses for its mapped inputs, so the step does
-  not copy them again."""
-  mesh = jax.sharding.Mesh(np.array(devices), ('devices',))
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('devices'))
-
-
 def to_devices(batch: Batch, sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
   """[D, ...] host arrays -> device arrays laid out by `sharding` (see device_sharding).
 
@@ -305,7 +302,7 @@ def to_model_input(batch: dict[str, jax.Array], condition_columns: tuple[int, ..
   image, flip = batch['image'], batch.pop('flip', None)
   if flip is not None:
     image = jnp.where(flip[..., None, None, None], image[..., ::-1, :], image)
-  batch['image'] = image.astype(jnp.float32) / 127.5 - 1.0
+  batch['image'] = preprocess.to_model_range(image)
   if condition_columns:
     batch['condition'] = conditions_of(batch['attributes'], condition_columns)
   return batch
@@ -317,7 +314,7 @@ def condition_columns(attribute_names: Sequence[str], condition_on: Sequence[str
   `condition_on` is empty. Raises DataError naming any attribute the dataset lacks."""
   missing = [name for name in condition_on if name not in attribute_names]
   if missing:
-    raise sources.DataError(
+    raise DataError(
         f'model.condition_on names {missing}, which this dataset does not have. Its attributes: '
         f'{", ".join(attribute_names) or "none"}.')
   return tuple(list(attribute_names).index(name) for name in condition_on)

@@ -21,6 +21,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from vaegan_jax import checkpoints, metric_writers, train
+from vaegan_jax.configs import schema
+from vaegan_jax.dataset_layout import DataError
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), 'configs', 'synthetic.py')
 
@@ -64,7 +66,10 @@ def main(argv: list[str]) -> None:
   start_processes()
   logging.info('Process %d of %d, %d local devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.default_backend())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (schema.ConfigError, DataError, checkpoints.IncompatibleCheckpoint) as error:
+    raise SystemExit(f'vaegan-train: {error}') from None     # start-up problems: the message alone
 
 
 def load_config_file(argv: list[str]) -> ml_collections.ConfigDict:
@@ -82,17 +87,14 @@ def explain_bad_override(argv: list[str], error: Exception) -> str:
   """The parse error, and for an unknown --config.KEY the keys its section does have."""
   message = f'vaegan-train: {type(error).__name__}: {error}'
   try:
-    keys = checkpoints.flatten_config(load_config_file(argv))
+    config = load_config_file(argv)
   except Exception:       # the config file itself is broken: the original error says it all
     return message
   for arg in argv:
     if arg.startswith('--config.'):
-      key = arg[len('--config.'):].split('=', 1)[0]
-      if key not in keys:
-        section = key.rpartition('.')[0]
-        valid = sorted(name for name in keys if name.rpartition('.')[0] == section)
-        return (f'{message}\nUnknown config key {key!r}; the keys{" of " + section if section else ""}'
-                f' are: {", ".join(valid)}.')
+      unknown = schema.unknown_key_message(config, arg[len('--config.'):].split('=', 1)[0])
+      if unknown:
+        return f'{message}\n{unknown}'
   return message
 
 

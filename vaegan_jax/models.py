@@ -1,9 +1,10 @@
 """Encoder, Decoder and Discriminator of VAE/GAN (Larsen et al. 2016), as flax.linen modules.
 
 The modules are used only through `init` / `apply`, so each network is a pure function of
-(params, batch_stats, inputs). The architecture is the paper's 64x64 CelebA table (see
-`../shared/PAPER.md`); 32x32 and 128x128 drop or add one stride-2 stage through the channel
-tuples of the config (`configs/celeba64.py`). All kernels are 5x5.
+(params, batch_stats, inputs). The architecture is the paper's 64x64 CelebA table (Larsen et al.
+2016, appendix; the authors' code in andersbll/autoencoding_beyond_pixels, architectures.py,
+`img64x64`); 32x32 and 128x128 drop or add one stride-2 stage through the channel tuples of the
+config (`configs/celeba64.py`). All kernels are 5x5.
 
 Conditional variants (the paper's attribute-conditioned generation; no conditional code survives
 in the authors' repository) take an attribute vector y in {-1, +1}^A:
@@ -15,8 +16,9 @@ in the authors' repository) take an attribute vector y in {-1, +1}^A:
                  The conv layers never see y, so Dis_l at a conv layer stays the same y-free
                  similarity metric as in the unconditional model.
 
-Batch norm follows the authors' code: running = 0.9 * running + 0.1 * batch, epsilon 1e-6 after
-convolutions and 1e-5 after dense layers, scale 1 and shift 0 at init. With `axis_name` set the
+Batch norm follows the authors' code (architectures.py and DeepPy's batch_normalization.py):
+running = 0.9 * running + 0.1 * batch, epsilon 1e-6 after convolutions and 1e-5 after dense
+layers, scale 1 and shift 0 at init. With `axis_name` set the
 batch statistics are averaged over that device axis, so N devices normalise exactly as one device
 would on the global batch.
 """
@@ -29,13 +31,11 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from vaegan_jax.layers import Conv, ConvTranspose, Dense, resolve_conv_gradients
-from vaegan_jax.losses import check_loss_config
+from vaegan_jax.layers import Conv, ConvTranspose, Dense
 
 BATCH_NORM_MOMENTUM = 0.9
 CONV_BATCH_NORM_EPSILON = 1e-6
 DENSE_BATCH_NORM_EPSILON = 1e-5
-MODEL_KINDS = ('vaegan', 'vae', 'vae_disl', 'gan')
 
 
 class _Norm(nn.Module):
@@ -170,11 +170,6 @@ class Discriminator(nn.Module):
     return logit[:, 0].astype(jnp.float32), features
 
 
-def discriminator_layer_names(num_convs: int) -> tuple[str, ...]:
-  """The names `Discriminator` gives its layers' features, input to output."""
-  return tuple(f'conv{i}' for i in range(1, num_convs + 1)) + ('dense1', 'dense2')
-
-
 @dataclasses.dataclass(frozen=True)
 class Networks:
   """The linen modules of one model kind; `None` where the kind has no such network."""
@@ -183,44 +178,14 @@ class Networks:
   discriminator: Discriminator | None
 
 
-def check_model_config(model_config: Any, feature_layer: str) -> None:
-  """Raises ValueError naming the problem and the valid choices, before anything compiles."""
-  if model_config.kind not in MODEL_KINDS:
-    raise ValueError(f'model.kind={model_config.kind!r} is unknown; choose one of {MODEL_KINDS}.')
-  resolution = model_config.resolution
-  for name, stages in (('encoder_channels', len(model_config.encoder_channels)),
-                       ('decoder_channels', len(model_config.decoder_channels)),
-                       ('discriminator_channels', len(model_config.discriminator_channels) - 1)):
-    if resolution % 2 ** stages or resolution // 2 ** stages < 2:
-      raise ValueError(
-          f'model.{name} has {stages} stride-2 stages, which do not divide '
-          f'model.resolution={resolution} into a map of at least 2x2. Use the channel tuples of '
-          f"configs/celeba64.py's ARCHITECTURES for resolution 32, 64 or 128.")
-  resolve_conv_gradients(model_config.conv_gradients)
-  condition_on = tuple(model_config.condition_on)
-  if not all(isinstance(name, str) and name for name in condition_on) or len(
-      set(condition_on)) != len(condition_on):
-    raise ValueError(f'model.condition_on={condition_on!r} must be distinct attribute names, '
-                     f'e.g. ("Male", "Smiling"), or () for the unconditional model.')
-  valid_layers = discriminator_layer_names(len(model_config.discriminator_channels))
-  if model_config.kind in ('vaegan', 'vae_disl') and feature_layer not in valid_layers:
-    raise ValueError(f'loss.feature_layer={feature_layer!r} is not a discriminator layer; '
-                     f'choose one of {valid_layers} (the paper uses the last conv, conv4 at 64x64).')
-
-
 def build_networks(config: Any, axis_name: str | None = None) -> Networks:
-  """Checks the config, then builds the modules that `config.model.kind` uses.
+  """The modules that `config.model.kind` uses, for a config that passed configs/schema.check.
 
   Args:
-    config: the whole config (its `model` section, and `loss.feature_layer` for the check).
+    config: the whole config (its `model` section is read).
     axis_name: the device axis to average batch-norm statistics over, or None.
-  Raises:
-    ValueError: for an unknown kind, feature layer, gradient choice or loss setting, or a
-      resolution the channel tuples do not fit, before anything is traced or compiled.
   """
   model_config = config.model
-  check_model_config(model_config, config.loss.feature_layer)
-  check_loss_config(config.loss)
   dtype = jnp.dtype(model_config.compute_dtype)
   kind = model_config.kind
   shared = dict(axis_name=axis_name, dtype=dtype, conv_gradients=model_config.conv_gradients,

@@ -34,21 +34,8 @@ import threadpoolctl
 from absl import app, flags, logging
 from PIL import Image
 
-from vaegan_jax import preprocess, sources, synthetic
-
-BUILDER_NAME = 'vaegan_images'
-VERSION = '1.0.0'
-
-
-def config_name(name: str, resolution: int, channels: int) -> str:
-  """The tfds config of a prepared dataset: 'celeba_64', or 'mnist_32_grey' for one channel."""
-  return f'{name}_{resolution}' + ('_grey' if channels == 1 else '')
-
-
-def dataset_dir(data_dir: str, name: str, resolution: int, channels: int) -> str:
-  """Where a prepared dataset lives: DATA/vaegan_images/NAME_R/1.0.0."""
-  return os.path.join(data_dir, BUILDER_NAME, config_name(name, resolution, channels), VERSION)
-
+from vaegan_jax import celeba, preprocess, sources, synthetic
+from vaegan_jax.dataset_layout import SPLITS, VERSION, DataError, config_name, dataset_dir
 
 @dataclasses.dataclass
 class PrepareSummary:
@@ -103,7 +90,7 @@ class VaeganImages(tfds.core.GeneratorBasedBuilder):
     self.source, self.spec, self.load_all = source, spec, load_all
     self.skip_corrupt = skip_corrupt
     self.corrupt: list[str] = []
-    self.splits = [split for split in sources.SPLITS
+    self.splits = [split for split in SPLITS
                    if any(example.split == split for example in source.examples)]
     name = config_name(source.name, spec.resolution, spec.channels)
     super().__init__(config=tfds.core.BuilderConfig(name=name), file_format='array_record',
@@ -142,7 +129,7 @@ class VaeganImages(tfds.core.GeneratorBasedBuilder):
       index += 1
     if self.corrupt and not self.skip_corrupt and split == self.splits[-1]:
       listing = '\n  '.join(self.corrupt)
-      raise sources.DataError(
+      raise DataError(
           f'{len(self.corrupt)} corrupt image(s) in {self.source.name}; nothing was written:\n'
           f'  {listing}\nReplace them from a fresh download, or pass --skip_corrupt to leave '
           f'them out (the summary counts them).')
@@ -197,7 +184,7 @@ def ensure_prepared(data_config: Any, resolution: int, channels: int) -> None:
     return
   if data_config.synthetic_images:
     raw_dir = os.path.join(data_dir, 'raw', f'synthetic_{data_config.synthetic_images}')
-    if not all(os.path.exists(os.path.join(raw_dir, name)) for name in synthetic.FILE_NAMES):
+    if not all(os.path.exists(os.path.join(raw_dir, name)) for name in celeba.FILE_NAMES):
       logging.info('Drawing %d synthetic faces into %s (once).', data_config.synthetic_images,
                    raw_dir)
       synthetic.write_celeba(raw_dir, data_config.synthetic_images, seed=0)
@@ -215,10 +202,10 @@ def download_tfds(dataset: str, data_dir: str) -> None:
   try:
     tfds.builder(dataset, data_dir=data_dir, file_format='array_record').download_and_prepare()
   except Exception as error:   # network, checksum and Drive errors come in many types
-    raise sources.DataError(
+    raise DataError(
         f'tfds could not download and prepare {dataset!r}: {type(error).__name__}: {error}. '
         f'CelebA\'s Google Drive files often exceed their download quota. Download the five raw '
-        f'files yourself ({sources.CELEBA_HELP}) and run prepare with --raw_dir.') from error
+        f'files yourself ({celeba.WHERE_TO_GET_IT}) and run prepare with --raw_dir.') from error
 
 
 # ---------------------------------------------------------------- command line
@@ -265,7 +252,7 @@ def main(argv: list[str]) -> None:
     spec = preprocess.PreprocessSpec(crop=source.crop, resolution=args.resolution,
                                      channels=int(args.channels))
     summary = prepare(source, args.data_dir, spec, args.workers, args.skip_corrupt)
-  except sources.DataError as error:
+  except DataError as error:
     raise SystemExit(f'vaegan-prepare: {error}') from None
   print(summary)
 

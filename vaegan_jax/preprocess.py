@@ -1,7 +1,8 @@
 """Image preprocessing, done once by `prepare`: crop, Gaussian blur, bicubic resize, channels.
 
-The authors' CelebA preprocessing (PAPER.md, Data): crop rows 40:188 and columns 15:163 of the
-178x218 aligned image (148x148), blur with sigma = sqrt(148 / R) / 2, resize bicubically to RxR.
+The authors' CelebA preprocessing (dataset/celeba.py, `_resize`, in their repository
+andersbll/autoencoding_beyond_pixels): crop rows 40:188 and columns 15:163 of the 178x218 aligned
+image (148x148), blur with sigma = sqrt(148 / R) / 2, resize bicubically to RxR.
 The blur stands in for the anti-aliasing a plain bicubic sampler lacks, so the resize here samples
 the bicubic kernel at the output pixel centres without widening it (PIL's resize widens it when
 shrinking, which would blur twice).
@@ -9,17 +10,22 @@ shrinking, which would blur twice).
 Blur and resize are both linear and separable, so each axis is one [R, side] matrix and a whole
 image is `rows @ image @ columns.T` per channel: exact, and fast enough to need no special code.
 Images of other sources are centre-cropped to a square first, with the same blur rule.
+
+Prepared images are stored as uint8; the networks see float32 in [-1, 1] (`to_model_range`), and
+their outputs are written back as uint8 with `to_uint8`.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-CELEBA_CROP = (40, 188, 15, 163)       # rows 40:188, columns 15:163 of the 178x218 image
+from vaegan_jax import celeba
+
 BICUBIC_A = -0.5                       # Keys' cubic convolution, as PIL and OpenCV use
 BLUR_TRUNCATE = 4.0                    # kernel radius in sigmas (scipy.ndimage's default)
 
@@ -110,7 +116,7 @@ def resize_matrix(size: int, resolution: int) -> np.ndarray:
 def crop_square(pixels: np.ndarray, crop: str) -> np.ndarray:
   """[H, W, C] -> the square window `crop` names, [S, S, C]."""
   if crop == 'celeba':
-    top, bottom, left, right = CELEBA_CROP
+    top, bottom, left, right = celeba.CROP
     if pixels.shape[0] < bottom or pixels.shape[1] < right:
       raise ValueError(f'The CelebA crop needs an image of at least 178x218 (width x height); '
                        f'got {pixels.shape[1]}x{pixels.shape[0]}. Use crop=centre for other '
@@ -135,3 +141,13 @@ def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
   matrix = resize_matrix(square.shape[0], spec.resolution)
   resized = matrix @ square.transpose(2, 0, 1) @ matrix.T          # [C, R, R]
   return np.clip(np.rint(resized), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def to_model_range(pixels: Any) -> Any:
+  """uint8 pixels in [0, 255] -> float32 in [-1, 1], the networks' range (numpy or jax arrays)."""
+  return pixels.astype(np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images: Any) -> np.ndarray:
+  """Images in [-1, 1] -> uint8 pixels, rounded and clipped: the inverse of to_model_range."""
+  return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)

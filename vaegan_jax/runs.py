@@ -13,11 +13,11 @@ import os
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vaegan_jax import checkpoints, input_pipeline, models, state
+from vaegan_jax import checkpoints, input_pipeline, models, preprocess, state
+from vaegan_jax.configs import schema
 
 
 class RunNotFound(FileNotFoundError):
@@ -70,7 +70,7 @@ def _variables(network: state.NetworkState) -> dict[str, Any]:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _encode(module, network, images, conditions):
-  mu, _ = module.apply(_variables(network), images.astype(jnp.float32) / 127.5 - 1, train=False,
+  mu, _ = module.apply(_variables(network), preprocess.to_model_range(images), train=False,
                        condition=conditions)
   return mu
 
@@ -91,10 +91,10 @@ def load_run(workdir: str) -> Run:
                       f'(vaegan-train --workdir={workdir}). Runs next to it: '
                       f'{", ".join(runs_beside(workdir)) or "none"}.')
   config = _with_tuples(ml_collections.ConfigDict(checkpointer.saved_config(step)))
-  networks = models.build_networks(config)
-  target = state.init_train_state(config, networks, state.build_optimizers(config, networks))
-  restored, _ = checkpointer.restore(target, config)
-  return Run(workdir=workdir, config=config, networks=networks, state=restored, step=step)
+  schema.check(config)
+  training = state.create_training(config)
+  restored, _ = checkpointer.restore(training.initial_state, config)
+  return Run(workdir=workdir, config=config, networks=training.networks, state=restored, step=step)
 
 
 def runs_beside(workdir: str) -> list[str]:

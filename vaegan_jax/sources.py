@@ -1,8 +1,8 @@
 """Where `prepare` reads images from: CelebA's raw files, a folder of images, or a tfds dataset.
 
 Every source lists its examples up front (name, split, binary attributes), checked against each
-other before anything is decoded, and loads one image at a time as a PIL image. Sources are
-picklable: file handles open lazily in each worker process.
+other before anything is decoded, and loads one image at a time as a PIL image. prepare calls
+`load` from several threads; file handles open lazily on first use.
 
 Errors a user can act on are `DataError`s: they name the file, what was expected and what to do.
 """
@@ -20,20 +20,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-SPLITS = ('train', 'validation', 'test')
-CELEBA_PARTITIONS = {'0': 'train', '1': 'validation', '2': 'test'}
-CELEBA_IMAGES = ('img_align_celeba.zip', 'img_align_celeba/img_align_celeba',
-                 'img_align_celeba')
-CELEBA_ATTRIBUTES = ('list_attr_celeba.txt', 'list_attr_celeba.csv')      # Drive / Kaggle
-CELEBA_PARTITION = ('list_eval_partition.txt', 'list_eval_partition.csv')
+from vaegan_jax import celeba
+from vaegan_jax.dataset_layout import SPLITS, DataError
+
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
-CELEBA_HELP = ('CelebA\'s aligned-and-cropped release: https://mmlab.ie.cuhk.edu.hk/projects/'
-               'CelebA.html (Google Drive or Baidu), or Kaggle\'s "jessicali9530/celeba-dataset"')
-
-
-class DataError(ValueError):
-  """Input data that cannot be used as it is; the message says why and what to do."""
-
 
 @dataclasses.dataclass(frozen=True)
 class Example:
@@ -69,7 +59,7 @@ def check_not_web_page(path: str) -> None:
   raise DataError(
       f'{path} is a web page ("{title}"), not the data file: Google Drive sends such a page when '
       f'its download quota is exceeded or when it asks to confirm a virus scan. Download the '
-      f'file again (later, or from another mirror: {CELEBA_HELP}) and replace this one.')
+      f'file again (later, or from another mirror: {celeba.WHERE_TO_GET_IT}) and replace this one.')
 
 
 def find_first(directory: str, candidates: Sequence[str], what: str) -> str:
@@ -80,7 +70,7 @@ def find_first(directory: str, candidates: Sequence[str], what: str) -> str:
       return path
   raise DataError(
       f'Missing {what}: expected one of {", ".join(candidates)} in {directory}. '
-      f'It comes with {CELEBA_HELP}.')
+      f'It comes with {celeba.WHERE_TO_GET_IT}.')
 
 
 def require_same_names(path: str, listed: Sequence[str], present: Sequence[str],
@@ -141,9 +131,9 @@ class CelebAFiles(Source):
       raise DataError(f'raw_dir {raw_dir} is not a folder. Point it at the folder holding '
                       f'img_align_celeba.zip, list_attr_celeba.txt and list_eval_partition.txt.')
     self.name, self.crop = name, 'celeba'
-    self.images_path = find_first(raw_dir, CELEBA_IMAGES, 'the images')
-    attributes_path = find_first(raw_dir, CELEBA_ATTRIBUTES, 'the attribute file')
-    partition_path = find_first(raw_dir, CELEBA_PARTITION, 'the partition file')
+    self.images_path = find_first(raw_dir, celeba.IMAGES, 'the images')
+    attributes_path = find_first(raw_dir, celeba.ATTRIBUTE_FILES, 'the attribute file')
+    partition_path = find_first(raw_dir, celeba.PARTITION_FILES, 'the partition file')
     image_names = self._image_names()
 
     header, rows = read_table(attributes_path, has_header=True)
@@ -151,9 +141,9 @@ class CelebAFiles(Source):
     _, partition_rows = read_table(partition_path, has_header=False)
     partition = {}
     for row in partition_rows:
-      if len(row) != 2 or row[1] not in CELEBA_PARTITIONS:
+      if len(row) != 2 or row[1] not in celeba.PARTITIONS:
         raise DataError(f'{partition_path}: expected "name 0|1|2" rows, got {" ".join(row)!r}.')
-      partition[row[0]] = CELEBA_PARTITIONS[row[1]]
+      partition[row[0]] = celeba.PARTITIONS[row[1]]
     for path, listed in ((attributes_path, attributes), (partition_path, partition)):
       require_same_names(path, list(listed), image_names, f'in {self.images_path}',
                          'The files come from different releases or one is incomplete; use '
@@ -174,9 +164,6 @@ class CelebAFiles(Source):
       raise DataError(f'{self.images_path} is not a readable zip ({error}); the download is '
                       f'incomplete or damaged. Download it again.') from error
     return sorted(self._members)
-
-  def __getstate__(self):
-    return {key: value for key, value in self.__dict__.items() if key != '_archive'}
 
   def load(self, example: Example) -> tuple[Image.Image, np.ndarray]:
     if os.path.isdir(self.images_path):
@@ -261,7 +248,7 @@ class TfdsDataset(Source):
         self.examples.append(Example(f'{split}/{index}', split, None))
 
   def _open(self):
-    import tensorflow_datasets as tfds   # only this source needs tfds in the workers
+    import tensorflow_datasets as tfds   # only this source needs tfds
     try:
       return tfds.data_source(self.dataset, data_dir=self.data_dir)
     except Exception as error:   # tfds raises several types here; all mean the same to a user
@@ -280,9 +267,6 @@ class TfdsDataset(Source):
     if 'attributes' not in features:
       return ()
     return tuple(sorted(features['attributes'].keys()))
-
-  def __getstate__(self):
-    return {key: value for key, value in self.__dict__.items() if key != '_sources'}
 
   def load(self, example: Example) -> tuple[Image.Image, np.ndarray]:
     if getattr(self, '_sources', None) is None:

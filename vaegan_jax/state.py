@@ -15,11 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vaegan_jax import models
+from vaegan_jax.configs.schema import NETWORK_NAMES
 from vaegan_jax.models import Networks
-
-NETWORK_NAMES = ('encoder', 'decoder', 'discriminator')
-OPTIMIZER_NAMES = ('rmsprop',)
-SCHEDULES = ('constant', 'anneal')
 
 
 @flax.struct.dataclass
@@ -57,17 +55,15 @@ def learning_rate_schedule(opt_config: Any) -> optax.Schedule:
   """
   if opt_config.schedule == 'constant':
     return optax.constant_schedule(opt_config.learning_rate)
-  if opt_config.schedule == 'anneal':
-    start, end = opt_config.learning_rate, opt_config.end_learning_rate
+  start, end = opt_config.learning_rate, opt_config.end_learning_rate
 
-    def anneal(step):
-      epoch = jnp.minimum(step // opt_config.steps_per_epoch, opt_config.anneal_epochs)
-      fraction = (epoch / opt_config.anneal_epochs) ** opt_config.anneal_power
-      # The same as lr0 - fraction * (lr0 - lr_end), but exact at both ends in float32.
-      return (1.0 - fraction) * start + fraction * end
+  def anneal(step):
+    epoch = jnp.minimum(step // opt_config.steps_per_epoch, opt_config.anneal_epochs)
+    fraction = (epoch / opt_config.anneal_epochs) ** opt_config.anneal_power
+    # The same as lr0 - fraction * (lr0 - lr_end), but exact at both ends in float32.
+    return (1.0 - fraction) * start + fraction * end
 
-    return anneal
-  raise ValueError(f'optimizer.schedule={opt_config.schedule!r}: choose one of {SCHEDULES}.')
+  return anneal
 
 
 def _is_kernel(params: Any) -> Any:
@@ -90,8 +86,6 @@ def make_optimizer(opt_config: Any) -> optax.GradientTransformation:
   The learning rate is an injected hyperparameter that the train step sets from the global step,
   so a network whose update the equilibrium gating skips keeps the same schedule as the others.
   """
-  if opt_config.name not in OPTIMIZER_NAMES:
-    raise ValueError(f'optimizer.name={opt_config.name!r}: choose one of {OPTIMIZER_NAMES}.')
   return optax.inject_hyperparams(_rmsprop_with_weight_decay)(
       learning_rate=opt_config.learning_rate, decay=opt_config.decay, eps=opt_config.eps,
       weight_decay=opt_config.weight_decay)
@@ -133,3 +127,21 @@ def init_train_state(config: Any, networks: Networks, optimizers: Optimizers,
       decoder=_init_network(networks.decoder, optimizers.decoder, decoder_key, latent, condition),
       discriminator=None if networks.discriminator is None else _init_network(
           networks.discriminator, optimizers.discriminator, discriminator_key, image, condition))
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """What a run builds from its config: the modules, their optimizers and the initial state."""
+  networks: Networks
+  optimizers: Optimizers
+  initial_state: TrainState
+
+
+def create_training(config: Any, axis_name: str | None = None, seed: int | None = None
+                    ) -> Training:
+  """Networks, then their optimizers, then the initial state, for a config that passed
+  configs/schema.check. axis_name: the device axis batch norm averages over (None outside pmap);
+  seed: the init seed (default config.seed)."""
+  networks = models.build_networks(config, axis_name)
+  optimizers = build_optimizers(config, networks)
+  return Training(networks, optimizers, init_train_state(config, networks, optimizers, seed))

@@ -42,11 +42,12 @@ from jax import lax
 
 from vaegan_jax import losses
 from vaegan_jax.models import Networks
+from vaegan_jax.sharding import DEVICE_AXIS
 from vaegan_jax.state import NetworkState, Optimizers, TrainState
 
-AXIS_NAME = 'batch'
-
 Metrics = dict[str, jax.Array]
+# Every loss term a model kind may have, in the order the console shows them.
+LOSS_TERMS = ('prior', 'llike', 'pixel', 'decoder_gan', 'discriminator')
 
 
 # ---------------------------------------------------------------- device-axis helpers
@@ -169,7 +170,7 @@ def _repeat(condition: jax.Array | None, times: int) -> jax.Array | None:
 
 
 def compute_gradients(state: TrainState, images: jax.Array, conditions: jax.Array | None = None,
-                      *, config: Any, networks: Networks, axis_name: str | None = AXIS_NAME
+                      *, config: Any, networks: Networks, axis_name: str | None = DEVICE_AXIS
                       ) -> tuple[dict[str, Any], dict[str, Any], dict[str, jax.Array], jax.Array]:
   """Per-network gradients of the local examples' losses, from one forward pass.
 
@@ -303,7 +304,7 @@ def apply_network_update(network: NetworkState, gradients: Any, new_batch_stats:
 
 def train_step(state: TrainState, images: jax.Array, conditions: jax.Array | None = None, *,
                config: Any, networks: Networks, optimizers: Optimizers,
-               axis_name: str | None = AXIS_NAME) -> tuple[TrainState, Metrics]:
+               axis_name: str | None = DEVICE_AXIS) -> tuple[TrainState, Metrics]:
   """One VAE/GAN update of all three networks on this device's part of the global batch.
 
   Args:
@@ -354,7 +355,7 @@ def train_step(state: TrainState, images: jax.Array, conditions: jax.Array | Non
 # ---------------------------------------------------------------- evaluation
 def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array,
               conditions: jax.Array | None = None, *, config: Any, networks: Networks,
-              axis_name: str | None = AXIS_NAME) -> tuple[dict[str, jax.Array], Metrics]:
+              axis_name: str | None = DEVICE_AXIS) -> tuple[dict[str, jax.Array], Metrics]:
   """Test-time outputs with running batch statistics; the encoder returns mu (the Feb code).
 
   Args:
@@ -401,30 +402,29 @@ def make_pmapped_train_step(config: Any, networks: Networks, optimizers: Optimiz
                             devices: Sequence[jax.Device] | None = None
                             ) -> Callable[..., tuple[TrainState, Metrics]]:
   """train_step over `devices` (default: every device of every process), called as
-  step(state, images, conditions=None); each process passes images [its local devices, B, R, R, C]
-  and, for a conditional model, conditions [its local devices, B, A].
+  step(state, images, conditions); each process passes images [its local devices, B, R, R, C]
+  and conditions [its local devices, B, A] for a conditional model, else None. The result is
+  jax.pmap's own function, so `.lower(...)` works on it (benchmarks/train_step.py).
 
-  The networks must be built with axis_name=AXIS_NAME. The state goes in and comes out unmapped
+  The networks must be built with axis_name=DEVICE_AXIS. The state goes in and comes out unmapped
   (in_axes / out_axes None: it is identical on every device) and, in a single-process run, is
   donated, so its buffers are reused for the new state.
   """
   step = functools.partial(train_step, config=config, networks=networks,
-                           optimizers=optimizers, axis_name=AXIS_NAME)
+                           optimizers=optimizers, axis_name=DEVICE_AXIS)
   # Donation is for one process only: with several, pmap reshards the unmapped state across
   # processes on entry and jax 0.10 then deletes buffers that the next step's state still uses.
   donate = (0,) if jax.process_count() == 1 else ()
-  pmapped = jax.pmap(step, axis_name=AXIS_NAME, in_axes=(None, 0, 0), out_axes=(None, None),
-                     donate_argnums=donate, devices=devices)
-  return lambda state, images, conditions=None: pmapped(state, images, conditions)
+  return jax.pmap(step, axis_name=DEVICE_AXIS, in_axes=(None, 0, 0), out_axes=(None, None),
+                  donate_argnums=donate, devices=devices)
 
 
 def make_pmapped_eval_step(config: Any, networks: Networks,
                            devices: Sequence[jax.Device] | None = None
-                           ) -> Callable[..., dict[str, jax.Array]]:
-  """eval_step over `devices`, called as step(state, images, prior_latents, conditions=None):
-  the inputs and output images have a leading device axis; the averages come back once."""
-  step = functools.partial(eval_step, config=config, networks=networks, axis_name=AXIS_NAME)
-  pmapped = jax.pmap(step, axis_name=AXIS_NAME, in_axes=(None, 0, 0, 0), out_axes=(0, None),
-                     devices=devices)
-  return lambda state, images, prior_latents, conditions=None: pmapped(
-      state, images, prior_latents, conditions)
+                           ) -> Callable[..., tuple[dict[str, jax.Array], Metrics]]:
+  """eval_step over `devices`, called as step(state, images, prior_latents, conditions) with
+  conditions None for an unconditional model: the inputs and the output images have a leading
+  device axis; the averages come back once, as (images, averages)."""
+  step = functools.partial(eval_step, config=config, networks=networks, axis_name=DEVICE_AXIS)
+  return jax.pmap(step, axis_name=DEVICE_AXIS, in_axes=(None, 0, 0, 0), out_axes=(0, None),
+                  devices=devices)

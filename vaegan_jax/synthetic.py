@@ -30,24 +30,12 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image, ImageDraw
 
-WIDTH, HEIGHT = 178, 218
-ATTRIBUTE_NAMES = (
-    '5_o_Clock_Shadow', 'Arched_Eyebrows', 'Attractive', 'Bags_Under_Eyes', 'Bald', 'Bangs',
-    'Big_Lips', 'Big_Nose', 'Black_Hair', 'Blond_Hair', 'Blurry', 'Brown_Hair', 'Bushy_Eyebrows',
-    'Chubby', 'Double_Chin', 'Eyeglasses', 'Goatee', 'Gray_Hair', 'Heavy_Makeup',
-    'High_Cheekbones', 'Male', 'Mouth_Slightly_Open', 'Mustache', 'Narrow_Eyes', 'No_Beard',
-    'Oval_Face', 'Pale_Skin', 'Pointy_Nose', 'Receding_Hairline', 'Rosy_Cheeks', 'Sideburns',
-    'Smiling', 'Straight_Hair', 'Wavy_Hair', 'Wearing_Earrings', 'Wearing_Hat',
-    'Wearing_Lipstick', 'Wearing_Necklace', 'Wearing_Necktie', 'Young')
+from vaegan_jax.celeba import (ATTRIBUTE_NAMES, FILE_NAMES, HEIGHT, LANDMARK_NAMES, SPLIT_SIZES,
+                               WIDTH)
+
 RENDERED_ATTRIBUTES = (
     'Bald', 'Bangs', 'Black_Hair', 'Blond_Hair', 'Brown_Hair', 'Gray_Hair', 'Eyeglasses', 'Male',
     'Mustache', 'Pale_Skin', 'Rosy_Cheeks', 'Smiling', 'Wearing_Hat', 'Wearing_Lipstick')
-LANDMARK_NAMES = ('lefteye_x', 'lefteye_y', 'righteye_x', 'righteye_y', 'nose_x', 'nose_y',
-                  'leftmouth_x', 'leftmouth_y', 'rightmouth_x', 'rightmouth_y')
-FILE_NAMES = ('img_align_celeba.zip', 'list_attr_celeba.txt', 'list_eval_partition.txt',
-              'list_landmarks_align_celeba.txt', 'identity_CelebA.txt')
-# CelebA's split: 162,770 train, 19,867 validation, 19,962 test of 202,599, in index order.
-PARTITION_FRACTIONS = (162770 / 202599, 19867 / 202599)
 HAIR_COLOURS = {'Black_Hair': (30, 25, 22), 'Blond_Hair': (222, 190, 120),
                 'Brown_Hair': (105, 70, 40), 'Gray_Hair': (160, 160, 165)}
 IDENTITIES_PER_IMAGE = 1 / 20          # about 20 images of each identity, as in CelebA
@@ -209,8 +197,9 @@ def image_name(index: int) -> str:
 
 def partition_of(index: int, num_images: int) -> int:
   """0 train, 1 validation, 2 test, by CelebA's proportions in index order."""
-  train_end = round(num_images * PARTITION_FRACTIONS[0])
-  validation_end = train_end + round(num_images * PARTITION_FRACTIONS[1])
+  total = sum(SPLIT_SIZES.values())
+  train_end = round(num_images * SPLIT_SIZES['train'] / total)
+  validation_end = train_end + round(num_images * SPLIT_SIZES['validation'] / total)
   return 0 if index < train_end else (1 if index < validation_end else 2)
 
 

@@ -10,7 +10,7 @@ import math
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import jax
 import ml_collections
@@ -18,32 +18,32 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from vaegan_jax import (checkpoints, input_pipeline, metric_writers, models, prepare, sources,
-                        state, steps)
+from vaegan_jax import checkpoints, input_pipeline, metric_writers, prepare, state, steps
+from vaegan_jax.configs import schema
+from vaegan_jax.dataset_layout import DataError
+from vaegan_jax.sharding import DEVICE_AXIS, device_sharding
+
+# The fixed prior latents drawn for the sample grids come from seed + GRID_SEED_OFFSET; those of
+# evaluation batch b from seed + EVAL_SEED_OFFSET + b. Offsets keep them apart from the init
+# (seed) and from each other, and every evaluation draws the same ones.
+GRID_SEED_OFFSET = 1
+EVAL_SEED_OFFSET = 2
+GRID_CAPTIONS = {
+    'samples': 'samples: the same z ~ N(0, I) at every step',
+    'reconstructions': 'reconstructions of the test images (encoder mean)',
+    'test_images': 'test images',
+}
 
 
 class NonFiniteLoss(FloatingPointError):
   """A loss became NaN or Inf; training stopped without saving."""
 
 
-# ---------------------------------------------------------------- checks before compiling
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """The run's settings that would otherwise fail late, with the valid choices in the message.
-  (build_networks and build_optimizers check the model, loss and optimizer sections.)"""
-  if config.data.flip not in input_pipeline.FLIP_MODES:
-    raise ValueError(f'data.flip={config.data.flip!r}: choose from {input_pipeline.FLIP_MODES}.')
-  for name in ('num_train_steps', 'global_batch_size', 'log_every_steps', 'image_every_steps',
-               'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints', 'grid_size',
-               'data.reader_threads'):
-    section, _, key = name.rpartition('.')
-    value = (config[section] if section else config)[key]
-    if not isinstance(value, int) or value < 1:
-      raise ValueError(f'{name}={value!r}: must be a positive integer.')
-  if config.eval_batches < 0:
-    raise ValueError(f'eval_batches={config.eval_batches}: 0 (all) or a positive count.')
-  if config.global_batch_size % jax.device_count():
-    raise ValueError(f'global_batch_size={config.global_batch_size} does not split over '
-                     f'{jax.device_count()} devices; make it a multiple of {jax.device_count()}.')
+# ---------------------------------------------------------------- small pieces
+def is_due(step: int, every: int, total: int) -> bool:
+  """Whether a periodic action runs after `step`: every `every` steps, and after the last one
+  (as big_vision's `u.itstime`)."""
+  return step % every == 0 or step == total
 
 
 def check_workdir(workdir: str) -> None:
@@ -59,38 +59,17 @@ def check_workdir(workdir: str) -> None:
                   f'can write.') from error
 
 
-# ---------------------------------------------------------------- input
 def open_data(config: ml_collections.ConfigDict
               ) -> tuple[input_pipeline.PreparedSplit, input_pipeline.PreparedSplit]:
   """(train split, eval split); process 0 prepares the dataset first if the config says how."""
-  data, model = config.data, config.model
   if jax.process_index() == 0:
-    prepare.ensure_prepared(data, model.resolution, model.image_channels)
+    prepare.ensure_prepared(config.data, config.model.resolution, config.model.image_channels)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('dataset prepared')
-  data_dir = os.path.expanduser(data.data_dir)
-  open_split = lambda split: input_pipeline.open_prepared(
-      data_dir, data.name, model.resolution, model.image_channels, split)
-  return open_split(data.train_split), open_split(data.eval_split)
+  return (input_pipeline.open_configured(config, config.data.train_split),
+          input_pipeline.open_configured(config, config.data.eval_split))
 
 
-def fixed_grid_inputs(config: ml_collections.ConfigDict, eval_split: input_pipeline.PreparedSplit,
-                      devices: int) -> dict[str, jax.Array]:
-  """The same test images, their attributes and prior latents at every grid: [D, n / D, ...]
-  with n the smallest multiple of the device count that holds grid_size^2."""
-  count = devices * math.ceil(config.grid_size ** 2 / devices)
-  if len(eval_split) < count:
-    raise sources.DataError(f'The eval split has {len(eval_split)} images; the grids need '
-                            f'{count}. Lower grid_size.')
-  test = eval_split.read(np.arange(count))
-  latents = jax.random.normal(jax.random.PRNGKey(config.seed + 1),
-                              (count, config.model.latent_dim))
-  per_device = lambda array: np.asarray(array).reshape(devices, -1, *array.shape[1:])
-  return {'image': per_device(test['image']), 'attributes': per_device(test['attributes']),
-          'latents': per_device(latents)}
-
-
-# ---------------------------------------------------------------- metrics
 def first_non_finite(history: list[tuple[int, dict[str, np.ndarray]]]) -> tuple[int, str] | None:
   """(step, metric name) of the first NaN or Inf in the steps' metrics, or None."""
   for step, metrics in history:
@@ -102,45 +81,98 @@ def first_non_finite(history: list[tuple[int, dict[str, np.ndarray]]]) -> tuple[
 
 def format_line(step: int, total: int, averages: dict[str, float], images_per_s: float,
                 eta_s: float) -> str:
-  """One console line: progress, the main losses and D outputs, speed and time left."""
-  shown = [name for name in ('prior', 'llike', 'decoder_gan', 'discriminator', 'd_real',
-                             'd_reconstruction', 'd_prior', 'skipped_discriminator',
-                             'skipped_decoder') if name in averages]
+  """One console line: progress, every loss term the model kind has, D's outputs, the gating's
+  skips, speed and time left."""
+  shown = [name for name in steps.LOSS_TERMS + (
+      'd_real', 'd_reconstruction', 'd_prior', 'skipped_discriminator', 'skipped_decoder')
+           if name in averages]
   values = ' '.join(f'{name}={averages[name]:.4g}' for name in shown)
   eta = time.strftime('%H:%M:%S', time.gmtime(max(eta_s, 0)))
   return f'step {step}/{total} | {values} | {images_per_s:.1f} img/s | ETA {eta}'
 
 
+# ---------------------------------------------------------------- grids and evaluation
+def grid_inputs(config: ml_collections.ConfigDict, eval_split: input_pipeline.PreparedSplit,
+                devices: list[jax.Device], condition_columns: tuple[int, ...]
+                ) -> dict[str, jax.Array]:
+  """The same test images (as model input, with a conditional model's y) and prior latents at
+  every grid: [D, n / D, ...], n the smallest multiple of the device count that holds
+  grid_size^2."""
+  count = len(devices) * math.ceil(config.grid_size ** 2 / len(devices))
+  if len(eval_split) < count:
+    raise DataError(f'The eval split has {len(eval_split)} images; the grids need {count}. '
+                    f'Lower grid_size.')
+  per_device = lambda array: np.asarray(array).reshape(len(devices), -1, *array.shape[1:])
+  test = {name: per_device(value) for name, value in eval_split.read(np.arange(count)).items()}
+  inputs = input_pipeline.to_model_input(
+      input_pipeline.to_devices(test, device_sharding(devices)), condition_columns)
+  latents = jax.random.normal(jax.random.PRNGKey(config.seed + GRID_SEED_OFFSET),
+                              (count, config.model.latent_dim))
+  return {**inputs, 'latents': per_device(latents)}
+
+
+def write_grids(eval_step: Callable, train_state: state.TrainState, inputs: dict[str, jax.Array],
+                writer: metric_writers.MetricWriter, step: int, grid_size: int) -> None:
+  """Samples from the fixed latents, reconstructions and the test images, as captioned PNGs."""
+  outputs, _ = eval_step(train_state, inputs['image'], inputs['latents'], inputs.get('condition'))
+  outputs['test_images'] = inputs['image']
+  writer.write_images(step, {
+      name: metric_writers.captioned_grid(
+          np.asarray(images).reshape(-1, *images.shape[2:])[:grid_size ** 2], grid_size,
+          f'{GRID_CAPTIONS[name]} | step {step}')
+      for name, images in outputs.items()})
+
+
+def evaluate(eval_step: Callable, train_state: state.TrainState,
+             batches: Iterable[dict[str, jax.Array]], seed: int, latent_dim: int
+             ) -> dict[str, float]:
+  """The eval step's averages over `batches` (model input), each batch with its own fixed prior
+  latents."""
+  totals: dict[str, float] = {}
+  count = 0
+  for index, batch in enumerate(batches):
+    latents = jax.random.normal(jax.random.PRNGKey(seed + EVAL_SEED_OFFSET + index),
+                                batch['image'].shape[:2] + (latent_dim,))
+    _, averages = eval_step(train_state, batch['image'], latents, batch.get('condition'))
+    for name, value in jax.device_get(averages).items():
+      totals[name] = totals.get(name, 0.0) + float(value)
+    count = index + 1
+  return {name: value / max(count, 1) for name, value in totals.items()}
+
+
 # ---------------------------------------------------------------- the run
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
   """Train `config` in `workdir`, resuming from its latest checkpoint; returns the final state."""
-  # Checks first: nothing below compiles before the config, workdir and data are known good.
+  # ---- Checks: nothing below compiles before the config, workdir and data are known good.
   workdir = os.path.expanduser(workdir)
-  networks = models.build_networks(config, steps.AXIS_NAME)      # checks model and loss
-  optimizers = state.build_optimizers(config, networks)           # checks the optimizers
-  check_config(config)
+  schema.check(config, device_count=jax.device_count(), process_count=jax.process_count(),
+               local_device_count=jax.local_device_count())
   check_workdir(workdir)
   train_split, eval_split = open_data(config)
-  # A conditional model's y: these attribute columns, made by to_model_input as 'condition'.
   columns = input_pipeline.condition_columns(train_split.attribute_names,
                                              config.model.condition_on)
   devices = jax.local_devices()
-  is_chief = jax.process_index() == 0
+  grids = grid_inputs(config, eval_split, devices, columns)
 
-  # Input: this process's part of every global batch, read ahead, on its devices.
+  # ---- Input: this process's part of every global batch, read ahead, on its devices.
   load = input_pipeline.training_batches(
       train_split, seed=config.seed, global_batch_size=config.global_batch_size,
       local_devices=len(devices), flip=config.data.flip, process_index=jax.process_index(),
       process_count=jax.process_count())
   batches = input_pipeline.TrainingIterator(load, devices, threads=config.data.reader_threads,
                                             condition_columns=columns)
+  eval_batches = lambda: input_pipeline.eval_inputs(
+      eval_split, global_batch_size=config.global_batch_size, devices=devices,
+      condition_columns=columns, process_index=jax.process_index(),
+      process_count=jax.process_count(), max_batches=config.eval_batches or None)
 
-  # The initial state (the networks and optimisers were built, and so checked, first).
-  train_state = state.init_train_state(config, networks, optimizers)
+  # ---- Model, optimisers and the initial state.
+  training = state.create_training(config, DEVICE_AXIS)
 
-  # Restore, or start at step 0.
+  # ---- Restore, or start at step 0.
   checkpointer = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                           config.keep_checkpoints)
+  train_state = training.initial_state
   restored = checkpointer.restore(train_state, config)
   if restored is not None:
     train_state, input_state = restored
@@ -152,46 +184,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         f'The checkpoint at step {start_step} holds input position {batches.get_state()}; '
         f'they must agree. The checkpoint was not written by this program.')
 
-  # The update step, and what the reports need.
-  train_step = steps.make_pmapped_train_step(config, networks, optimizers)
-  eval_step = steps.make_pmapped_eval_step(config, networks)
-  grid_inputs = fixed_grid_inputs(config, eval_split, len(devices))
-  grid_model_input = input_pipeline.to_model_input(
-      {'image': grid_inputs['image'], 'attributes': grid_inputs['attributes']}, columns)
-  grid_images = grid_model_input['image']
-  writer = metric_writers.MetricWriter(workdir, enabled=is_chief)
+  # ---- The update and evaluation steps.
+  train_step = steps.make_pmapped_train_step(config, training.networks, training.optimizers)
+  eval_step = steps.make_pmapped_eval_step(config, training.networks)
+  writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
 
-  def write_grids(step: int) -> None:
-    outputs, _ = eval_step(train_state, grid_images, grid_inputs['latents'],
-                           grid_model_input.get('condition'))
-    outputs['test_images'] = grid_images
-    count = config.grid_size ** 2
-    writer.write_images(step, {name: metric_writers.image_grid(
-        np.asarray(images).reshape(-1, *images.shape[2:])[:count], config.grid_size)
-        for name, images in outputs.items()})
-
-  def evaluate(step: int) -> dict[str, float]:
-    totals: dict[str, float] = {}
-    count = 0
-    for batch in input_pipeline.eval_batches(
-        eval_split, global_batch_size=config.global_batch_size, local_devices=len(devices),
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        max_batches=config.eval_batches or None):
-      latents = jax.random.normal(jax.random.PRNGKey(config.seed + 2 + count),
-                                  batch['image'].shape[:2] + (config.model.latent_dim,))
-      model_input = input_pipeline.to_model_input(batch, columns)
-      _, averages = eval_step(train_state, model_input['image'], latents,
-                              model_input.get('condition'))
-      for name, value in jax.device_get(averages).items():
-        totals[name] = totals.get(name, 0.0) + float(value)
-      count += 1
-    averages = {name: value / max(count, 1) for name, value in totals.items()}
-    writer.write_scalars(step, 'eval', averages)
-    logging.info('eval at step %d: %s', step,
-                 ' '.join(f'{name}={value:.4g}' for name, value in sorted(averages.items())))
-    return averages
-
-  # Preemption: SIGTERM asks for a checkpoint and a clean exit at the next step.
+  # ---- Preemption: SIGTERM asks for a checkpoint and a clean exit at the next step.
   preemption = {'requested': False}
   previous_handler = signal.signal(
       signal.SIGTERM, lambda signum, frame: preemption.update(requested=True))
@@ -201,7 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       return multihost_utils.reached_preemption_sync_point(step) or preemption['requested']
     return preemption['requested']
 
-  # The loop.
+  # ---- The loop.
   total = config.num_train_steps
   history: list[tuple[int, Any]] = []
   interval_start, interval_steps = time.perf_counter(), 0
@@ -214,10 +212,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       interval_steps += 1
       history.append((step, metrics))
       stop = preempted(step)
-      due = lambda every: step % every == 0 or step == total or stop
-      if not any(due(every) for every in (
-          config.log_every_steps, config.image_every_steps, config.eval_every_steps,
-          config.checkpoint_every_steps)):
+      due = lambda every: stop or is_due(step, every, total)
+      if not any(map(due, (config.log_every_steps, config.image_every_steps,
+                           config.eval_every_steps, config.checkpoint_every_steps))):
         continue
       host_history = jax.device_get(history)
       bad = first_non_finite(host_history)
@@ -230,18 +227,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         seconds = time.perf_counter() - interval_start
         averages = {name: float(np.mean([metrics[name] for _, metrics in host_history]))
                     for name in host_history[-1][1]}
-        images_per_s = interval_steps * config.global_batch_size / seconds
-        averages['images_per_s'] = images_per_s
+        averages['images_per_s'] = interval_steps * config.global_batch_size / seconds
         writer.write_scalars(step, 'train', averages)
-        if is_chief:
+        if jax.process_index() == 0:
           eta = (total - step) * seconds / interval_steps
-          logging.info(format_line(step, total, averages, images_per_s, eta))
+          logging.info(format_line(step, total, averages, averages['images_per_s'], eta))
         history, interval_steps = [], 0
         interval_start = time.perf_counter()
       if due(config.image_every_steps):
-        write_grids(step)
+        write_grids(eval_step, train_state, grids, writer, step, config.grid_size)
       if due(config.eval_every_steps):
-        evaluate(step)
+        averages = evaluate(eval_step, train_state, eval_batches(), config.seed,
+                            config.model.latent_dim)
+        writer.write_scalars(step, 'eval', averages)
+        logging.info('eval at step %d: %s', step,
+                     ' '.join(f'{name}={value:.4g}' for name, value in sorted(averages.items())))
       if due(config.checkpoint_every_steps):
         checkpointer.save(step, train_state, batches.get_state(), config)
       if stop:

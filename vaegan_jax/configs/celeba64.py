@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from vaegan_jax.synthetic import ATTRIBUTE_NAMES as CELEBA_ATTRIBUTE_NAMES
+from vaegan_jax.celeba import ATTRIBUTE_NAMES as CELEBA_ATTRIBUTE_NAMES
 
 # Channel widths per resolution. 64 is the paper's table; 32 removes and 128 adds the stride-2
 # stage next to the image, the added one half as wide as its neighbour. [paper] for 64, [ours] else.

@@ -1,0 +1,97 @@
+"""configs/schema.py: every shipped config passes, the table covers exactly the configs' keys,
+and each kind of bad value is refused with a message that names the key and what is valid."""
+import ml_collections
+import pytest
+
+from vaegan_jax.configs import celeba64, schema, synthetic, tiny
+
+SHIPPED = [celeba64.get_config(arg) for arg in (None, 'mar', 'conditional', '32', '128')] + [
+    synthetic.get_config(arg) for arg in ('vaegan', 'vae', 'vae_disl', 'gan', 'gan,conditional')
+] + [tiny.get_config(arg) for arg in ('vaegan', 'vae,conditional')]
+
+
+@pytest.mark.parametrize('config', SHIPPED)
+def test_shipped_configs_pass_and_have_exactly_the_schema_keys(config):
+  schema.check(config)
+  assert set(schema.flatten_config(config)) == set(schema.SCHEMA)
+
+
+def bad(**changes):
+  """The tiny config with `changes` ('section__key': value) applied."""
+  config = tiny.get_config()
+  for name, value in changes.items():
+    section, _, key = name.rpartition('__')
+    (config[section] if section else config)[key] = value
+  return config
+
+
+@pytest.mark.parametrize('config,message', [
+    (bad(model__kind='wgan'), r"model.kind='wgan' is not a valid choice; choose one of "
+                              r"\('vaegan', 'vae', 'vae_disl', 'gan'\)"),
+    (bad(model__resolution=18), r'do not divide model.resolution=18.*ARCHITECTURES'),
+    (bad(model__conv_gradients='cudnn'), r"'auto', 'xla', 'matmul'"),
+    (bad(model__compute_dtype='float16'), r"'float32', 'bfloat16'"),
+    (bad(model__condition_on=('Male', 'Male')), 'must be distinct attribute names'),
+    (bad(loss__feature_layer='conv9'), r"conv9.*conv1.*conv2.*conv3.*dense1.*dense2"),
+    (bad(loss__fakes='both'), "'prior_and_reconstruction', 'prior'"),
+    (bad(loss__decoder_gan='minimax'), "'saturating', 'non_saturating'"),
+    (bad(loss__gan_form='probability'), "'logit', 'eps'"),
+    (bad(loss__reduction='max'), "'sum', 'mean'"),
+    (bad(loss__gamma=-1.0), r'loss.gamma=-1.0 must be a number >= 0'),
+    (bad(data__flip='vertical'), r"data.flip='vertical' is not a valid choice; choose one of "
+                                 r"\('none', 'batch', 'example'\)"),
+    (bad(num_train_steps=0), 'num_train_steps=0: must be a positive integer'),
+    (bad(eval_batches=-1), r'eval_batches=-1: 0 \(all\) or a positive count'),
+])
+def test_bad_values_are_named_with_what_is_valid(config, message):
+  with pytest.raises(schema.ConfigError, match=message):
+    schema.check(config)
+
+
+def test_optimizer_settings_are_checked_per_network():
+  config = tiny.get_config()
+  config.optimizer.discriminator.name = 'adam'
+  with pytest.raises(schema.ConfigError, match=r"optimizer.discriminator.name='adam'.*'rmsprop'"):
+    schema.check(config)
+  config = tiny.get_config()
+  config.optimizer.encoder.schedule = 'cosine'
+  with pytest.raises(schema.ConfigError, match=r"'constant', 'anneal'"):
+    schema.check(config)
+
+
+def test_batches_that_do_not_split_over_devices_or_processes():
+  config = tiny.get_config()               # global batch 16
+  with pytest.raises(schema.ConfigError, match='does not split over 3 devices'):
+    schema.check(config, device_count=3)
+  with pytest.raises(schema.ConfigError, match='does not split over 3 processes'):
+    schema.check(config, device_count=1, process_count=3, local_device_count=1)
+  with pytest.raises(schema.ConfigError, match='does not split over 3 local devices'):
+    schema.check(config, device_count=2, process_count=2, local_device_count=3)
+  schema.check(config, device_count=8, process_count=2, local_device_count=4)
+
+
+def test_a_config_with_an_unknown_or_missing_key_is_refused():
+  config = tiny.get_config()
+  config.unlock()
+  config.model.depth = 3
+  del config.loss['margin']
+  with pytest.raises(schema.ConfigError, match=r"missing \['loss.margin'\], unknown "
+                                               r"\['model.depth'\]"):
+    schema.check(config)
+
+
+def test_unknown_key_message_lists_the_section():
+  config = ml_collections.ConfigDict({'seed': 0, 'model': {'latent_dim': 8, 'kind': 'vae'}})
+  assert schema.unknown_key_message(config, 'model.kind') is None
+  assert schema.unknown_key_message(config, 'model.latent_dimm') == (
+      "Unknown config key 'model.latent_dimm'; the keys of model are: model.kind, "
+      "model.latent_dim.")
+  assert schema.unknown_key_message(config, 'sede') == (
+      "Unknown config key 'sede'; the keys are: seed.")
+
+
+def test_resumable_settings_are_those_that_leave_state_and_batches_alone():
+  assert set(schema.RESUMABLE) == {
+      'num_train_steps', 'log_every_steps', 'image_every_steps', 'eval_every_steps',
+      'eval_batches', 'checkpoint_every_steps', 'keep_checkpoints', 'grid_size', 'data.data_dir',
+      'data.raw_dir', 'data.reader_threads', 'data.synthetic_images', 'model.conv_gradients'}

@@ -1,0 +1,74 @@
+"""The README's benchmark and experiment commands, run in their smoke modes so that CI catches a
+script that no longer runs (nothing else calls them)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+REPO = os.path.dirname(os.path.dirname(__file__))
+
+
+def run(command, returncode=0, **env):
+  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=REPO, **env))
+  assert result.returncode == returncode, result.stdout[-3000:] + result.stderr[-3000:]
+  return result.stdout
+
+
+def json_lines(output):
+  return [json.loads(line) for line in output.splitlines() if line.startswith('{')]
+
+
+def test_train_step_benchmark_smoke():
+  (result,) = json_lines(run([sys.executable, 'benchmarks/train_step.py', '--smoke']))
+  assert result['smoke'] and result['dtype'] == 'float32'
+  assert result['images_per_s'] > 0 and result['flops_per_step'] > 0
+  assert result['batch'] == 2 * result['devices']
+
+
+def test_input_pipeline_benchmark_smoke():
+  (result,) = json_lines(run([sys.executable, 'benchmarks/input_pipeline.py', '--smoke']))
+  assert result['num_images'] == 200 and result['prepare_images_per_s'] > 0
+  assert result['host_images_per_s_median'] > 0 and result['device_images_per_s_median'] > 0
+
+
+def test_gpu_benchmark_script_smoke():
+  results = json_lines(run(['bash', 'experiments/gpu_benchmark.sh'], SMOKE='1',
+                           PYTHON=sys.executable))
+  assert [result['config_arg'] for result in results] == ['', 'mar']
+
+
+STAND_IN_REFERENCE = textwrap.dedent('''
+    import argparse, json
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--style', choices=['sequential', 'minimal', 'authors_mar'])
+    for name in ('--fc', '--batch', '--runs', '--steps'):
+      parser.add_argument(name, type=int)
+    parser.add_argument('--bf16', action='store_true')
+    print(json.dumps(vars(parser.parse_args())))
+''')
+
+
+def test_compare_with_torch_script_smoke(tmp_path):
+  """The script's own plumbing, with a stand-in for the PyTorch reference (which lives outside
+  this repository and needs torch): the arguments it passes, then the real JAX benchmark."""
+  reference = tmp_path / 'reference.py'
+  reference.write_text(STAND_IN_REFERENCE)
+  lines = json_lines(run(['bash', 'benchmarks/compare_with_torch.sh'], SMOKE='1',
+                         TORCH_REFERENCE=str(reference), TORCH_PYTHON=sys.executable,
+                         JAX_PYTHON=sys.executable))
+  torch_lines, jax_lines = lines[:4], lines[4:]
+  assert [(line['style'], line['bf16']) for line in torch_lines] == [
+      ('sequential', False), ('minimal', False), ('authors_mar', False), ('minimal', True)]
+  assert all(line['fc'] == 2048 and line['batch'] == 2 for line in torch_lines)
+  assert [line['config_arg'] for line in jax_lines] == ['mar', '']
+  assert all(line['encoder_hidden_features'] == 2048 for line in jax_lines)
+
+
+def test_reproduction_driver_help():
+  # absl's help exits with 1 after printing.
+  output = run([sys.executable, 'experiments/reproduce_celeba.py', '--helpshort'], returncode=1)
+  assert 'python experiments/reproduce_celeba.py --out=reproduction' in output
+  for flag in ('--out', '--dataset', '--raw_dir', '--data_dir', '--steps', '--predictor_steps'):
+    assert f'  {flag}:' in output

@@ -1,0 +1,263 @@
+"""Every config key in one table: its type, its valid choices, and whether a resumed run may
+change it; `check` validates a whole config against the table before anything is built.
+
+The builders (models, losses, state, input_pipeline) assume a config that passed `check`, so
+they hold no checks of their own. `check` runs once at start-up (`train.train_and_evaluate`,
+the benchmarks, a run read back by `runs.load_run`), and every message names the key, the value
+it got and what would be valid.
+
+This module imports nothing else of the package, so any module may take its names from here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+from typing import Any, Callable
+
+import ml_collections
+
+MODEL_KINDS = ('vaegan', 'vae', 'vae_disl', 'gan')
+NETWORK_NAMES = ('encoder', 'decoder', 'discriminator')
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+CONV_GRADIENTS = ('auto', 'xla', 'matmul')
+GAN_FORMS = ('logit', 'eps')
+REDUCTIONS = ('sum', 'mean')
+FAKES = ('prior_and_reconstruction', 'prior')
+DECODER_GAN_MODES = ('saturating', 'non_saturating')
+OPTIMIZER_NAMES = ('rmsprop',)
+SCHEDULES = ('constant', 'anneal')
+FLIP_MODES = ('none', 'batch', 'example')
+
+
+class ConfigError(ValueError):
+  """A config value that cannot run; the message names the key and what would be valid."""
+
+
+# ---------------------------------------------------------------- one key
+Problem = Callable[[str, Any], 'str | None']     # (key, value) -> what is wrong, or None
+
+
+def choice(*valid: Any) -> Problem:
+  return lambda key, value: (None if value in valid else
+                             f'{key}={value!r} is not a valid choice; choose one of {valid}.')
+
+
+def positive_int(key: str, value: Any) -> str | None:
+  ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+  return None if ok else f'{key}={value!r}: must be a positive integer.'
+
+
+def count_or_all(key: str, value: Any) -> str | None:
+  ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+  return None if ok else f'{key}={value!r}: 0 (all) or a positive count.'
+
+
+def non_negative_int(key: str, value: Any) -> str | None:
+  ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+  return None if ok else f'{key}={value!r}: must be an integer >= 0.'
+
+
+def non_negative_number(key: str, value: Any) -> str | None:
+  ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value >= 0
+  return None if ok else f'{key}={value!r} must be a number >= 0.'
+
+
+def positive_number(key: str, value: Any) -> str | None:
+  ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
+  return None if ok else f'{key}={value!r} must be a number > 0.'
+
+
+def boolean(key: str, value: Any) -> str | None:
+  return None if isinstance(value, bool) else f'{key}={value!r}: must be True or False.'
+
+
+def text(key: str, value: Any) -> str | None:
+  return None if isinstance(value, str) else f'{key}={value!r}: must be a string.'
+
+
+def widths(key: str, value: Any) -> str | None:
+  ok = (isinstance(value, (tuple, list)) and len(value) > 0
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value))
+  return None if ok else f'{key}={value!r}: must be a tuple of positive channel counts.'
+
+
+def attribute_names(key: str, value: Any) -> str | None:
+  names = tuple(value) if isinstance(value, (tuple, list)) else None
+  ok = (names is not None and all(isinstance(name, str) and name for name in names)
+        and len(set(names)) == len(names))
+  return None if ok else (f'{key}={value!r} must be distinct attribute names, e.g. ("Male", '
+                          f'"Smiling"), or () for the unconditional model.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One key: what makes a value wrong, and whether a resumed run may change it (settings that
+  change neither the state's arrays nor which batches come next)."""
+  problem: Problem
+  resumable: bool = False
+
+
+def _optimizer_settings() -> dict[str, Setting]:
+  per_network = dict(
+      name=Setting(choice(*OPTIMIZER_NAMES)), learning_rate=Setting(non_negative_number),
+      decay=Setting(non_negative_number), eps=Setting(non_negative_number),
+      weight_decay=Setting(non_negative_number), schedule=Setting(choice(*SCHEDULES)),
+      end_learning_rate=Setting(non_negative_number), anneal_power=Setting(positive_number),
+      anneal_epochs=Setting(positive_int), steps_per_epoch=Setting(positive_int))
+  return {f'optimizer.{network}.{key}': setting
+          for network in NETWORK_NAMES for key, setting in per_network.items()}
+
+
+SCHEMA: dict[str, Setting] = {
+    'seed': Setting(non_negative_int),
+    'global_batch_size': Setting(positive_int),
+    'num_train_steps': Setting(positive_int, resumable=True),
+    'model.kind': Setting(choice(*MODEL_KINDS)),
+    'model.resolution': Setting(positive_int),
+    'model.image_channels': Setting(choice(1, 3)),
+    'model.latent_dim': Setting(positive_int),
+    'model.encoder_hidden_features': Setting(positive_int),
+    'model.decoder_dense_channels': Setting(positive_int),
+    'model.discriminator_hidden_features': Setting(positive_int),
+    'model.compute_dtype': Setting(choice(*COMPUTE_DTYPES)),
+    'model.conv_gradients': Setting(choice(*CONV_GRADIENTS), resumable=True),
+    'model.condition_on': Setting(attribute_names),
+    'model.encoder_channels': Setting(widths),
+    'model.decoder_channels': Setting(widths),
+    'model.discriminator_channels': Setting(widths),
+    'loss.feature_layer': Setting(text),
+    'loss.reduction': Setting(choice(*REDUCTIONS)),
+    'loss.gamma': Setting(non_negative_number),
+    'loss.gan_form': Setting(choice(*GAN_FORMS)),
+    'loss.gan_eps': Setting(non_negative_number),
+    'loss.decoder_gan': Setting(choice(*DECODER_GAN_MODES)),
+    'loss.fakes': Setting(choice(*FAKES)),
+    'loss.real_weight': Setting(non_negative_number),
+    'loss.fake_weight': Setting(non_negative_number),
+    'loss.gating': Setting(boolean),
+    'loss.equilibrium': Setting(non_negative_number),
+    'loss.margin': Setting(non_negative_number),
+    **_optimizer_settings(),
+    'data.name': Setting(text),
+    'data.data_dir': Setting(text, resumable=True),
+    'data.raw_dir': Setting(text, resumable=True),
+    'data.synthetic_images': Setting(non_negative_int, resumable=True),
+    'data.train_split': Setting(text),
+    'data.eval_split': Setting(text),
+    'data.flip': Setting(choice(*FLIP_MODES)),
+    'data.reader_threads': Setting(positive_int, resumable=True),
+    'log_every_steps': Setting(positive_int, resumable=True),
+    'image_every_steps': Setting(positive_int, resumable=True),
+    'eval_every_steps': Setting(positive_int, resumable=True),
+    'eval_batches': Setting(count_or_all, resumable=True),
+    'checkpoint_every_steps': Setting(positive_int, resumable=True),
+    'keep_checkpoints': Setting(positive_int, resumable=True),
+    'grid_size': Setting(positive_int, resumable=True),
+}
+
+RESUMABLE = tuple(key for key, setting in SCHEMA.items() if setting.resumable)
+
+
+# ---------------------------------------------------------------- keys and values
+def flatten_config(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+  """{'model.latent_dim': 128, ...} with tuples as lists, as they come back from JSON."""
+  as_dict = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+  flat = {}
+
+  def walk(prefix: str, value: Any) -> None:
+    if isinstance(value, dict):
+      for key, item in value.items():
+        walk(f'{prefix}{key}.', item)
+    else:
+      flat[prefix[:-1]] = value
+  walk('', json.loads(json.dumps(as_dict)))
+  return flat
+
+
+def unknown_key_message(config: ml_collections.ConfigDict | dict, key: str) -> str | None:
+  """For a key the config lacks: which keys its section does have; None if the key exists."""
+  keys = flatten_config(config)
+  if key in keys:
+    return None
+  section = key.rpartition('.')[0]
+  valid = sorted(name for name in keys if name.rpartition('.')[0] == section)
+  where = f' of {section}' if section else ''
+  return f'Unknown config key {key!r}; the keys{where} are: {", ".join(valid)}.'
+
+
+def discriminator_layer_names(num_convs: int) -> tuple[str, ...]:
+  """The names the discriminator gives its layers' features, input to output (models.py)."""
+  return tuple(f'conv{i}' for i in range(1, num_convs + 1)) + ('dense1', 'dense2')
+
+
+# ---------------------------------------------------------------- the whole config
+def check(config: ml_collections.ConfigDict, *, device_count: int = 1, process_count: int = 1,
+          local_device_count: int | None = None) -> None:
+  """Raises ConfigError for the first problem: a key missing from or unknown to SCHEMA, a bad
+  value, or values that do not fit together (the architecture and the resolution, Dis_l and the
+  discriminator, the batch and the devices and processes)."""
+  values = _values(config)
+  missing = sorted(set(SCHEMA) - set(values))
+  unknown = sorted(set(values) - set(SCHEMA))
+  if missing or unknown:
+    raise ConfigError(f'The config does not match configs/schema.py: missing {missing}, '
+                      f'unknown {unknown}. Start configs from configs/celeba64.py.')
+  for key, setting in SCHEMA.items():
+    problem = setting.problem(key, values[key])
+    if problem:
+      raise ConfigError(problem)
+  for problem in (_architecture_problem(config.model),
+                  _feature_layer_problem(config.model, config.loss.feature_layer),
+                  _batch_problem(config.global_batch_size, device_count, process_count,
+                                 local_device_count or device_count // process_count)):
+    if problem:
+      raise ConfigError(problem)
+
+
+def _values(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Flat key -> value, keeping tuples (flatten_config's JSON round trip makes them lists)."""
+  flat = {}
+
+  def walk(prefix: str, node: Any) -> None:
+    for key, item in node.items():
+      if isinstance(item, (ml_collections.ConfigDict, dict)):
+        walk(f'{prefix}{key}.', item)
+      else:
+        flat[f'{prefix}{key}'] = item
+  walk('', config)
+  return flat
+
+
+def _architecture_problem(model: Any) -> str | None:
+  resolution = model.resolution
+  for name, stages in (('encoder_channels', len(model.encoder_channels)),
+                       ('decoder_channels', len(model.decoder_channels)),
+                       ('discriminator_channels', len(model.discriminator_channels) - 1)):
+    if resolution % 2 ** stages or resolution // 2 ** stages < 2:
+      return (f'model.{name} has {stages} stride-2 stages, which do not divide '
+              f'model.resolution={resolution} into a map of at least 2x2. Use the channel tuples '
+              f"of configs/celeba64.py's ARCHITECTURES for resolution 32, 64 or 128.")
+  return None
+
+
+def _feature_layer_problem(model: Any, feature_layer: str) -> str | None:
+  valid = discriminator_layer_names(len(model.discriminator_channels))
+  if model.kind in ('vaegan', 'vae_disl') and feature_layer not in valid:
+    return (f'loss.feature_layer={feature_layer!r} is not a discriminator layer; choose one of '
+            f'{valid} (the paper uses the last conv, conv4 at 64x64).')
+  return None
+
+
+def _batch_problem(global_batch_size: int, device_count: int, process_count: int,
+                   local_device_count: int) -> str | None:
+  if global_batch_size % device_count:
+    return (f'global_batch_size={global_batch_size} does not split over {device_count} '
+            f'devices; make it a multiple of {device_count}.')
+  if global_batch_size % process_count:
+    return (f'global_batch_size={global_batch_size} does not split over {process_count} '
+            f'processes; make it a multiple of {process_count}.')
+  if (global_batch_size // process_count) % local_device_count:
+    return (f'The per-process batch {global_batch_size // process_count} does not split over '
+            f'{local_device_count} local devices.')
+  return None
