@@ -2,6 +2,7 @@ r"""Times the VAE/GAN train step at the paper's 64x64 CelebA config, on whatever
 
   python benchmarks/train_step.py                          # float32 and bfloat16, batch 64/device
   python benchmarks/train_step.py --dtypes=float32 --runs=5 --steps=3
+  python benchmarks/train_step.py --passes=joint           # our cheaper passes (passes.py)
   python benchmarks/train_step.py --smoke                  # the tiny config, one timed step
 
 For each compute dtype it prints the compile time, XLA's FLOP count of one step, ms per step
@@ -34,6 +35,8 @@ _WARMUP = flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps first (the firs
 _CONFIG_ARG = flags.DEFINE_string('config_arg', '', "celeba64 variants, e.g. 'mar' or '128'.")
 _ENCODER_HIDDEN = flags.DEFINE_integer('encoder_hidden_features', None,
                                        'Encoder hidden width (default: the config\'s).')
+_PASSES = flags.DEFINE_enum('passes', None, ['separate', 'joint'],
+                            "model.passes (default: the config's, the authors' 'separate').")
 _SMOKE = flags.DEFINE_bool('smoke', False, 'configs/tiny.py, float32, one warm-up and one timed '
                            'step: checks that the benchmark runs, measures nothing.')
 
@@ -44,6 +47,8 @@ def benchmark_config(dtype: str) -> ml_collections.ConfigDict:
   config.model.compute_dtype = dtype
   if _ENCODER_HIDDEN.value:
     config.model.encoder_hidden_features = _ENCODER_HIDDEN.value
+  if _PASSES.value:
+    config.model.passes = _PASSES.value
   config.global_batch_size = (2 if _SMOKE.value else _BATCH.value) * jax.local_device_count()
   schema.check(config, device_count=jax.local_device_count())
   return config
@@ -87,6 +92,7 @@ def benchmark(config: ml_collections.ConfigDict, runs: int, steps_per_run: int,
       device_kind=devices[0].device_kind, devices=len(devices), batch=global_batch,
       per_device_batch=per_device, resolution=resolution,
       encoder_hidden_features=config.model.encoder_hidden_features,
+      passes=config.model.passes,
       images_per_s=global_batch / median,
       images_per_s_min=global_batch / max(seconds_per_step),
       images_per_s_max=global_batch / min(seconds_per_step),
@@ -99,7 +105,8 @@ def benchmark(config: ml_collections.ConfigDict, runs: int, steps_per_run: int,
 
 def report(result: dict) -> None:
   print(f'[{result["dtype"]}] {result["backend"]} x{result["devices"]} '
-        f'({result["device_kind"]}), batch {result["batch"]}: compile {result["compile_s"]:.1f} s; '
+        f'({result["device_kind"]}), {result["passes"]} passes, batch {result["batch"]}: '
+        f'compile {result["compile_s"]:.1f} s; '
         f'{result["ms_per_step"]:.0f} ms/step ({result["ms_per_step_min"]:.0f}-'
         f'{result["ms_per_step_max"]:.0f}); {result["images_per_s"]:.2f} images/s '
         f'({result["images_per_s_min"]:.2f}-{result["images_per_s_max"]:.2f}); '

@@ -5,7 +5,10 @@
 #
 # CELEBA_RAW holds CelebA's raw files (img_align_celeba.zip, list_attr_celeba.txt,
 # list_eval_partition.txt). The first run prepares them once into $DATA_DIR (at most about 2.5
-# minutes: 1,500 images/s measured on 2 cores), then trains; rerunning the same command resumes.
+# minutes: 1,500 images/s measured on 2 cores) and makes the authors' 600,000 augmented copies
+# of the training images (see the README's Data section for their time and disk), then trains;
+# rerunning the same command resumes. --config.data.augmented_copies=0 trains on the images as
+# they are.
 # Time: not yet measured on a GPU (no GPU was lent so far). The step is ~1.3 TFLOP
 # (benchmarks/train_step.py), so expect tens of milliseconds per step on an H100 and about an
 # hour for the config's 37,500 steps; run experiments/gpu_benchmark.sh for the real figure.

@@ -16,17 +16,21 @@ def init(module, shape):
   return module.init(jax.random.key(0), jnp.zeros(shape), train=False)
 
 
-def paper_networks(resolution=64):
-  config = celeba64.get_config(str(resolution))
+def paper_networks(resolution=64, variant=''):
+  config = celeba64.get_config(f'{resolution},{variant}')
   return config, models.build_networks(config)
 
 
 def test_parameter_counts_of_the_paper_networks_match_a_hand_count():
-  _, networks = paper_networks()
+  _, networks = paper_networks(variant='paper')       # the paper's table: encoder hidden 2048
   bn = lambda channels: 2 * channels                       # scale and shift
   # Enc: three 5x5 stride-2 convs (no bias: BN follows), dense 2048, dense mu and logvar (bias).
   encoder = (5 * 5 * 3 * 64 + bn(64) + 5 * 5 * 64 * 128 + bn(128) + 5 * 5 * 128 * 256 + bn(256)
              + 8 * 8 * 256 * 2048 + bn(2048) + 2 * (2048 * 128 + 128))
+  # The code's encoder (the default): hidden 1024.
+  code_encoder = (5 * 5 * 3 * 64 + bn(64) + 5 * 5 * 64 * 128 + bn(128) + 5 * 5 * 128 * 256
+                  + bn(256) + 8 * 8 * 256 * 1024 + bn(1024) + 2 * (1024 * 128 + 128))
+  assert count(init(paper_networks()[1].encoder, (1, 64, 64, 3))['params']) == code_encoder
   # Dec: dense to 8x8x256, ups to 256, 128, 32 channels, 5x5 conv to 3 channels with bias.
   decoder = (128 * 8 * 8 * 256 + bn(8 * 8 * 256) + 5 * 5 * 256 * 256 + bn(256)
              + 5 * 5 * 256 * 128 + bn(128) + 5 * 5 * 128 * 32 + bn(32) + 5 * 5 * 32 * 3 + 3)
@@ -119,3 +123,20 @@ def test_condition_of_the_wrong_kind_is_refused():
   with pytest.raises(ValueError, match='Decoder is unconditional'):
     unconditional.decoder.init(jax.random.key(0), latent, train=False,
                                condition=jnp.zeros((2, 4)))
+
+
+def test_transposed_conv_init_bounds_use_deeppys_fan_in_of_the_output_channels():
+  # DeepPy's BackwardConvolution weights are [C_in, C_out, k, k], and its AutoFiller bounds
+  # them by 1 / sqrt(3 * C_out * k * k): for 256 -> 128 and 128 -> 32 that is sqrt(2) and
+  # 2 times the bound an input fan-in would give.
+  _, networks = paper_networks()
+  params = init(networks.decoder, (1, 128))['params']
+  for name, (c_in, c_out) in {'up1': (256, 256), 'up2': (256, 128), 'up3': (128, 32)}.items():
+    kernel = params[name]['kernel']
+    assert kernel.shape == (5, 5, c_out, c_in)
+    limit = 1 / np.sqrt(3 * 25 * c_out)
+    assert 0.95 * limit < float(jnp.max(jnp.abs(kernel))) <= limit, name
+  # Strided and stride-1 convs and dense layers keep the input fan-in.
+  encoder = init(networks.encoder, (1, 64, 64, 3))['params']
+  assert float(jnp.max(jnp.abs(encoder['conv2']['kernel']))) <= 1 / np.sqrt(3 * 25 * 64)
+  assert float(jnp.max(jnp.abs(encoder['conv2']['kernel']))) > 0.95 / np.sqrt(3 * 25 * 64)

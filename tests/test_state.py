@@ -10,27 +10,34 @@ from vaegan_jax import state
 from vaegan_jax.configs import celeba64
 
 
-def test_rmsprop_step_with_coupled_weight_decay_on_kernels_only():
+def test_rmsprop_step_with_deeppys_weight_decay_on_the_authors_kernels():
   opt_config = celeba64.optimizer_config(learning_rate=0.1)
+  opt_config.weight_decay = 0.01
   optimizer = state.make_optimizer(opt_config)
-  params = {'conv': {'kernel': jnp.array([2.0]), 'bias': jnp.array([2.0])},
-            'conv_norm': {'scale': jnp.array([2.0])}}
-  grads = {'conv': {'kernel': jnp.array([0.5]), 'bias': jnp.array([0.5])},
-           'conv_norm': {'scale': jnp.array([0.5])}}
+  leaf = lambda value: {'kernel': jnp.array([value]), 'bias': jnp.array([value])}
+  params = {'conv': leaf(2.0), 'conv_norm': {'scale': jnp.array([2.0])}, 'mu': leaf(2.0),
+            'log_variance': leaf(2.0)}
+  grads = {'conv': leaf(0.5), 'conv_norm': {'scale': jnp.array([0.5])}, 'mu': leaf(0.5),
+           'log_variance': leaf(0.5)}
   opt_state = optimizer.init(params)
   updates, opt_state = optimizer.update(grads, opt_state, params)
-  # Kernel: g = 0.5 + 1e-5 * 2; ms = 0.1 g^2 (ms starts at 0); step = lr g / (sqrt(ms) + 1e-8).
-  g = 0.5 + 1e-5 * 2.0
+  # Kernel: DeepPy adds 2 * wd * w, g = 0.5 + 2 * 0.01 * 2 = 0.54; ms = 0.1 g^2 (ms starts at
+  # 0); step = lr g / (sqrt(ms) + 1e-8).
+  g = 0.54
   np.testing.assert_allclose(updates['conv']['kernel'], [-0.1 * g / (np.sqrt(0.1 * g * g) + 1e-8)],
                              rtol=1e-6)
-  # Bias and BN scale: no decay.
-  for leaf in (updates['conv']['bias'], updates['conv_norm']['scale']):
-    np.testing.assert_allclose(leaf, [-0.1 * 0.5 / (np.sqrt(0.1 * 0.25) + 1e-8)], rtol=1e-6)
-  # Second step: ms = 0.9 ms + 0.1 g^2.
-  updates, _ = optimizer.update(grads, opt_state, params)
-  ms = 0.9 * 0.1 * 0.25 + 0.1 * 0.25
-  np.testing.assert_allclose(updates['conv']['bias'], [-0.1 * 0.5 / (np.sqrt(ms) + 1e-8)],
-                             rtol=1e-6)
+  g_no_decay = [-0.1 * 0.5 / (np.sqrt(0.1 * 0.25) + 1e-8)]
+  # Biases, BN scale, and the encoder's mean and log-variance layers: no decay.
+  for leaf in (updates['conv']['bias'], updates['conv_norm']['scale'], updates['mu']['kernel'],
+               updates['log_variance']['kernel']):
+    np.testing.assert_allclose(leaf, g_no_decay, rtol=1e-6)
+  # A first step's size hardly depends on g (lr g / sqrt(0.1 g^2)); the second one shows the
+  # decay: raw gradient 0.1, ms = 0.9 ms + 0.1 g^2.
+  second = lambda g1, g2: [-0.1 * g2 / (np.sqrt(0.9 * 0.1 * g1**2 + 0.1 * g2**2) + 1e-8)]
+  updates, _ = optimizer.update(jax.tree.map(lambda g: g / 5, grads), opt_state, params)
+  np.testing.assert_allclose(updates['conv']['kernel'], second(0.54, 0.1 + 0.04), rtol=1e-6)
+  for leaf in (updates['conv']['bias'], updates['mu']['kernel'], updates['log_variance']['kernel']):
+    np.testing.assert_allclose(leaf, second(0.5, 0.1), rtol=1e-6)
 
 
 def test_anneal_schedule_is_the_authors_per_epoch_formula():

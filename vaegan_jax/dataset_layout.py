@@ -22,6 +22,11 @@ def config_name(name: str, resolution: int, channels: int) -> str:
   return f'{name}_{resolution}' + ('_grey' if channels == 1 else '')
 
 
+def augmented_name(name: str, copies: int, seed: int) -> str:
+  """The prepared dataset holding `copies` augmented copies of dataset `name` (augment.py)."""
+  return f'{name}_augmented{copies}_seed{seed}'
+
+
 def dataset_dir(data_dir: str, name: str, resolution: int, channels: int) -> str:
   """Where a prepared dataset lives: DATA_DIR/vaegan_images/NAME_R/1.0.0."""
   return os.path.join(data_dir, BUILDER_NAME, config_name(name, resolution, channels), VERSION)

@@ -151,6 +151,27 @@ def open_configured(config: Any, split: str, data_dir: str | None = None) -> Pre
                        config.model.resolution, config.model.image_channels, split)
 
 
+def open_training_split(config: Any) -> PreparedSplit:
+  """What a training config trains on: data.train_split, or with data.augmented_copies the
+  prepared augmented copies of it (augment.py)."""
+  data = config.data
+  if not data.augmented_copies:
+    return open_configured(config, data.train_split)
+  data_dir = os.path.expanduser(data.data_dir)
+  name = dataset_layout.augmented_name(data.name, data.augmented_copies, data.augment_seed)
+  resolution, channels = config.model.resolution, config.model.image_channels
+  if not epath.Path(dataset_layout.dataset_dir(data_dir, name, resolution, channels),
+                    'dataset_info.json').exists():
+    raise DataError(
+        f'No prepared augmented copies {dataset_layout.config_name(name, resolution, channels)} '
+        f'in {data_dir}. Make them once with `vaegan-prepare --raw_dir=CELEBA_FILES '
+        f'--data_dir={data_dir} --name={data.name} --resolution={resolution} '
+        f'--augmented_copies={data.augmented_copies} --augment_seed={data.augment_seed}`, or set '
+        f'data.raw_dir to make them on first use, or train without them: '
+        f'--config.data.augmented_copies=0.')
+  return open_prepared(data_dir, name, resolution, channels, 'train')
+
+
 def process_slice(global_batch_size: int, process_index: int, process_count: int) -> slice:
   """This process's part of a global batch (configs/schema.py checks that it splits evenly)."""
   size = global_batch_size // process_count
@@ -173,30 +194,34 @@ def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
 
 
 def global_batch_indices(seed: int, batch_index: int, global_batch_size: int,
-                         num_examples: int) -> np.ndarray:
+                         num_examples: int, order: str = 'shuffled') -> np.ndarray:
   """[G] example indices of global batch b: positions b*G .. b*G+G-1 of the endless sequence
-  of shuffled epochs (a batch may straddle two epochs)."""
+  of epochs (a batch may straddle two epochs). 'shuffled' [ours] permutes each epoch afresh;
+  'sequential' keeps record order, as the authors' code reads its augmented copies
+  (dataset/augment.py, AugmentedInput.batches)."""
   positions = np.arange(batch_index * global_batch_size, (batch_index + 1) * global_batch_size)
   epochs, offsets = np.divmod(positions, num_examples)
+  if order == 'sequential':
+    return offsets
   return np.concatenate([epoch_permutation(seed, int(epoch), num_examples)[offsets[epochs == epoch]]
                          for epoch in np.unique(epochs)])
 
 
 def training_batches(split: PreparedSplit, *, seed: int, global_batch_size: int,
-                     local_devices: int, flip: str = 'none', process_index: int = 0,
-                     process_count: int = 1) -> Callable[[int], Batch]:
+                     local_devices: int, flip: str = 'none', order: str = 'shuffled',
+                     process_index: int = 0, process_count: int = 1) -> Callable[[int], Batch]:
   """A function of b: this process's part of global batch b, {'image': [D, B, R, R, C] uint8,
   'attributes': [D, B, A] bool, 'flip': [D, B] bool}, with D = local_devices and B the
   per-device batch. The flips are applied on the device (`to_model_input`): mirroring on the
   host costs more than reading the record."""
   if len(split) < global_batch_size:
     raise DataError(f'{split.path} ({split.split}) has {len(split)} examples, fewer than '
-                            f'one global batch of {global_batch_size}.')
+                    f'one global batch of {global_batch_size}.')
   mine = process_slice(global_batch_size, process_index, process_count)
   local_batch = mine.stop - mine.start
 
   def load(batch_index: int) -> Batch:
-    indices = global_batch_indices(seed, batch_index, global_batch_size, len(split))
+    indices = global_batch_indices(seed, batch_index, global_batch_size, len(split), order)
     batch = split.read(indices[mine])
     batch['flip'] = flip_flags(seed, batch_index, global_batch_size, flip)[mine]
     return {name: value.reshape(local_devices, local_batch // local_devices, *value.shape[1:])

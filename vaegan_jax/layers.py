@@ -202,7 +202,9 @@ class Conv(nn.Module):
 class ConvTranspose(nn.Module):
   """k x k stride-2 transposed convolution doubling height and width (see `conv_transpose2d`).
 
-  The fan-in of the init is k * k * C_in, counted on the layer's input, as for `Conv`.
+  The fan-in of the init is k * k * C_out, as in the authors' code: DeepPy's
+  BackwardConvolution stores its weights as [C_in, C_out, k, k] and its AutoFiller takes the
+  product of all but the first axis (deeppy/expr/nnet/spatial.py, deeppy/filler.py).
   """
   features: int
   use_bias: bool = False
@@ -213,7 +215,7 @@ class ConvTranspose(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k, in_features = self.kernel_size, x.shape[-1]
-    kernel = self.param('kernel', fan_in_uniform(k * k * in_features),
+    kernel = self.param('kernel', fan_in_uniform(k * k * self.features),
                         (k, k, self.features, in_features))
     y = conv_transpose2d(x.astype(self.dtype), kernel.astype(self.dtype),
                          resolve_conv_gradients(self.gradients))

@@ -74,21 +74,23 @@ def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array, real_weig
 
 
 def decoder_gan_loss(real_logits: jax.Array, fake_logits: jax.Array, mode: str = 'saturating',
-                     form: str = 'logit', eps: float = 1e-3) -> jax.Array:
+                     form: str = 'logit', eps: float = 1e-3, real_over_fake_weight: float = 1.0
+                     ) -> jax.Array:
   """The decoder's GAN term, per example, to be minimised.
 
   Args:
     real_logits: [B] logits of data images.
     fake_logits: [F, B] logits of the fakes shown to the discriminator.
-    mode: 'saturating' is -L_GAN of Algorithm 1: minus the discriminator's unweighted
-      cross-entropy, real term included. The discriminator normalises [x; x~; xp] with joint
-      batch statistics, so D(x) depends on the fakes; the authors' gradient reversal passes
-      that dependence on, and so does this term. 'non_saturating' is sum of -log D(fake).
+    mode: 'saturating' is the authors' gradient reversal: -L_GAN / w_fake, minus the
+      discriminator's loss with the real term weighted w_real / w_fake (`real_over_fake_weight`)
+      and each fake term 1. Its gradient at the fakes is what the code's ScaleGradient(1 / w)
+      passes to them. Batch norm makes D(x) depend on the fakes, so the real term counts.
+      'non_saturating' [ours] is the sum of -log D(fake).
   Returns:
     [B].
   """
   if mode == 'saturating':
-    return -discriminator_loss(real_logits, fake_logits, 1.0, 1.0, form, eps)
+    return -discriminator_loss(real_logits, fake_logits, real_over_fake_weight, 1.0, form, eps)
   return jnp.sum(neg_log_real(fake_logits, form, eps), axis=0)
 
 

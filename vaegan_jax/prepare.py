@@ -15,6 +15,10 @@ image [R, R, C], the binary attributes [A] and the source file name. Splits are 
 (CelebA: train, validation, test). Records keep the source order. Decoding runs on --workers
 threads. tfds writes into a temporary folder and renames it when complete, so a failed or
 interrupted prepare never leaves anything that reads as a dataset.
+
+--augmented_copies=N also writes the authors' augmented training set (augment.py): N copies of
+the --augment_splits images, each with its own random warp, gamma, contrast and hue, as the
+dataset NAME_augmentedN_seedS with one split 'train'. The authors trained CelebA on 600,000.
 """
 from __future__ import annotations
 
@@ -34,8 +38,9 @@ import threadpoolctl
 from absl import app, flags, logging
 from PIL import Image
 
-from vaegan_jax import celeba, preprocess, sources, synthetic
-from vaegan_jax.dataset_layout import SPLITS, VERSION, DataError, config_name, dataset_dir
+from vaegan_jax import augment, celeba, preprocess, sources, synthetic
+from vaegan_jax.dataset_layout import (SPLITS, VERSION, DataError, augmented_name, config_name,
+                                      dataset_dir)
 
 @dataclasses.dataclass
 class PrepareSummary:
@@ -176,12 +181,33 @@ def ensure_prepared(data_config: Any, resolution: int, channels: int) -> None:
 
   data_config.synthetic_images > 0: synthetic CelebA of that many faces, generated once into
   DATA_DIR/raw/synthetic_N and prepared under data_config.name. data_config.raw_dir: CelebA's raw
-  files there. Otherwise the dataset must have been prepared already (vaegan-prepare).
+  files there. Otherwise the dataset must have been prepared already (vaegan-prepare). With
+  data_config.augmented_copies > 0, the augmented copies of its train_split too.
   """
   data_dir = os.path.expanduser(data_config.data_dir)
-  if os.path.exists(os.path.join(dataset_dir(data_dir, data_config.name, resolution, channels),
-                                 'dataset_info.json')):
+  missing = lambda name: not os.path.exists(os.path.join(
+      dataset_dir(data_dir, name, resolution, channels), 'dataset_info.json'))
+  copies_name = augmented_name(data_config.name, data_config.augmented_copies,
+                               data_config.augment_seed)
+  needs_copies = data_config.augmented_copies > 0 and missing(copies_name)
+  if not missing(data_config.name) and not needs_copies:
     return
+  source = configured_source(data_config, data_dir)
+  if source is None:
+    return                     # the reader says how to prepare it (input_pipeline.open_prepared)
+  spec = preprocess.PreprocessSpec(crop='celeba', resolution=resolution, channels=channels)
+  if missing(data_config.name):
+    logging.info('%s', prepare(source, data_dir, spec))
+  if needs_copies:
+    copies = augment.AugmentedCopies(source, data_config.augmented_copies,
+                                     data_config.augment_seed,
+                                     tuple(data_config.train_split.split('+')))
+    logging.info('%s', prepare(copies, data_dir, spec))
+
+
+def configured_source(data_config: Any, data_dir: str) -> sources.Source | None:
+  """CelebA's raw files the config names: synthetic ones drawn once, or data.raw_dir; None when
+  the config names neither."""
   if data_config.synthetic_images:
     raw_dir = os.path.join(data_dir, 'raw', f'synthetic_{data_config.synthetic_images}')
     if not all(os.path.exists(os.path.join(raw_dir, name)) for name in celeba.FILE_NAMES):
@@ -191,10 +217,8 @@ def ensure_prepared(data_config: Any, resolution: int, channels: int) -> None:
   elif data_config.raw_dir:
     raw_dir = os.path.expanduser(data_config.raw_dir)
   else:
-    return
-  spec = preprocess.PreprocessSpec(crop='celeba', resolution=resolution, channels=channels)
-  summary = prepare(sources.CelebAFiles(raw_dir, name=data_config.name), data_dir, spec)
-  logging.info('%s', summary)
+    return None
+  return sources.CelebAFiles(raw_dir, name=data_config.name)
 
 
 def download_tfds(dataset: str, data_dir: str) -> None:
@@ -225,6 +249,11 @@ def define_flags() -> None:
   flags.DEFINE_float('test_fraction', 0.05, 'With --image_folder: share of images held out.')
   flags.DEFINE_bool('skip_corrupt', False, 'Leave corrupt images out instead of stopping.')
   flags.DEFINE_integer('workers', 0, 'Decoding threads (0: one per core).')
+  flags.DEFINE_integer('augmented_copies', 0, 'Also write this many augmented copies of the '
+                       '--augment_splits images as the dataset NAME_augmentedN_seedS (the '
+                       "authors' CelebA training set: 600000).")
+  flags.DEFINE_integer('augment_seed', 0, 'Seed of the augmented copies.')
+  flags.DEFINE_list('augment_splits', ['train', 'validation'], 'Splits whose images are copied.')
 
 
 def source_from_flags() -> sources.Source:
@@ -251,10 +280,13 @@ def main(argv: list[str]) -> None:
     source = source_from_flags()
     spec = preprocess.PreprocessSpec(crop=source.crop, resolution=args.resolution,
                                      channels=int(args.channels))
-    summary = prepare(source, args.data_dir, spec, args.workers, args.skip_corrupt)
+    print(prepare(source, args.data_dir, spec, args.workers, args.skip_corrupt))
+    if args.augmented_copies:
+      copies = augment.AugmentedCopies(source, args.augmented_copies, args.augment_seed,
+                                       tuple(args.augment_splits))
+      print(prepare(copies, args.data_dir, spec, args.workers, args.skip_corrupt))
   except DataError as error:
     raise SystemExit(f'vaegan-prepare: {error}') from None
-  print(summary)
 
 
 def run() -> None:

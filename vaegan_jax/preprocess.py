@@ -135,9 +135,14 @@ def to_channels(image: Image.Image, channels: int) -> np.ndarray:
   return np.asarray(image.convert('RGB'))
 
 
-def preprocess(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-  """A decoded image -> [R, R, channels] uint8, cropped, blurred and resized per `spec`."""
-  square = crop_square(to_channels(image, spec.channels), spec.crop).astype(np.float32)
+def preprocess(image: Image.Image | np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+  """A decoded image, or RGB pixels [H, W, 3] as floats in [0, 255] (an augmented copy, see
+  augment.py) -> [R, R, channels] uint8, cropped, blurred and resized per `spec`."""
+  if isinstance(image, Image.Image):
+    pixels = to_channels(image, spec.channels)
+  else:                            # PIL's luminance weights for one channel
+    pixels = image @ np.array([[0.299], [0.587], [0.114]]) if spec.channels == 1 else image
+  square = crop_square(pixels, spec.crop).astype(np.float32)
   matrix = resize_matrix(square.shape[0], spec.resolution)
   resized = matrix @ square.transpose(2, 0, 1) @ matrix.T          # [C, R, R]
   return np.clip(np.rint(resized), 0, 255).astype(np.uint8).transpose(1, 2, 0)

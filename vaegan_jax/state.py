@@ -66,17 +66,28 @@ def learning_rate_schedule(opt_config: Any) -> optax.Schedule:
   return anneal
 
 
-def _is_kernel(params: Any) -> Any:
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+# The layers whose kernels carry no weight decay: the authors' architectures.py gives wdecay to
+# every conv and dense layer it builds, but the encoder's mean and log-variance layers come from
+# model/ae.py's NormalEncoder, made with dp.AutoFiller() and no weight_decay.
+UNDECAYED_LAYERS = ('mu', 'log_variance')
+
+
+def is_decayed(params: Any) -> Any:
+  """A mask of `params`: True for the kernels that carry weight decay (biases, batch-norm
+  scales and shifts, and UNDECAYED_LAYERS carry none)."""
+  def decayed(path, _):
+    names = [getattr(entry, 'key', None) for entry in path]
+    return names[-1] == 'kernel' and not set(names) & set(UNDECAYED_LAYERS)
+  return jax.tree_util.tree_map_with_path(decayed, params)
 
 
 def _rmsprop_with_weight_decay(learning_rate: float, decay: float, eps: float,
                                weight_decay: float) -> optax.GradientTransformation:
-  # Coupled decay: added to the gradient before RMSProp, as the code did; ms starts at 0, eps
-  # sits outside the square root, no momentum.
+  # Coupled decay as in DeepPy (deeppy/parameter.py, Parameter._add_penalty): the gradient of
+  # the penalty weight_decay * ||w||^2, 2 * weight_decay * w, is added before RMSProp. ms starts
+  # at 0, eps sits outside the square root, no momentum (DeepPy's RMSProp).
   return optax.chain(
-      optax.add_decayed_weights(weight_decay, mask=_is_kernel),
+      optax.add_decayed_weights(2.0 * weight_decay, mask=is_decayed),
       optax.rmsprop(learning_rate, decay=decay, eps=eps, initial_scale=0.0, eps_in_sqrt=False))
 
 

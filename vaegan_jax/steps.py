@@ -1,34 +1,31 @@
 """The per-device train and eval steps, and their pmap wrapping.
 
-One forward pass runs the three networks (Algorithm 1 of the paper):
+The paper's losses (Larsen et al. 2016, Algorithm 1), per example and summed over the batch:
 
-    mu, logvar = Enc(x);  z = mu + eps * exp(logvar / 2);  zp ~ N(0, I)
-    [x~; xp] = Dec([z; zp])
-    logits, Dis_l = Dis([x; x~; xp])
+  1. L_prior   = KL(q(z|x) || N(0, I))                        -> encoder
+  2. L_llike   = 0.5 ||Dis_l(x~) - Dis_l(x)||^2, x~ = Dec(z)  -> encoder; decoder, weight gamma
+               (the plain VAE has L_pixel = 0.5 ||x~ - x||^2 in its place)
+  3. L_GAN     = sum over [x; fakes] of w_i * BCE_i           -> discriminator
+     L_GAN_dec = -L_GAN / w_fake, its reversal at the fakes   -> decoder, weight 1 - gamma
 
-A conditional model (models.py) gives every network the batch's attributes y as well: Enc(x, y),
-Dec([z; zp], [y; y]) and Dis([x; x~; xp], [y; y; y]); prior samples are drawn for the batch's own
-attributes, so D sees real and generated images under the same distribution of y.
+The weights are the authors' (`gan_weights`). Their code (model/aegan.py) scales the gradient
+into D's output by w_i and the gradient into D's input images by 1 / w_i (ScaleGradient), and
+gives the decoder's parameters -(1 - gamma) of what reaches the fakes (WeightedParameter on
+decoder_neggrad); that is the gradient of L_GAN_dec. Because batch norm couples the images of a
+pass, the real images' terms reach the fakes too, amplified by w_real / w_fake.
 
-The loss terms are small functions of those outputs. Each network's gradient is then pulled back
-from that one forward pass (`jax.vjp`), with exactly the routing of Algorithm 1:
+passes.py applies the networks (the authors' separate passes by default, or our joint ones)
+and returns pullbacks; `compute_gradients` routes each term's cotangents through them, so each
+network gets the gradient of its own objective alone (`loss_objectives`): the encoder never a
+GAN gradient, the discriminator never an L_llike gradient.
 
-    encoder        L_prior + L_llike              (never a GAN gradient)
-    decoder        gamma * L_llike + L_GAN_dec     (saturating: L_GAN_dec = -L_GAN, unweighted)
-    discriminator  L_GAN                           (never an L_llike gradient)
+One optimisation, `reversed_discriminator_gradient`: the saturating L_GAN_dec's gradient at the
+fakes is -1 / w_fake times L_GAN's, so the decoder reuses the discriminator's backward pass; only
+the non-saturating form [ours] pulls back through the discriminator a second time.
 
-Gradients are pulled back per loss term: the discriminator's backward pass for L_GAN yields its
-kernel gradients and d(L_GAN)/d(fakes); a second one yields d(L_llike)/d(fakes), which the
-encoder and decoder share; a third one, for the decoder's GAN term, only when that term is not
-proportional to the discriminator's (unequal real/fake weights, or non-saturating). Under jit,
-the parts of a pullback that nobody uses (kernel gradients of a pass taken for image gradients)
-are dead code and are removed by XLA.
-
-Model kinds: 'vae' replaces L_llike by the pixel-wise Gaussian NLL and has no discriminator;
-'vae_disl' trains the decoder on L_llike alone while the discriminator still trains as a GAN;
-'gan' has no encoder. Under pmap the per-device sums add up (psum) to the global-batch sums, and
-batch norm averages its statistics over the device axis, so N devices make the same update as
-one device on the same global batch.
+Under pmap the per-device sums add up (psum) to the global-batch sums, and batch norm averages
+its statistics over the device axis, so N devices make the same update as one device on the same
+global batch.
 """
 from __future__ import annotations
 
@@ -40,7 +37,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from vaegan_jax import losses
+from vaegan_jax import losses, passes
 from vaegan_jax.models import Networks
 from vaegan_jax.sharding import DEVICE_AXIS
 from vaegan_jax.state import NetworkState, Optimizers, TrainState
@@ -48,6 +45,9 @@ from vaegan_jax.state import NetworkState, Optimizers, TrainState
 Metrics = dict[str, jax.Array]
 # Every loss term a model kind may have, in the order the console shows them.
 LOSS_TERMS = ('prior', 'llike', 'pixel', 'decoder_gan', 'discriminator')
+# What the loss terms are functions of (the forward pass's outputs that gradients flow into).
+HEADS = ('mu', 'log_variance', 'reconstructions', 'reconstruction_features', 'real_logits',
+         'fake_logits')
 
 
 # ---------------------------------------------------------------- device-axis helpers
@@ -67,23 +67,32 @@ def _pmean(tree: Any, axis_name: str | None) -> Any:
   return tree if axis_name is None else lax.pmean(tree, axis_name)
 
 
-# ---------------------------------------------------------------- randomness
-def per_example_normal(key: jax.Array, example_ids: jax.Array, size: int) -> jax.Array:
-  """N(0, I) draws of `size` for each global example index: [len(example_ids), size].
-
-  Each example's noise depends only on the key and its index in the global batch, so devices
-  draw different noise and any number of devices draws the same noise for the same batch.
-  """
-  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (size,)))(example_ids)
-
-
 # ---------------------------------------------------------------- loss terms
+def gan_weights(config: Any, fake_kinds: int) -> tuple[float, float]:
+  """(w_real, w_fake): L_GAN's weight of each real and of each fake image.
+
+  VAE/GAN (model/aegan.py): r = loss.real_vs_gen_weight for reals and (1 - r) * B / gen_size =
+  (1 - r) / fake_kinds for fakes: Feb 0.66 / 0.17 with two kinds of fakes, Mar 0.5 / 0.5.
+  The GAN baseline (model/gan.py) weights (r, 1 - r) with r = loss.gan_real_vs_gen_weight, and
+  scales nothing when r is 0.5, its default: then both weights are 1.
+  """
+  if config.model.kind == 'gan':
+    ratio = config.loss.gan_real_vs_gen_weight
+    return (1.0, 1.0) if ratio == 0.5 else (ratio, 1.0 - ratio)
+  ratio = config.loss.real_vs_gen_weight
+  return ratio, (1.0 - ratio) / fake_kinds
+
+
 def loss_objectives(config: Any) -> dict[str, dict[str, float]]:
-  """The weight of each loss term in each network's objective (Algorithm 1 and the kinds)."""
+  """The weight of each loss term in each network's objective (Algorithm 1 and the kinds).
+
+  vae_disl is VAE/GAN with gamma = 1 (no GAN gradient into the decoder); the GAN baseline's
+  generator takes the whole reversal (model/gan.py: WeightedParameter(p, -1.0, 0.0)).
+  """
   kind, gamma = config.model.kind, config.loss.gamma
   objectives = {
       'vaegan': dict(encoder={'prior': 1.0, 'llike': 1.0},
-                     decoder={'llike': gamma, 'decoder_gan': 1.0},
+                     decoder={'llike': gamma, 'decoder_gan': 1.0 - gamma},
                      discriminator={'discriminator': 1.0}),
       'vae_disl': dict(encoder={'prior': 1.0, 'llike': 1.0},
                        decoder={'llike': 1.0},
@@ -94,179 +103,148 @@ def loss_objectives(config: Any) -> dict[str, dict[str, float]]:
   return objectives[kind]
 
 
-def shared_gan_chain_ratio(config: Any) -> float | None:
-  """c with d(L_GAN_dec) = c * d(L_Dis) at every logit, or None when they are not proportional.
+def loss_terms(config: Any, images: jax.Array, heads: dict[str, jax.Array | None],
+               real_features: jax.Array | None, weights: tuple[float, float]
+               ) -> dict[str, jax.Array]:
+  """Every loss term the model kind has, per local example ([B] each).
 
-  The saturating decoder term is minus the unweighted cross-entropy; with equal real and fake
-  weights w (the March code, and any 'gan' run with equal weights) it is -1/w times the
-  discriminator's loss, so the decoder's image gradient comes from the discriminator's own
-  backward pass instead of a second one through the discriminator.
-  """
-  loss_config = config.loss
-  if loss_config.decoder_gan != 'saturating' or loss_config.real_weight != loss_config.fake_weight:
-    return None
-  return -1.0 / loss_config.real_weight
-
-
-def split_logits(config: Any, logits: jax.Array, batch: int) -> tuple[jax.Array, jax.Array]:
-  """(real [B], fakes shown to the discriminator [F, B]) from the logits of [x; (x~;) xp]."""
-  real_logits, fake_logits = logits[:batch], logits[batch:].reshape(-1, batch)
-  if config.model.kind != 'gan' and config.loss.fakes == 'prior':
-    fake_logits = fake_logits[1:]                         # reconstructions are not shown
-  return real_logits, fake_logits
-
-
-def per_example_losses(config: Any, images: jax.Array, mu: jax.Array | None,
-                       log_variance: jax.Array | None, fake_images: jax.Array,
-                       logits: jax.Array | None, features: jax.Array | None) -> dict[str, jax.Array]:
-  """Every loss term the model kind uses, per local example ([B] each).
-
-  Args:
-    images: [B, R, R, C] data.
-    mu, log_variance: [B, latent] from the encoder, or None ('gan').
-    fake_images: [2B, R, R, C] = [reconstructions; prior samples], or [B, ...] prior samples.
-    logits: [B + len(fake_images)] discriminator logits of [images; fake_images], or None.
-    features: Dis_l of the same images, [B + len(fake_images), ...], or None.
+  heads: HEADS from the forward pass: mu and log_variance [B, L]; reconstructions x~
+    [B, R, R, C]; reconstruction_features Dis_l(x~); real_logits [B]; fake_logits [F, B].
+  real_features: Dis_l(x), the target of L_llike (it gets no gradient).
+  weights: (w_real, w_fake) of `gan_weights`.
   """
   loss_config, kind = config.loss, config.model.kind
-  batch = images.shape[0]
   terms = {}
-  if mu is not None:
-    terms['prior'] = losses.kl_to_standard_normal(mu, log_variance)
+  # 1. L_prior
+  if heads['mu'] is not None:
+    terms['prior'] = losses.kl_to_standard_normal(heads['mu'], heads['log_variance'])
+  # 2. L_llike at Dis_l, or the plain VAE's L_pixel
   if kind == 'vae':
-    terms['pixel'] = losses.gaussian_nll(fake_images[:batch], images)
+    terms['pixel'] = losses.gaussian_nll(heads['reconstructions'], images)
   if kind in ('vaegan', 'vae_disl'):
-    terms['llike'] = losses.gaussian_nll(features[batch:2 * batch], features[:batch])
-  if logits is not None:
-    real_logits, fake_logits = split_logits(config, logits, batch)
+    terms['llike'] = losses.gaussian_nll(heads['reconstruction_features'], real_features)
+  # 3. L_GAN for the discriminator, and the decoder's reversal of it
+  if heads['real_logits'] is not None:
     form, eps = loss_config.gan_form, loss_config.gan_eps
+    real_weight, fake_weight = weights
     terms['discriminator'] = losses.discriminator_loss(
-        real_logits, fake_logits, loss_config.real_weight, loss_config.fake_weight, form, eps)
-    terms['decoder_gan'] = losses.decoder_gan_loss(real_logits, fake_logits,
-                                                   loss_config.decoder_gan, form, eps)
+        heads['real_logits'], heads['fake_logits'], real_weight, fake_weight, form, eps)
+    terms['decoder_gan'] = losses.decoder_gan_loss(
+        heads['real_logits'], heads['fake_logits'], loss_config.decoder_gan, form, eps,
+        real_weight / fake_weight)
   return terms
 
 
 # ---------------------------------------------------------------- gradients
-def _vjp_network(module: Any, network: NetworkState, inputs: jax.Array,
-                 postprocess: Callable[[Any], Any] = lambda outputs: outputs,
-                 condition: jax.Array | None = None):
-  """Applies a network in train mode (with the attributes `condition`, a constant), then
-  `postprocess` to its outputs.
-
-  Returns (outputs, pullback over (params, inputs), new batch statistics).
-  """
-  def apply(params, x):
-    outputs, updates = module.apply({'params': params, 'batch_stats': network.batch_stats}, x,
-                                    train=True, condition=condition, mutable=['batch_stats'])
-    return postprocess(outputs), updates['batch_stats']
-
-  return jax.vjp(apply, network.params, inputs, has_aux=True)
+def reversed_discriminator_gradient(image_gradients: dict[str, jax.Array], fake_weight: float
+                                    ) -> dict[str, jax.Array]:
+  """The saturating L_GAN_dec's gradient at the fakes from L_GAN's: -1 / w_fake times it, so
+  the decoder needs no backward pass of its own through the discriminator."""
+  return {kind: -gradient / fake_weight for kind, gradient in image_gradients.items()}
 
 
-def _repeat(condition: jax.Array | None, times: int) -> jax.Array | None:
-  """y for `times` stacked copies of the batch ([y; y; ...]), or None."""
-  return None if condition is None else jnp.tile(condition, (times, 1))
+def weighted_sum(parts: list[tuple[float, Any]]) -> Any:
+  """sum of weight * tree over (weight, tree) pairs."""
+  return jax.tree.map(lambda *leaves: sum(weight * leaf for (weight, _), leaf in
+                                          zip(parts, leaves)), *[tree for _, tree in parts])
+
+
+def loss_cotangents(config: Any, images: jax.Array, forward: passes.Forward,
+                    weights: tuple[float, float], global_batch_size: int
+                    ) -> tuple[dict[str, jax.Array], Callable[[str], dict[str, Any]]]:
+  """(per-example loss terms, cotangent): cotangent(term) is d(term, reduced over the batch) /
+  d(each of HEADS), a dict with None for heads the kind lacks."""
+  heads = dict(mu=forward.mu, log_variance=forward.log_variance,
+               reconstructions=forward.reconstructions,
+               reconstruction_features=forward.reconstruction_features,
+               real_logits=forward.logits.get('real'),
+               fake_logits=forward.fake_logits if forward.shown_fakes else None)
+
+  def reduced_terms(heads):
+    terms = loss_terms(config, images, heads, forward.real_features, weights)
+    return {name: losses.reduce_over_batch(value, config.loss.reduction, global_batch_size)
+            for name, value in terms.items()}, terms
+
+  totals, pull_heads, terms = jax.vjp(reduced_terms, heads, has_aux=True)
+  return terms, lambda term: pull_heads({name: jnp.asarray(name == term, total.dtype)
+                                         for name, total in totals.items()})[0]
+
+
+def decoder_gradients(forward: passes.Forward, image_grads: dict[str, dict[str, jax.Array]],
+                      weights: dict[str, float]) -> tuple[Any, jax.Array | None]:
+  """(the decoder's gradient, d z): each term's image cotangents ({term: {kind: d image}})
+  pulled back through the decoder pass that made those images, times the term's weight; and the
+  gradient of L_llike (or L_pixel) at z, the encoder's share, or None. One joint decoder pass
+  takes the weighted sum of the terms at once, and a second pullback, for z alone, whose
+  parameter gradient XLA drops."""
+  term = next((name for name in ('pixel', 'llike') if name in image_grads), None)
+  if forward.one_decoder_pass:
+    kinds = {kind for grads in image_grads.values() for kind in grads}
+    combined = {kind: sum(weights[name] * grads[kind] for name, grads in image_grads.items()
+                          if kind in grads) for kind in kinds}
+    latents_grad = None if term is None else forward.pull_reconstructions(image_grads[term])[1]
+    return forward.pull_fakes(combined), latents_grad
+  parts, latents_grad = [], None
+  if 'decoder_gan' in image_grads:
+    parts.append((weights['decoder_gan'], forward.pull_fakes(image_grads['decoder_gan'])))
+  if term is not None:
+    reconstruction_grads, latents_grad = forward.pull_reconstructions(image_grads[term])
+    parts.append((weights[term], reconstruction_grads))
+  return weighted_sum(parts), latents_grad
 
 
 def compute_gradients(state: TrainState, images: jax.Array, conditions: jax.Array | None = None,
-                      *, config: Any, networks: Networks, axis_name: str | None = DEVICE_AXIS
-                      ) -> tuple[dict[str, Any], dict[str, Any], dict[str, jax.Array], jax.Array]:
-  """Per-network gradients of the local examples' losses, from one forward pass.
+                      *, config: Any, networks: Networks, axis_name: str | None = DEVICE_AXIS,
+                      share_discriminator_pass: bool = True
+                      ) -> tuple[dict[str, Any], dict[str, Any], dict[str, jax.Array],
+                                 passes.Forward]:
+  """Per-network gradients of the local examples' losses (Algorithm 1's routing).
 
   Args:
     state: the train state (read only).
     images: [B, R, R, C] local batch in [-1, 1].
     conditions: [B, A] attributes in {-1, +1} for a conditional model, else None.
+    share_discriminator_pass: use `reversed_discriminator_gradient` for the saturating decoder
+      term (False pulls it back through the discriminator again: the same numbers, for tests).
   Returns:
-    (gradients, new batch statistics, per-example loss terms, discriminator logits or None), the
-    first two keyed by network name. Gradients are of this device's part of the global sum; add
-    them over devices to get the global gradient.
+    (gradients, new batch statistics, per-example loss terms, the forward pass), the first two
+    keyed by network name. Gradients are of this device's part of the global sum.
   """
-  model_config = config.model
-  batch = images.shape[0]
-  step_key = jax.random.fold_in(state.rng, state.step)
-  example_ids = _axis_index(axis_name) * batch + jnp.arange(batch)
-  prior_latents = per_example_normal(jax.random.fold_in(step_key, 0), example_ids,
-                                     model_config.latent_dim)
-  new_batch_stats = {}
+  forward = passes.forward(state, images, conditions, _axis_index(axis_name), config=config,
+                           networks=networks)
+  weights = gan_weights(config, max(len(forward.shown_fakes), 1))
+  terms, cotangent = loss_cotangents(config, images, forward, weights,
+                                     images.shape[0] * _axis_size(axis_name))
+  decoder_weights = loss_objectives(config)['decoder']
+  gradients, image_grads = {}, {}          # image_grads: term -> {kind of image: d image}
 
-  # Forward: encoder (with the reparameterisation inside, so one pullback reaches mu and logvar).
-  mu = log_variance = None
-  if networks.encoder is not None:
-    posterior_noise = per_example_normal(jax.random.fold_in(step_key, 1), example_ids,
-                                         model_config.latent_dim)
+  # 3. L_GAN: the discriminator's gradient; the decoder's reversal of it at the fakes.
+  if forward.pull_discriminator is not None:
+    heads_grad = cotangent('discriminator')
+    gradients['discriminator'], discriminator_image_grads = forward.pull_discriminator(
+        heads_grad['real_logits'], heads_grad['fake_logits'])
+  if 'decoder_gan' in decoder_weights:
+    if config.loss.decoder_gan == 'saturating' and share_discriminator_pass:
+      image_grads['decoder_gan'] = reversed_discriminator_gradient(discriminator_image_grads,
+                                                                   weights[1])
+    else:
+      heads_grad = cotangent('decoder_gan')
+      _, image_grads['decoder_gan'] = forward.pull_discriminator(heads_grad['real_logits'],
+                                                                 heads_grad['fake_logits'])
 
-    def reparameterise(moments):
-      mu, log_variance = moments
-      return mu, log_variance, mu + posterior_noise * jnp.exp(0.5 * log_variance)
+  # 2. L_llike (or L_pixel): at x~, and through batch norm at the other decoded images.
+  if 'llike' in decoder_weights:
+    image_grads['llike'] = forward.pull_features(cotangent('llike')['reconstruction_features'])
+  if 'pixel' in decoder_weights:
+    image_grads['pixel'] = {'reconstruction': cotangent('pixel')['reconstructions']}
+  gradients['decoder'], latents_grad = decoder_gradients(forward, image_grads, decoder_weights)
 
-    (mu, log_variance, latents), encoder_pullback, new_batch_stats['encoder'] = _vjp_network(
-        networks.encoder, state.encoder, images, reparameterise, conditions)
-    latents = jnp.concatenate([latents, prior_latents])
-  else:
-    latents = prior_latents
-
-  # Forward: decoder on [z; zp] together, discriminator on [x; x~; xp] together.
-  fake_images, decoder_pullback, new_batch_stats['decoder'] = _vjp_network(
-      networks.decoder, state.decoder, latents,
-      condition=_repeat(conditions, latents.shape[0] // batch))
-  logits = features = discriminator_pullback = None
-  if networks.discriminator is not None:
-    feature_layer = config.loss.feature_layer
-    (logits, features), discriminator_pullback, new_batch_stats['discriminator'] = _vjp_network(
-        networks.discriminator, state.discriminator, jnp.concatenate([images, fake_images]),
-        lambda outputs: (outputs[0], outputs[1][feature_layer]),
-        _repeat(conditions, 1 + fake_images.shape[0] // batch))
-
-  # Loss terms, and their cotangents for each network's objective.
-  global_batch_size = batch * _axis_size(axis_name)
-  reduction = config.loss.reduction
-
-  def reduced_losses(mu, log_variance, fake_images, logits, features):
-    terms = per_example_losses(config, images, mu, log_variance, fake_images, logits, features)
-    return {name: losses.reduce_over_batch(value, reduction, global_batch_size)
-            for name, value in terms.items()}, terms
-
-  head_inputs = (mu, log_variance, fake_images, logits, features)
-  totals, heads_pullback, terms = jax.vjp(reduced_losses, *head_inputs, has_aux=True)
-  objectives = loss_objectives(config)
-
-  def term_gradients(term):
-    """d(term)/d(mu, log_variance, fake_images, logits, features)."""
-    return heads_pullback({name: jnp.asarray(name == term, total.dtype)
-                           for name, total in totals.items()})
-
-  gradients, fake_image_gradients = {}, {}
-  if networks.discriminator is not None:
-    # One backward pass through Dis gives its kernel gradients and d(L_GAN)/d(fakes).
-    _, _, _, logits_grad, features_grad = term_gradients('discriminator')
-    gradients['discriminator'], gan_images_grad = discriminator_pullback(
-        (logits_grad, features_grad))
-    ratio = shared_gan_chain_ratio(config)
-    if 'decoder_gan' in totals and ratio is not None:
-      fake_image_gradients['decoder_gan'] = ratio * gan_images_grad[batch:]
-
-  def fake_image_gradient(term):
-    """d(term)/d(fake images): through the discriminator, or directly (pixel loss)."""
-    if term not in fake_image_gradients:
-      _, _, direct, logits_grad, features_grad = term_gradients(term)
-      if discriminator_pullback is not None:
-        direct = direct + discriminator_pullback((logits_grad, features_grad))[1][batch:]
-      fake_image_gradients[term] = direct
-    return fake_image_gradients[term]
-
-  def objective_image_gradient(network):
-    return sum(weight * fake_image_gradient(term)
-               for term, weight in objectives[network].items() if term != 'prior')
-
-  gradients['decoder'], _ = decoder_pullback(objective_image_gradient('decoder'))
-  if networks.encoder is not None:
-    mu_grad, log_variance_grad, _, _, _ = term_gradients('prior')
-    _, latents_grad = decoder_pullback(objective_image_gradient('encoder'))
-    gradients['encoder'], _ = encoder_pullback((mu_grad, log_variance_grad, latents_grad[:batch]))
-
-  return gradients, new_batch_stats, terms, logits
+  # 1. L_prior: the encoder's own term, plus L_llike's gradient through z.
+  if forward.pull_encoder is not None:
+    heads_grad = cotangent('prior')
+    gradients['encoder'] = forward.pull_encoder(
+        (heads_grad['mu'], heads_grad['log_variance'], latents_grad))[0]
+  return gradients, forward.batch_stats, terms, forward
 
 
 # ---------------------------------------------------------------- updates
@@ -317,24 +295,19 @@ def train_step(state: TrainState, images: jax.Array, conditions: jax.Array | Non
     cross-entropies the gating reads, whether each gated network was skipped (1.0) or not,
     each network's gradient norm and learning rate.
   """
-  gradients, new_batch_stats, terms, logits = compute_gradients(
+  gradients, new_batch_stats, terms, forward = compute_gradients(
       state, images, conditions, config=config, networks=networks, axis_name=axis_name)
   gradients = _psum(gradients, axis_name)
-  batch = images.shape[0]
   metrics = {name: jnp.mean(value) for name, value in terms.items()}
   update = {name: jnp.array(True) for name in gradients}
-  if logits is not None:
-    probabilities = jax.nn.sigmoid(logits).reshape(-1, batch)   # [real, (reconstruction,) prior]
-    metrics['d_real'] = jnp.mean(probabilities[0])
-    metrics['d_prior'] = jnp.mean(probabilities[-1])
-    if probabilities.shape[0] == 3:
-      metrics['d_reconstruction'] = jnp.mean(probabilities[1])
-    real_logits, fake_logits = split_logits(config, logits, batch)
+  if forward.logits:
+    for kind, logits in forward.logits.items():      # real, reconstruction, prior
+      metrics[f'd_{kind}'] = jnp.mean(jax.nn.sigmoid(logits))
     form, eps = config.loss.gan_form, config.loss.gan_eps
-    metrics['real_bce'] = jnp.mean(losses.neg_log_real(real_logits, form, eps))
-    metrics['fake_bce'] = jnp.mean(losses.neg_log_fake(fake_logits, form, eps))
+    metrics['real_bce'] = jnp.mean(losses.neg_log_real(forward.logits['real'], form, eps))
+    metrics['fake_bce'] = jnp.mean(losses.neg_log_fake(forward.fake_logits, form, eps))
   metrics = _pmean(metrics, axis_name)
-  if logits is not None and config.loss.gating:
+  if forward.logits and config.loss.gating:
     update['discriminator'], update['decoder'] = equilibrium_gate(
         metrics['real_bce'], metrics['fake_bce'], config.loss.equilibrium, config.loss.margin)
     metrics['skipped_discriminator'] = 1.0 - update['discriminator'].astype(jnp.float32)
@@ -358,6 +331,10 @@ def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array,
               axis_name: str | None = DEVICE_AXIS) -> tuple[dict[str, jax.Array], Metrics]:
   """Test-time outputs with running batch statistics; the encoder returns mu (the Feb code).
 
+  The running statistics are those the state keeps (passes.py): the decoder's are its
+  reconstruction pass's, as the authors decode test images and samples with that copy; the
+  discriminator's are its GAN pass's.
+
   Args:
     images: [B, R, R, C] local test batch.
     prior_latents: [B, latent] fixed z for samples.
@@ -373,7 +350,7 @@ def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array,
     network = getattr(state, name)
     return getattr(networks, name).apply(
         {'params': network.params, 'batch_stats': network.batch_stats}, inputs, train=False,
-        condition=_repeat(conditions, copies))
+        condition=passes.repeat(conditions, copies))
 
   outputs, averages = {}, {}
   samples = apply('decoder', prior_latents)

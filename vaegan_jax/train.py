@@ -66,7 +66,7 @@ def open_data(config: ml_collections.ConfigDict
     prepare.ensure_prepared(config.data, config.model.resolution, config.model.image_channels)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('dataset prepared')
-  return (input_pipeline.open_configured(config, config.data.train_split),
+  return (input_pipeline.open_training_split(config),
           input_pipeline.open_configured(config, config.data.eval_split))
 
 
@@ -157,8 +157,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   # ---- Input: this process's part of every global batch, read ahead, on its devices.
   load = input_pipeline.training_batches(
       train_split, seed=config.seed, global_batch_size=config.global_batch_size,
-      local_devices=len(devices), flip=config.data.flip, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      local_devices=len(devices), flip=config.data.flip, order=config.data.order,
+      process_index=jax.process_index(), process_count=jax.process_count())
   batches = input_pipeline.TrainingIterator(load, devices, threads=config.data.reader_threads,
                                             condition_columns=columns)
   eval_batches = lambda: input_pipeline.eval_inputs(

@@ -1,18 +1,24 @@
-r"""VAE/GAN on CelebA at 64x64, with the constants of the authors' February 2016 code.
+r"""VAE/GAN on CelebA at 64x64: the authors' February 2016 code, in every value it fixes.
 
-Each value's comment says where it comes from: [paper] the ICML paper, [code] the authors'
-repository at commit 1906387 (Feb 2016), [Mar] commit 24aa0f2, [ours] a choice of this project.
+Each value's comment says where it comes from: [code] the authors' repository
+andersbll/autoencoding_beyond_pixels at commit 1906387 (Feb 2016, the version of the paper's
+figures) with the file that sets it, [Mar] its last commit 24aa0f2, [paper] the ICML paper's
+text, [ours] a choice of this project. Where the code fixes a value, the default is the code's.
 
   vaegan-train --config=vaegan_jax/configs/celeba64.py --workdir=runs/celeba64 \
       --config.data.raw_dir=~/celeba          # prepares CelebA's raw files on first use
 
 Time: 37,500 steps of batch 64; about 4 images/s on a 2-core CPU (benchmarks/train_step.py), so
-a GPU or TPU is needed; GPU and TPU times are not measured yet.
+a GPU or TPU is needed. The first run also prepares CelebA and the 600,000 augmented copies the
+code trained on (the README's Data section gives the time and disk).
 
-The config argument picks variants, comma-separated (`--config=vaegan_jax/configs/celeba64.py:mar,128`):
-  mar          the March 2016 code's constants (gamma 1e-6, prior fakes only, 0.5/0.5 weights)
-  conditional  condition the three networks on CelebA's 40 attributes (models.py says where y enters)
-  32 | 128     the resolution: one stride-2 stage fewer or more than the 64x64 table
+The config argument picks variants, comma-separated (`--config=.../celeba64.py:mar,128`):
+  mar          the March 2016 code: prior samples as the only fakes, weights 0.5 / 0.5,
+               gamma 1e-6, 250 epochs from lr 0.025 / 64
+  paper        the values only the paper's text states: encoder hidden width 2048, a constant
+               learning rate 3e-4
+  conditional  the three networks conditioned on CelebA's 40 attributes (models.py)
+  32 | 128     the resolution: one stride-2 stage fewer or more than the 64x64 table [ours]
 """
 from __future__ import annotations
 
@@ -32,46 +38,51 @@ ARCHITECTURES = {
 }
 
 
-def optimizer_config(learning_rate: float = 3e-4) -> ml_collections.ConfigDict:
-  """One network's optimizer: RMSProp with coupled weight decay on kernels."""
+def optimizer_config(learning_rate: float = 0.02 / 64, epochs: int = 150
+                     ) -> ml_collections.ConfigDict:
+  """One network's optimizer: RMSProp with DeepPy's weight decay, the code's annealed rate."""
   return ml_collections.ConfigDict(dict(
-      name='rmsprop',                  # [paper] RMSProp
-      learning_rate=learning_rate,     # [paper] 3e-4; [code] 0.02 / 64 at epoch 0
-      decay=0.9,                       # [code] ms = 0.9 ms + 0.1 g^2
-      eps=1e-8,                        # [code] added outside the square root
-      weight_decay=1e-5,               # [code] coupled, conv and dense kernels only
-      schedule='constant',             # [paper] constant; 'anneal' is the code's schedule
-      end_learning_rate=1e-5 / 64,     # [code] lr at the last epoch when schedule='anneal'
+      name='rmsprop',                  # [paper] [code] aegan.py: dp.RMSProp()
+      learning_rate=learning_rate,     # [code] aegan.py: lr_start / batch = 0.02 / 64 at epoch 0
+      decay=0.9,                       # [code] DeepPy RMSProp: ms = 0.9 ms + 0.1 g^2
+      eps=1e-8,                        # [code] DeepPy RMSProp: added outside the square root
+      weight_decay=1e-5,               # [code] architectures.py wdecay; DeepPy adds 2 * wd * w
+      schedule='anneal',               # [code] dp.GammaAnnealer per epoch; [paper] 'constant'
+      end_learning_rate=1e-5 / 64,     # [code] aegan.py: lr_stop / batch
       anneal_power=0.75,               # [code] lr0 - (epoch / epochs)^0.75 * (lr0 - lr_end)
-      anneal_epochs=150,               # [code] epochs the anneal spans
-      steps_per_epoch=250,             # [code] 250 batches an epoch
+      anneal_epochs=epochs,            # [code] n_epochs the anneal spans: 150; [Mar] 250
+      steps_per_epoch=250,             # [code] celeba_aegan.py: epoch_size=250 batches
   ))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The paper's CelebA 64x64 run; `arg` as in the module docstring."""
   variants = [v.strip() for v in (arg or '').split(',') if v.strip()]
-  unknown = [v for v in variants if v not in ('mar', 'conditional', '32', '64', '128')]
+  unknown = [v for v in variants if v not in ('mar', 'paper', 'conditional', '32', '64', '128')]
   if unknown:
-    raise ValueError(f'Unknown celeba64 config variant(s) {unknown}; choose from mar, '
+    raise ValueError(f'Unknown celeba64 config variant(s) {unknown}; choose from mar, paper, '
                      f'conditional, 32, 64, 128.')
   resolution = next((int(v) for v in variants if v.isdigit()), 64)
-  march = 'mar' in variants
+  march, paper = 'mar' in variants, 'paper' in variants
+  epochs = 250 if march else 150                                    # [code] / [Mar]
 
   config = ml_collections.ConfigDict()
   config.seed = 0                          # [ours] seeds init, noise and data order
-  config.global_batch_size = 64            # [paper] 64, split over all devices
-  config.num_train_steps = (250 if march else 150) * 250  # [code] epochs x 250 batches
+  config.global_batch_size = 64            # [paper] [code] 64, split over all devices
+  config.num_train_steps = epochs * 250    # [code] n_epochs x epoch_size batches
 
   config.model = ml_collections.ConfigDict(dict(
       kind='vaegan',                       # vaegan | vae | vae_disl | gan (the paper's four)
+      # [code] model/aegan.py: each network applied per pass, each pass its own batch norm;
+      # 'joint' [ours] runs Dec([z; zp]) and Dis([x; x~; xp]) once each (cheaper; passes.py)
+      passes='separate',
       resolution=resolution,               # [paper] 64
       image_channels=3,                    # [paper] RGB
-      latent_dim=128,                      # [paper] 128
-      encoder_hidden_features=2048,        # [paper] 2048; [code] 1024
-      decoder_dense_channels=256,          # [paper] dense to 8 x 8 x 256
-      discriminator_hidden_features=512,   # [paper] 512
-      compute_dtype='float32',             # [ours] 'bfloat16' computes in bf16, params stay f32
+      latent_dim=128,                      # [paper] [code] n_hidden=128
+      encoder_hidden_features=2048 if paper else 1024,   # [code] architectures.py 1024; [paper] 2048
+      decoder_dense_channels=256,          # [paper] [code] dense to 8 x 8 x 256
+      discriminator_hidden_features=512,   # [paper] [code] 512
+      compute_dtype='float32',             # [code] float32; 'bfloat16' [ours] keeps f32 params
       conv_gradients='auto',               # [ours] 'matmul' on CPU, 'xla' on GPU/TPU (layers.py)
       # [paper] the conditional models take attributes y; which ones is [ours]: () unconditional
       condition_on=CELEBA_ATTRIBUTE_NAMES if 'conditional' in variants else (),
@@ -79,37 +90,50 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
 
   config.loss = ml_collections.ConfigDict(dict(
-      # [paper] Dis_l = the last conv (the 4th at 64x64: 8x8x256), before its BN and ReLU
+      # [paper] [code] recon_depth=9: Dis_l = the last conv (the 4th at 64x64: 8x8x256),
+      # before its batch norm and ReLU
       feature_layer=f"conv{len(ARCHITECTURES[resolution]['discriminator_channels'])}",
-      reduction='sum',                     # [code] every term summed over the batch; 'mean' averages
-      gamma=1e-6 if march else 1e-5,       # [code] decoder's weight of L_llike vs the GAN term
-      gan_form='logit',                    # [ours] exact log-sigmoid; 'eps' is the code's form
-      gan_eps=1e-3,                        # [code] log(D + 1e-3) in the 'eps' form
-      decoder_gan='saturating',            # [code] saturating (gradient reversal); or non_saturating
-      fakes='prior' if march else 'prior_and_reconstruction',  # [code] Feb both, [Mar] prior only
-      real_weight=0.5 if march else 0.66,  # [code] scales the discriminator's real term
-      fake_weight=0.5 if march else 0.17,  # [code] scales each fake term of the discriminator
+      reduction='sum',                     # [code] every term summed over the batch; 'mean' [ours]
+      gamma=1e-6 if march else 1e-5,       # [code] recon_vs_gan_weight: the decoder's weight of
+                                           # L_llike; its GAN term gets 1 - gamma
+      gan_form='eps',                      # [code] -log(D + eps); 'logit' [ours] exact log-sigmoid
+      gan_eps=1e-3,                        # [code] model/aegan.py eps=1e-3
+      decoder_gan='saturating',            # [code] gradient reversal; 'non_saturating' [ours]
+      # [code] Feb discriminates reconstructions and prior samples; [Mar] prior samples only
+      fakes='prior' if march else 'prior_and_reconstruction',
+      # [code] celeba_aegan.py real_vs_gen_weight: L_GAN weighs reals r and each fake
+      # (1 - r) * B / gen_size (0.17 with two kinds of fakes); [Mar] 0.5
+      real_vs_gen_weight=0.5 if march else 0.66,
+      # [code] model/gan.py's default for the GAN baseline (kind='gan'; no CelebA GAN script
+      # survives): at 0.5 the class scales nothing, so reals and fakes weigh 1 each
+      gan_real_vs_gen_weight=0.5,
       gating=True,                         # [code] equilibrium gating (not in the paper)
-      equilibrium=0.68,                    # [code] target mean BCE of real and of fake
-      margin=0.35,                         # [code] skip Dis below 0.33, skip Dec above 1.03
+      equilibrium=0.68,                    # [code] model/aegan.py GradientDescent default
+      margin=0.35,                         # [code] aegan.py gan_margin: skip Dis below 0.33,
+                                           # skip Dec above 1.03
   ))
 
-  config.optimizer = ml_collections.ConfigDict(dict(
-      encoder=optimizer_config(),
-      decoder=optimizer_config(),
-      discriminator=optimizer_config(),
-  ))
-  if march:
+  # [paper] a constant 3e-4; [code] 0.02 / 64 annealed over 150 epochs; [Mar] 0.025 / 64, 250
+  learning_rate = 0.025 / 64 if march else 0.02 / 64
+  config.optimizer = ml_collections.ConfigDict({
+      network: optimizer_config(learning_rate, epochs)
+      for network in ('encoder', 'decoder', 'discriminator')})
+  if paper:
     for network in ('encoder', 'decoder', 'discriminator'):
-      config.optimizer[network].anneal_epochs = 250  # [Mar] 250 epochs
+      config.optimizer[network].update(learning_rate=3e-4, schedule='constant')
 
   config.data = ml_collections.ConfigDict(dict(
       name='celeba',                       # [ours] the prepared dataset (vaegan-prepare --name)
       data_dir='~/tensorflow_datasets',    # [ours] where it is prepared (tfds's default place)
       raw_dir='',                          # [ours] CelebA's raw files: prepared on first use if set
       synthetic_images=0,                  # [ours] > 0: generate synthetic CelebA on first use
-      train_split='train+validation',      # [paper] train on train + validation
-      eval_split='test',                   # [paper] test on the test partition
+      train_split='train+validation',      # [paper] [code] train on train + validation
+      eval_split='test',                   # [paper] [code] test on the test partition
+      # [code] dataset/celeba.py: 600,000 augmented copies of the training images, made once
+      # (0: the images as they are [ours])
+      augmented_copies=600_000,
+      augment_seed=0,                      # [ours] the copies' augmentation draws
+      order='sequential',                  # [code] batches in record order; 'shuffled' [ours]
       flip='batch',                        # [code] whole batches, p = 0.5; 'example' | 'none'
       reader_threads=2,                    # [ours] grain threads reading batches ahead
   ))

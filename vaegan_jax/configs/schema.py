@@ -18,6 +18,7 @@ from typing import Any, Callable
 import ml_collections
 
 MODEL_KINDS = ('vaegan', 'vae', 'vae_disl', 'gan')
+PASSES = ('separate', 'joint')
 NETWORK_NAMES = ('encoder', 'decoder', 'discriminator')
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 CONV_GRADIENTS = ('auto', 'xla', 'matmul')
@@ -28,6 +29,7 @@ DECODER_GAN_MODES = ('saturating', 'non_saturating')
 OPTIMIZER_NAMES = ('rmsprop',)
 SCHEDULES = ('constant', 'anneal')
 FLIP_MODES = ('none', 'batch', 'example')
+ORDERS = ('shuffled', 'sequential')
 
 
 class ConfigError(ValueError):
@@ -66,6 +68,11 @@ def non_negative_number(key: str, value: Any) -> str | None:
 def positive_number(key: str, value: Any) -> str | None:
   ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
   return None if ok else f'{key}={value!r} must be a number > 0.'
+
+
+def open_unit_interval(key: str, value: Any) -> str | None:
+  ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < 1
+  return None if ok else f'{key}={value!r} must be a number strictly between 0 and 1.'
 
 
 def boolean(key: str, value: Any) -> str | None:
@@ -114,6 +121,7 @@ SCHEMA: dict[str, Setting] = {
     'global_batch_size': Setting(positive_int),
     'num_train_steps': Setting(positive_int, resumable=True),
     'model.kind': Setting(choice(*MODEL_KINDS)),
+    'model.passes': Setting(choice(*PASSES)),
     'model.resolution': Setting(positive_int),
     'model.image_channels': Setting(choice(1, 3)),
     'model.latent_dim': Setting(positive_int),
@@ -133,8 +141,8 @@ SCHEMA: dict[str, Setting] = {
     'loss.gan_eps': Setting(non_negative_number),
     'loss.decoder_gan': Setting(choice(*DECODER_GAN_MODES)),
     'loss.fakes': Setting(choice(*FAKES)),
-    'loss.real_weight': Setting(non_negative_number),
-    'loss.fake_weight': Setting(non_negative_number),
+    'loss.real_vs_gen_weight': Setting(open_unit_interval),
+    'loss.gan_real_vs_gen_weight': Setting(open_unit_interval),
     'loss.gating': Setting(boolean),
     'loss.equilibrium': Setting(non_negative_number),
     'loss.margin': Setting(non_negative_number),
@@ -145,6 +153,9 @@ SCHEMA: dict[str, Setting] = {
     'data.synthetic_images': Setting(non_negative_int, resumable=True),
     'data.train_split': Setting(text),
     'data.eval_split': Setting(text),
+    'data.augmented_copies': Setting(non_negative_int),
+    'data.augment_seed': Setting(non_negative_int),
+    'data.order': Setting(choice(*ORDERS)),
     'data.flip': Setting(choice(*FLIP_MODES)),
     'data.reader_threads': Setting(positive_int, resumable=True),
     'log_every_steps': Setting(positive_int, resumable=True),

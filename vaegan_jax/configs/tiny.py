@@ -27,8 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       discriminator_channels=(8, 16, 16),
   ))
   config.loss.feature_layer = 'conv3'
-  config.data.update(dict(name='synthetic', synthetic_images=300, flip='example',
-                          reader_threads=1))
+  config.data.update(dict(name='synthetic', synthetic_images=300, augmented_copies=0,
+                          order='shuffled', flip='example', reader_threads=1))
   config.log_every_steps = 2
   config.image_every_steps = 3
   config.eval_every_steps = 3
