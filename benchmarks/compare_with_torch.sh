@@ -11,8 +11,9 @@
 # another interpreter); vaegan_jax runs from .venv (the README's first command; JAX_PYTHON picks
 # another). The torch styles: 'sequential' (three retained backward passes, as common ports do),
 # 'minimal' (the least work: one forward pass, per-network pullbacks) and 'authors_mar' (the
-# authors' March passes, the same work as celeba64.py:mar here). Both sides use the paper's
-# encoder width 2048 (the torch reference's --fc).
+# authors' March passes, the same work as celeba64.py:mar here). JAX runs the authors' passes
+# (Mar, then Feb) in float32 and bfloat16, then our joint passes in float32. Both sides use the
+# paper's encoder width 2048 (the torch reference's --fc).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 runs=${RUNS:-3}
@@ -50,4 +51,10 @@ for config_arg in mar ''; do
   "$jax_python" benchmarks/train_step.py --config_arg="$config_arg" --encoder_hidden_features=2048 \
       --dtypes=float32,bfloat16 --runs="$runs" --steps="$steps" "${jax_smoke[@]}" 2>&1 \
       | grep -E '^\[|^\{'
+done
+# Our joint passes (model.passes='joint'), float32, for the cost of the authors' separate ones.
+for config_arg in mar ''; do
+  "$jax_python" benchmarks/train_step.py --config_arg="$config_arg" --passes=joint \
+      --encoder_hidden_features=2048 --dtypes=float32 --runs="$runs" --steps="$steps" \
+      "${jax_smoke[@]}" 2>&1 | grep -E '^\[|^\{'
 done

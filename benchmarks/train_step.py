@@ -75,13 +75,13 @@ def benchmark(config: ml_collections.ConfigDict, runs: int, steps_per_run: int,
   flops_per_step = float(cost.get('flops', float('nan'))) * len(devices)
 
   for i in range(warmup_steps):
-    train_state, metrics = train_step(train_state, batches[i % 2], None)
+    train_state, metrics = compiled(train_state, batches[i % 2], None)
   jax.block_until_ready((train_state, metrics))
   seconds_per_step = []
   for _ in range(runs):
     start = time.perf_counter()
     for i in range(steps_per_run):
-      train_state, metrics = train_step(train_state, batches[i % 2], None)
+      train_state, metrics = compiled(train_state, batches[i % 2], None)
     jax.block_until_ready((train_state, metrics))
     seconds_per_step.append((time.perf_counter() - start) / steps_per_run)
 

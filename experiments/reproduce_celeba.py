@@ -35,6 +35,11 @@ _DATA_DIR = flags.DEFINE_string('data_dir', '~/tensorflow_datasets', 'Prepared d
 _STEPS = flags.DEFINE_integer('steps', None, 'Train steps per model (default: SYNTHETIC_STEPS '
                               'for synthetic, the config for celeba).')
 _PREDICTOR_STEPS = flags.DEFINE_integer('predictor_steps', 1500, 'Attribute predictor steps.')
+_QUALITY_SAMPLES = flags.DEFINE_integer('quality_samples', None, 'Images per set for the sample '
+                                        'quality table (default: 2000 synthetic, 10000 celeba).')
+_EXTRACTOR = flags.DEFINE_enum('extractor', 'domain', ['domain', 'inception'], 'Feature space of '
+                               'the quality table (inception needs pytorch-fid\'s weights).')
+_INCEPTION_WEIGHTS = flags.DEFINE_string('inception_weights', None, "pytorch-fid's weights file.")
 
 SYNTHETIC_STEPS = 500
 # label -> (model kind, conditional); the label is the row name in the figures.
@@ -49,6 +54,8 @@ CAPTIONS = {
     'interpolation': 'VAE/GAN: straight lines in z between pairs of test images.',
     'conditional_samples': 'Conditional models: samples for the attributes of the test images in '
                            'the top row, one z per column shared by all models (paper Fig. 6).',
+    'quality': 'FID of each model\'s samples from p(z) and of its reconstructions of test images '
+               '(lower is better); the table below has KID, precision and recall too.',
 }
 TOGGLES_CAPTION = ('{run}: the first test image\'s attributes, then each attribute switched to '
                    'its opposite, one row each; the same z in every row.')
@@ -70,6 +77,31 @@ def model_config(kind: str, conditional: bool) -> ml_collections.ConfigDict:
   if _STEPS.value:
     config.num_train_steps = _STEPS.value
   return config
+
+
+def quality_section(numbers: dict) -> list[str]:
+  """The sample-quality table, and the paper's ordering claim stated as measured."""
+  table, name = numbers['table'], numbers['extractor']
+  lines = ['## Sample quality', '',
+           f'In the {name} feature space ({numbers["extractor_checkpoint"]}), '
+           f'{numbers["num_samples"]} images per set, against the test split. FID and KID: '
+           f'lower is better; precision (samples inside the data\'s manifold) and recall (data '
+           f'inside the samples\' manifold): higher is better.', '',
+           '| model | FID samples | KID samples | precision | recall | FID reconstructions |',
+           '|---|---|---|---|---|---|']
+  for label, row in table.items():
+    samples = row['samples']
+    reconstructions = row.get('reconstructions', {}).get('fid')
+    lines.append(f'| {label} | {samples["fid"]:.2f} | {samples["kid"]:.4f} | '
+                 f'{samples["precision"]:.3f} | {samples["recall"]:.3f} | '
+                 f'{"-" if reconstructions is None else f"{reconstructions:.2f}"} |')
+  fid = {label: row['samples']['fid'] for label, row in table.items()}
+  if {'VAE', 'GAN', 'VAE/GAN'} <= set(fid):
+    verdict = lambda label: 'ahead of' if fid[label] < fid['VAE'] else 'not ahead of'
+    lines += ['', f'The paper\'s ordering, measured: VAE/GAN (sample FID {fid["VAE/GAN"]:.2f}) '
+              f'is {verdict("VAE/GAN")} VAE ({fid["VAE"]:.2f}), and GAN ({fid["GAN"]:.2f}) is '
+              f'{verdict("GAN")} VAE.']
+  return lines + ['']
 
 
 def write_index(out: str, written: dict[str, dict[str, str]], accuracy: dict) -> str:
@@ -97,6 +129,7 @@ def write_index(out: str, written: dict[str, dict[str, str]], accuracy: dict) ->
   lines += [f'| {label} | {row["cosine_similarity"]:.3f} | {row["mean_squared_error"]:.3f} |'
             for label, row in table.items()]
   lines += ['']
+  lines += quality_section(json.load(open(written['quality']['json'])))
   trained = {name: value for name, value in accuracy.items() if value is not None}
   lines += ['## Attribute predictor', '', 'Test accuracy per attribute:', '',
             '| attribute | accuracy |', '|---|---|']
@@ -141,6 +174,10 @@ def main(argv: list[str]) -> None:
   written.update(figures.make_figure(
       'conditional', {label: run_dirs[label] for label in ('cVAE', 'cGAN', 'cVAE/GAN')},
       figure_dir, count=8, seed=0, data_dir=None, predictor=predictor_dir, num_requests=1000))
+  written.update(figures.make_figure(
+      'quality', unconditional, figure_dir, data_dir=None, extractor=_EXTRACTOR.value,
+      inception_weights=_INCEPTION_WEIGHTS.value, seed=0,
+      num_samples=_QUALITY_SAMPLES.value or (2000 if _DATASET.value == 'synthetic' else 10_000)))
   index = write_index(out, written, accuracy)
   print(json.dumps({'index': index, **{name: paths['png'] for name, paths in written.items()}}))
 

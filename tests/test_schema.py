@@ -94,4 +94,6 @@ def test_resumable_settings_are_those_that_leave_state_and_batches_alone():
   assert set(schema.RESUMABLE) == {
       'num_train_steps', 'log_every_steps', 'image_every_steps', 'eval_every_steps',
       'eval_batches', 'checkpoint_every_steps', 'keep_checkpoints', 'grid_size', 'data.data_dir',
-      'data.raw_dir', 'data.reader_threads', 'data.synthetic_images', 'model.conv_gradients'}
+      'data.raw_dir', 'data.reader_threads', 'data.synthetic_images', 'model.conv_gradients',
+      'quality.every_steps', 'quality.num_samples', 'quality.extractor', 'quality.extractor_steps',
+      'quality.inception_weights'}

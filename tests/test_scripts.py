@@ -10,8 +10,9 @@ REPO = os.path.dirname(os.path.dirname(__file__))
 
 
 def run(command, returncode=0, **env):
+  """Runs a script as a user would, on one CPU device (not the tests' eight fake ones)."""
   result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=REPO, **env))
+                          env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', **env))
   assert result.returncode == returncode, result.stdout[-3000:] + result.stderr[-3000:]
   return result.stdout
 
@@ -31,6 +32,13 @@ def test_input_pipeline_benchmark_smoke():
   (result,) = json_lines(run([sys.executable, 'benchmarks/input_pipeline.py', '--smoke']))
   assert result['num_images'] == 200 and result['prepare_images_per_s'] > 0
   assert result['host_images_per_s_median'] > 0 and result['device_images_per_s_median'] > 0
+
+
+def test_quality_benchmark_smoke():
+  (result,) = json_lines(run([sys.executable, 'benchmarks/quality.py', '--smoke']))
+  assert result['smoke'] and result['points'] == 64
+  assert result['domain_images_per_s'] > 0 and result['inception_images_per_s'] > 0
+  assert all(result[f'{name}_fid_s'] >= 0 for name in ('domain', 'inception'))
 
 
 def test_gpu_benchmark_script_smoke():
@@ -62,7 +70,8 @@ def test_compare_with_torch_script_smoke(tmp_path):
   assert [(line['style'], line['bf16']) for line in torch_lines] == [
       ('sequential', False), ('minimal', False), ('authors_mar', False), ('minimal', True)]
   assert all(line['fc'] == 2048 and line['batch'] == 2 for line in torch_lines)
-  assert [line['config_arg'] for line in jax_lines] == ['mar', '']
+  assert [(line['config_arg'], line['passes']) for line in jax_lines] == [
+      ('mar', 'separate'), ('', 'separate'), ('mar', 'joint'), ('', 'joint')]
   assert all(line['encoder_hidden_features'] == 2048 for line in jax_lines)
 
 

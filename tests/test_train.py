@@ -235,3 +235,21 @@ def test_condition_on_an_attribute_the_data_lacks_is_named(tmp_path, data_dir):
                                               r'5_o_Clock_Shadow'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not os.path.exists(str(tmp_path / 'run' / 'checkpoints'))
+
+
+def test_the_loop_measures_sample_quality_in_the_domain_feature_space(tmp_path, data_dir):
+  config = tiny_run_config(data_dir, num_train_steps=3)
+  config.quality.extractor = 'domain'
+  workdir = str(tmp_path / 'quality')
+  train.train_and_evaluate(config, workdir)
+  lines = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  (measured,) = [line for line in lines if line['kind'] == 'quality']
+  assert measured['step'] == 3
+  for label in ('samples', 'reconstructions'):
+    for metric in ('fid', 'kid', 'kid_std', 'precision', 'recall'):
+      assert np.isfinite(measured[f'{metric}_domain_{label}']), (metric, label)
+    assert 0 <= measured[f'precision_domain_{label}'] <= 1
+    assert measured[f'fid_domain_{label}'] > 0
+  folder = os.path.join(data_dir, 'vaegan_extractors', 'synthetic_16', 'domain')
+  assert os.path.exists(os.path.join(folder, 'predictor.json'))      # trained once, cached
+  assert os.path.exists(os.path.join(folder, 'reference_test_32.npz'))

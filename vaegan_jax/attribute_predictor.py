@@ -28,18 +28,19 @@ from vaegan_jax import input_pipeline, preprocess
 
 
 class AttributeCNN(nn.Module):
-  """[B, R, R, C] images in [-1, 1] -> [B, A] attribute logits."""
+  """[B, R, R, C] images in [-1, 1] -> [B, A] attribute logits, or with hidden_only the [B,
+  hidden] features of the layer below them (the domain feature space of extractors.py)."""
   num_attributes: int
   channels: tuple[int, ...] = (32, 64, 128)
   hidden: int = 256
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> jax.Array:
+  def __call__(self, images: jax.Array, hidden_only: bool = False) -> jax.Array:
     x = images
     for features in self.channels:
       x = nn.relu(nn.Conv(features, (3, 3), strides=(2, 2))(x))
     x = nn.relu(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
-    return nn.Dense(self.num_attributes)(x)
+    return x if hidden_only else nn.Dense(self.num_attributes)(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,16 +53,28 @@ class Predictor:
 
   def probabilities(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Images [N, R, R, C], uint8 or float in [-1, 1] -> P(attribute) [N, A]."""
+    return self._batched(_probabilities, images, batch_size)
+
+  def hidden_features(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Images [N, R, R, C], uint8 or float in [-1, 1] -> the hidden layer's features [N, 256]."""
+    return self._batched(_hidden_features, images, batch_size)
+
+  def _batched(self, function, images: np.ndarray, batch_size: int) -> np.ndarray:
     if images.dtype == np.uint8:
       images = preprocess.to_model_range(images)
     model = AttributeCNN(len(self.attribute_names))
-    return np.concatenate([np.asarray(_probabilities(model, self.params, images[i:i + batch_size]))
+    return np.concatenate([np.asarray(function(model, self.params, images[i:i + batch_size]))
                            for i in range(0, len(images), batch_size)])
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _probabilities(model, params, images):
   return jax.nn.sigmoid(model.apply({'params': params}, images))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _hidden_features(model, params, images):
+  return model.apply({'params': params}, images, hidden_only=True)
 
 
 def masked_bce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:

@@ -7,6 +7,8 @@ r"""The paper's CelebA figures from trained runs: one command each, a PNG plus i
   python -m vaegan_jax.figures --figure=attributes --out=figures --run=VAE/GAN=runs/vaegan
   python -m vaegan_jax.figures --figure=conditional --out=figures --predictor=runs/predictor \
       --run=cVAE=runs/cond_vae --run=cGAN=runs/cond_gan --run=cVAE/GAN=runs/cond_vaegan
+  python -m vaegan_jax.figures --figure=quality --out=figures --extractor=domain \
+      --run=VAE=runs/vae --run=VAE_Dis_l=runs/vae_disl --run=GAN=runs/gan --run=VAE/GAN=runs/vaegan
 
 samples          Fig. 3: one labelled row of samples from a fixed z ~ N(0, I) per run.
 reconstructions  Fig. 4: the first test images, then each run's reconstructions of them.
@@ -20,6 +22,11 @@ conditional      Fig. 6 and the attribute-similarity table: conditional runs gen
                  predicted 2 P(attribute) - 1, with the test images themselves as the reference
                  row, and the test images scored against another image's y (what ignoring the
                  request scores). Per run, a second figure switches one attribute at a time.
+quality          FID, KID, precision and recall (quality.py) of each run's --num_samples samples
+                 from p(z) and of its reconstructions of as many test images, against the test
+                 split, in the --extractor feature space (extractors.py: 'domain', an attribute
+                 predictor trained once on the runs' dataset, or 'inception', the standard FID
+                 network); bar charts of FID.
 
 Runs are read from their workdirs (the checkpoint holds the config); the test and training images
 come from the dataset the first run was trained on (--data_dir overrides where it lies).
@@ -35,15 +42,16 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
-from vaegan_jax import (attribute_predictor, attributes, input_pipeline, metric_writers,
-                        preprocess, runs)
+from vaegan_jax import (attribute_predictor, attributes, extractors, input_pipeline,
+                        metric_writers, preprocess, runs)
 
 # The 18 attributes the authors' code edited (celeba_aegan.py, `selected_attributes`).
 PAPER_ATTRIBUTES = (
     'Bald', 'Bangs', 'Black_Hair', 'Blond_Hair', 'Bushy_Eyebrows', 'Eyeglasses', 'Gray_Hair',
     'Heavy_Makeup', 'High_Cheekbones', 'Male', 'Mustache', 'Pale_Skin', 'Rosy_Cheeks', 'Smiling',
     'Straight_Hair', 'Wavy_Hair', 'Wearing_Lipstick', 'Young')
-FIGURES = ('samples', 'reconstructions', 'attributes', 'conditional')
+FIGURES = ('samples', 'reconstructions', 'attributes', 'conditional', 'quality')
+QUALITY_METRICS = ('fid', 'kid', 'kid_std', 'precision', 'recall')
 
 
 # ---------------------------------------------------------------- drawing
@@ -77,15 +85,17 @@ def save(out_dir: str, name: str, image: np.ndarray, numbers: dict) -> dict[str,
 # ---------------------------------------------------------------- data
 def check_runs_fit(loaded: dict[str, runs.Run], what: str) -> None:
   """Raises ValueError unless the runs share image shape, latent size and conditioning, and are
-  conditional exactly when the figure is 'conditional'."""
+  conditional exactly when the figure is 'conditional'. The quality figure takes any mix of
+  conditional and unconditional runs: each is scored on its own."""
+  scored_alone = what == 'quality'
   shapes = {label: (run.config.model.resolution, run.config.model.image_channels,
-                    run.config.model.latent_dim, run.condition_on)
+                    run.config.model.latent_dim) + (() if scored_alone else (run.condition_on,))
             for label, run in loaded.items()}
   if len(set(shapes.values())) > 1:
     raise ValueError(f'The runs of one {what} figure must share resolution, channels, '
                      f'latent size and model.condition_on; got {shapes}.')
-  wrong = [label for label, run in loaded.items() if bool(run.condition_on) != (
-      what == 'conditional')]
+  wrong = [label for label, run in loaded.items() if not scored_alone and bool(
+      run.condition_on) != (what == 'conditional')]
   if wrong:
     raise ValueError(f'{wrong}: the {what} figure takes ' + (
         'conditional runs (model.condition_on set).' if what == 'conditional' else
@@ -207,6 +217,65 @@ def conditional_figures(loaded: dict[str, runs.Run], test_split: input_pipeline.
   return figures
 
 
+def bar_chart(title: str, values: dict[str, float], width: int = 420) -> np.ndarray:
+  """A small horizontal bar chart [H, W, 3] uint8: one labelled bar per entry, its value
+  printed at its end, bars scaled to the largest value."""
+  font = ImageFont.load_default()
+  probe = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+  margin = 8 + int(max([probe.textlength(label, font=font) for label in values] + [0]))
+  row, top = 18, 20
+  canvas = Image.new('RGB', (width, top + row * len(values) + 6), 'white')
+  draw = ImageDraw.Draw(canvas)
+  draw.text((4, 4), title, fill='black', font=font)
+  largest = max([abs(value) for value in values.values()] + [1e-12])
+  span = width - margin - 60
+  for index, (label, value) in enumerate(values.items()):
+    y = top + index * row
+    length = int(span * abs(value) / largest)
+    draw.text((4, y + 2), label, fill='black', font=font)
+    draw.rectangle((margin, y + 2, margin + length, y + row - 4), fill=(70, 110, 170))
+    draw.text((margin + length + 4, y + 2), f'{value:.4g}', fill='black', font=font)
+  return np.asarray(canvas)
+
+
+def quality_figure(loaded: dict[str, runs.Run], extractor: extractors.Extractor,
+                   reference: extractors.Reference, test_split: input_pipeline.PreparedSplit,
+                   num_samples: int, seed: int) -> tuple[np.ndarray, dict]:
+  """FID, KID, precision and recall of each run's samples from p(z) and of its reconstructions
+  of the first test images, against the test split, in one feature space; bar charts of FID.
+  Conditional runs draw their samples for the test images' attributes."""
+  check_runs_fit(loaded, 'quality')
+  test = test_split.read(np.arange(min(num_samples, len(test_split))))
+  latent_dim = next(iter(loaded.values())).config.model.latent_dim
+  latents = np.random.default_rng(seed).standard_normal((len(test['image']), latent_dim)
+                                                        ).astype(np.float32)
+  table = {}
+  for label, run in loaded.items():
+    conditions = (run.conditions(test['attributes'], test_split.attribute_names)
+                  if run.condition_on else None)
+    sets = {'samples': run.decode(latents, conditions)}
+    if run.networks.encoder is not None:
+      sets['reconstructions'] = run.decode(run.encode(test['image'], conditions), conditions)
+    table[label] = {}
+    for name, images in sets.items():
+      measured = extractors.compare(extractor, reference, images, name)
+      table[label][name] = {metric: measured[f'{metric}_{extractor.name}_{name}']
+                            for metric in QUALITY_METRICS}
+  charts = [bar_chart(f'FID ({extractor.name} features) of {name}, lower is better',
+                      {label: row[name]['fid'] for label, row in table.items() if name in row})
+            for name in ('samples', 'reconstructions')
+            if any(name in row for row in table.values())]
+  image = np.concatenate([np.pad(chart, ((0, 0), (0, max(c.shape[1] for c in charts)
+                                                   - chart.shape[1]), (0, 0)),
+                                 constant_values=255) for chart in charts])
+  numbers = {'extractor': extractor.name, 'extractor_checkpoint': extractor.checkpoint,
+             'reference': {'split': test_split.split, 'images': reference.statistics.count},
+             'num_samples': len(test['image']), 'seed': seed, 'table': table,
+             'runs': {label: {'workdir': run.workdir, 'kind': run.config.model.kind,
+                              'step': run.step} for label, run in loaded.items()}}
+  return image, numbers
+
+
 def edit_numbers(run: runs.Run, predictor: attribute_predictor.Predictor,
                  test_latents: np.ndarray, present: np.ndarray, names: Sequence[str],
                  vectors: np.ndarray) -> dict[str, dict[str, float]]:
@@ -293,6 +362,15 @@ def define_flags() -> None:
   flags.DEFINE_string('predictor', None, 'attributes: a trained attribute predictor (its --out '
                       'folder) to measure how often each edit works; conditional: the judge '
                       '(required).')
+  flags.DEFINE_enum('extractor', 'domain', ['domain', 'inception'], 'quality: the feature '
+                    'space: an attribute predictor trained on the runs\' dataset (made once) or '
+                    'the standard FID Inception network.')
+  flags.DEFINE_string('inception_weights', None, "quality: pytorch-fid's Inception weights file "
+                      '(default: downloaded once into ~/.cache/vaegan_jax).')
+  flags.DEFINE_integer('num_samples', 10_000, 'quality: images per set (samples, and test '
+                       'images reconstructed).')
+  flags.DEFINE_integer('extractor_steps', 1500, 'quality: training steps of the domain '
+                       'extractor when it is made (once per dataset).')
   flags.DEFINE_integer('num_requests', 1000, 'conditional: test attribute vectors to generate '
                        'from and judge.')
 
@@ -306,6 +384,27 @@ def parse_runs(specs: Sequence[str]) -> dict[str, str]:
       raise ValueError(f'--run={spec!r}: expected LABEL=WORKDIR, e.g. --run=VAE/GAN=runs/vaegan.')
     parsed[label] = workdir
   return parsed
+
+
+def quality_space(run: runs.Run, options: dict
+                  ) -> tuple[extractors.Extractor, extractors.Reference]:
+  """The feature extractor options name, and the run's test split's reference statistics in it
+  (both cached next to the prepared dataset)."""
+  data, model = run.config.data, run.config.model
+  data_dir = os.path.expanduser(options.get('data_dir') or data.data_dir)
+  folder = extractors.cache_dir(data_dir, data.name, model.resolution, model.image_channels,
+                                options['extractor'])
+  if options['extractor'] == 'inception':
+    extractor = extractors.inception_extractor(options.get('inception_weights'))
+  else:
+    extractor = extractors.domain_extractor(
+        input_pipeline.open_configured(run.config, data.train_split, data_dir), folder,
+        options.get('extractor_steps', extractors.DOMAIN_PREDICTOR_STEPS))
+    if extractor is None:
+      raise ValueError(f'{data.name} has no attribute that varies, so no domain feature '
+                       f'extractor can be trained on it; use --extractor=inception.')
+  test_split = input_pipeline.open_configured(run.config, data.eval_split, data_dir)
+  return extractor, extractors.reference(extractor, test_split, folder, options['num_samples'])
 
 
 def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) -> dict:
@@ -324,6 +423,9 @@ def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) 
         loaded, split('eval_split'),
         attribute_predictor.load(options['predictor']), options['num_requests'],
         options['count'], options['seed'])
+  elif figure == 'quality':
+    made = {'quality': quality_figure(loaded, *quality_space(first, options), split('eval_split'),
+                                      options['num_samples'], options['seed'])}
   elif figure == 'reconstructions':
     test = split('eval_split')
     images = test.read(np.arange(min(options['count'], len(test))))['image']
@@ -349,8 +451,10 @@ def main(argv: list[str]) -> None:
         seed=args.seed, attributes=args.attributes, num_encode=args.num_encode,
         num_test=args.num_test, strengths=args.strengths,
         interpolation_steps=args.interpolation_steps, predictor=args.predictor,
-        num_requests=args.num_requests)
-  except (ValueError, FileNotFoundError) as error:
+        num_requests=args.num_requests, extractor=args.extractor,
+        inception_weights=args.inception_weights, num_samples=args.num_samples,
+        extractor_steps=args.extractor_steps)
+  except (ValueError, FileNotFoundError) as error:    # WeightsError and DataError included
     raise SystemExit(f'vaegan-figures: {error}') from None
   for name, paths in written.items():
     print(f'{name}: {paths["png"]} {paths["json"]}')

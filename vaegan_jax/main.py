@@ -20,7 +20,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vaegan_jax import checkpoints, metric_writers, train
+from vaegan_jax import checkpoints, inception, metric_writers, train
 from vaegan_jax.configs import schema
 from vaegan_jax.dataset_layout import DataError
 
@@ -68,7 +68,8 @@ def main(argv: list[str]) -> None:
                jax.process_count(), jax.local_device_count(), jax.default_backend())
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (schema.ConfigError, DataError, checkpoints.IncompatibleCheckpoint) as error:
+  except (schema.ConfigError, DataError, checkpoints.IncompatibleCheckpoint,
+          inception.WeightsError) as error:
     raise SystemExit(f'vaegan-train: {error}') from None     # start-up problems: the message alone
 
 

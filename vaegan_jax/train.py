@@ -18,7 +18,8 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from vaegan_jax import checkpoints, input_pipeline, metric_writers, prepare, state, steps
+from vaegan_jax import (checkpoints, extractors, input_pipeline, metric_writers, prepare, state,
+                        steps)
 from vaegan_jax.configs import schema
 from vaegan_jax.dataset_layout import DataError
 from vaegan_jax.sharding import DEVICE_AXIS, device_sharding
@@ -28,6 +29,7 @@ from vaegan_jax.sharding import DEVICE_AXIS, device_sharding
 # (seed) and from each other, and every evaluation draws the same ones.
 GRID_SEED_OFFSET = 1
 EVAL_SEED_OFFSET = 2
+QUALITY_SEED_OFFSET = 1_000_000      # batch b of a quality measurement: seed + this + b
 GRID_CAPTIONS = {
     'samples': 'samples: the same z ~ N(0, I) at every step',
     'reconstructions': 'reconstructions of the test images (encoder mean)',
@@ -140,6 +142,55 @@ def evaluate(eval_step: Callable, train_state: state.TrainState,
   return {name: value / max(count, 1) for name, value in totals.items()}
 
 
+def quality_probe(config: ml_collections.ConfigDict, eval_split: input_pipeline.PreparedSplit
+                  ) -> tuple[extractors.Extractor, extractors.Reference] | None:
+  """The feature extractor and the eval split's reference statistics for the in-loop sample
+  quality (made once and cached next to the prepared dataset); None, said in one log line,
+  where the config turns it off or the dataset has no extractor."""
+  if config.quality.extractor == 'none':
+    return None
+  data, model = config.data, config.model
+  folder = extractors.cache_dir(os.path.expanduser(data.data_dir), data.name, model.resolution,
+                                model.image_channels, config.quality.extractor)
+  if config.quality.extractor == 'inception':
+    extractor = extractors.inception_extractor(config.quality.inception_weights)
+  else:
+    extractor = extractors.domain_extractor(
+        input_pipeline.open_configured(config, data.train_split), folder,
+        config.quality.extractor_steps)
+  if extractor is None:
+    logging.info('No sample-quality metrics: %s has no attribute that varies to train the '
+                 'domain feature extractor on.', data.name)
+    return None
+  return extractor, extractors.reference(extractor, eval_split, folder,
+                                         config.quality.num_samples)
+
+
+def measure_quality(eval_step: Callable, train_state: state.TrainState,
+                    batches: Iterable[dict[str, jax.Array]], probe, count: int, seed: int,
+                    latent_dim: int) -> dict[str, float]:
+  """FID, KID, precision and recall of `count` samples from p(z) and of the reconstructions of
+  as many test images (from `batches`, model input), in the probe's feature space."""
+  outputs: dict[str, list[np.ndarray]] = {}
+  seen = 0
+  for index, batch in enumerate(batches):
+    latents = jax.random.normal(jax.random.PRNGKey(seed + QUALITY_SEED_OFFSET + index),
+                                batch['image'].shape[:2] + (latent_dim,))
+    images, _ = eval_step(train_state, batch['image'], latents, batch.get('condition'))
+    if jax.process_count() > 1:
+      images = multihost_utils.process_allgather(images)
+    for name, value in images.items():
+      outputs.setdefault(name, []).append(np.asarray(value).reshape(-1, *value.shape[2:]))
+    seen += int(np.prod(batch['image'].shape[:2])) * jax.process_count()
+    if seen >= count:
+      break
+  extractor, reference = probe
+  metrics = {}
+  for name, images in outputs.items():          # 'samples', and 'reconstructions' with an encoder
+    metrics.update(extractors.compare(extractor, reference, np.concatenate(images)[:count], name))
+  return metrics
+
+
 # ---------------------------------------------------------------- the run
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
   """Train `config` in `workdir`, resuming from its latest checkpoint; returns the final state."""
@@ -161,10 +212,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       process_index=jax.process_index(), process_count=jax.process_count())
   batches = input_pipeline.TrainingIterator(load, devices, threads=config.data.reader_threads,
                                             condition_columns=columns)
-  eval_batches = lambda: input_pipeline.eval_inputs(
+  eval_batches = lambda limit: input_pipeline.eval_inputs(
       eval_split, global_batch_size=config.global_batch_size, devices=devices,
       condition_columns=columns, process_index=jax.process_index(),
-      process_count=jax.process_count(), max_batches=config.eval_batches or None)
+      process_count=jax.process_count(), max_batches=limit)
+  probe = quality_probe(config, eval_split)
 
   # ---- Model, optimisers and the initial state.
   training = state.create_training(config, DEVICE_AXIS)
@@ -214,7 +266,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       stop = preempted(step)
       due = lambda every: stop or is_due(step, every, total)
       if not any(map(due, (config.log_every_steps, config.image_every_steps,
-                           config.eval_every_steps, config.checkpoint_every_steps))):
+                           config.eval_every_steps, config.quality.every_steps,
+                           config.checkpoint_every_steps))):
         continue
       host_history = jax.device_get(history)
       bad = first_non_finite(host_history)
@@ -237,11 +290,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       if due(config.image_every_steps):
         write_grids(eval_step, train_state, grids, writer, step, config.grid_size)
       if due(config.eval_every_steps):
-        averages = evaluate(eval_step, train_state, eval_batches(), config.seed,
-                            config.model.latent_dim)
+        averages = evaluate(eval_step, train_state, eval_batches(config.eval_batches or None),
+                            config.seed, config.model.latent_dim)
         writer.write_scalars(step, 'eval', averages)
         logging.info('eval at step %d: %s', step,
                      ' '.join(f'{name}={value:.4g}' for name, value in sorted(averages.items())))
+      if probe is not None and due(config.quality.every_steps):
+        metrics_now = measure_quality(eval_step, train_state, eval_batches(None), probe,
+                                      config.quality.num_samples, config.seed,
+                                      config.model.latent_dim)
+        writer.write_scalars(step, 'quality', metrics_now)
+        logging.info('sample quality at step %d: %s', step, ' '.join(
+            f'{name}={value:.4g}' for name, value in sorted(metrics_now.items())
+            if not name.startswith('kid_std')))
       if due(config.checkpoint_every_steps):
         checkpointer.save(step, train_state, batches.get_state(), config)
       if stop:

@@ -142,6 +142,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.image_every_steps = 1000          # [ours] sample and reconstruction grids
   config.eval_every_steps = 2500           # [ours] test-split metrics (and at the end)
   config.eval_batches = 20                 # [ours] test batches per evaluation (0: all)
+  # [ours] sample quality in the loop: FID, KID, precision and recall of samples from p(z) and
+  # of test reconstructions, in a feature space (extractors.py): 'domain' (an attribute
+  # predictor trained once on the dataset's labels), 'inception' (the standard FID network,
+  # from pytorch-fid's weights file) or 'none'
+  config.quality = ml_collections.ConfigDict(dict(
+      every_steps=2500,                    # [ours] (and at the end)
+      num_samples=10_000,                  # [ours] images per set
+      extractor='domain',                  # [ours]
+      extractor_steps=1500,                # [ours] training steps of the domain extractor
+      inception_weights='',                # [ours] the .pth file ('': download once, cached)
+  ))
   config.checkpoint_every_steps = 2500     # [ours] also on SIGTERM and at the end
   config.keep_checkpoints = 3              # [ours] the last K are kept
   config.grid_size = 8                     # [ours] grids of grid_size x grid_size images

@@ -30,6 +30,7 @@ OPTIMIZER_NAMES = ('rmsprop',)
 SCHEDULES = ('constant', 'anneal')
 FLIP_MODES = ('none', 'batch', 'example')
 ORDERS = ('shuffled', 'sequential')
+EXTRACTORS = ('domain', 'inception', 'none')
 
 
 class ConfigError(ValueError):
@@ -162,6 +163,11 @@ SCHEMA: dict[str, Setting] = {
     'image_every_steps': Setting(positive_int, resumable=True),
     'eval_every_steps': Setting(positive_int, resumable=True),
     'eval_batches': Setting(count_or_all, resumable=True),
+    'quality.every_steps': Setting(positive_int, resumable=True),
+    'quality.num_samples': Setting(positive_int, resumable=True),
+    'quality.extractor': Setting(choice(*EXTRACTORS), resumable=True),
+    'quality.extractor_steps': Setting(positive_int, resumable=True),
+    'quality.inception_weights': Setting(text, resumable=True),
     'checkpoint_every_steps': Setting(positive_int, resumable=True),
     'keep_checkpoints': Setting(positive_int, resumable=True),
     'grid_size': Setting(positive_int, resumable=True),

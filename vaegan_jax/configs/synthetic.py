@@ -55,5 +55,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.image_every_steps = 100
   config.eval_every_steps = 400
   config.eval_batches = 10
+  config.quality.update(dict(every_steps=400, num_samples=2000))
   config.checkpoint_every_steps = 200
   return config

@@ -33,6 +33,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.image_every_steps = 3
   config.eval_every_steps = 3
   config.eval_batches = 1
+  # Off here, so that each test's runs do not train an extractor; the test of the in-loop
+  # metrics turns it on.
+  config.quality.update(dict(every_steps=3, num_samples=32, extractor='none',
+                             extractor_steps=30))
   config.checkpoint_every_steps = 3
   config.keep_checkpoints = 2
   config.grid_size = 4
