@@ -1,10 +1,13 @@
 """The README's benchmark and experiment commands, run in their smoke modes so that CI catches a
 script that no longer runs (nothing else calls them)."""
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import textwrap
+
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(__file__))
 
@@ -81,3 +84,28 @@ def test_reproduction_driver_help():
   assert 'python experiments/reproduce_celeba.py --out=reproduction' in output
   for flag in ('--out', '--dataset', '--raw_dir', '--data_dir', '--steps', '--predictor_steps'):
     assert f'  {flag}:' in output
+
+
+def load_experiment(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'experiments',
+                                                                   f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_quality_curves_helpers(tmp_path):
+  curves = load_experiment('quality_curves')
+  # Falls until step 300, then moves by less than 2%: it stopped falling at 300.
+  assert curves.plateau_step([100, 200, 300, 400, 500, 600, 700, 800],
+                             [90, 70, 50, 49.5, 50.2, 49.8, 49.6, 49.4]) == 300
+  assert curves.plateau_step([100, 200, 300, 400], [90, 80, 70, 60]) is None   # still falling
+  with open(tmp_path / 'metrics.jsonl', 'w') as file:
+    for step, kind, value in ((250, 'quality', 9.0), (250, 'train', 1.0), (500, 'quality', 7.0),
+                              (250, 'quality', 8.0)):
+      file.write(json.dumps({'step': step, 'kind': kind, 'fid_domain_samples': value}) + '\n')
+  assert [(r['step'], r['fid_domain_samples']) for r in curves.quality_curve(str(tmp_path))] == [
+      (250, 8.0), (500, 7.0)]                           # the last record of a step counts
+  chart = curves.line_chart({'VAE': ([1, 2], [5.0, 4.0]), 'VAE/GAN': ([1, 2], [6.0, 3.0])}, 'x')
+  assert chart.shape == (360, 640, 3)
+  assert np.any(np.all(chart == curves.COLOURS['VAE/GAN'], axis=-1))

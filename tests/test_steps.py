@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import build, build_from, tiny_config
+from conftest import build, build_from, needs_eight_devices, tiny_config
 
 from vaegan_jax import losses, passes, steps
 from vaegan_jax.sharding import DEVICE_AXIS
@@ -317,6 +317,7 @@ def run_pmapped(devices, steps_to_run=2, kind='vaegan', passes_choice='separate'
   return jax.device_get(state), jax.device_get(all_metrics)
 
 
+@needs_eight_devices
 @pytest.mark.parametrize('kind,passes_choice', [
     ('vaegan', 'separate'), ('vae', 'separate'), ('gan', 'separate'),
     ('vaegan,conditional', 'separate'), ('vaegan', 'joint')])
@@ -445,6 +446,7 @@ def test_bfloat16_compute_keeps_float32_state_and_matches_float32_losses():
     np.testing.assert_allclose(results['bfloat16'][name], results['float32'][name], rtol=0.05)
 
 
+@needs_eight_devices
 def test_pmapped_eval_step_on_eight_devices_equals_one_and_uses_mu():
   config, networks, _, state = build('vaegan', axis_name=DEVICE_AXIS)
   x = images()

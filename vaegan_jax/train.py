@@ -81,6 +81,16 @@ def first_non_finite(history: list[tuple[int, dict[str, np.ndarray]]]) -> tuple[
   return None
 
 
+def report(writer: metric_writers.MetricWriter, step: int, kind: str,
+           values: dict[str, float]) -> None:
+  """An evaluation's numbers to metrics.jsonl and TensorBoard (as `kind`) and one console line
+  (KID's standard deviations only in the files)."""
+  writer.write_scalars(step, kind, values)
+  logging.info('%s at step %d: %s', kind, step, ' '.join(
+      f'{name}={value:.4g}' for name, value in sorted(values.items())
+      if not name.startswith('kid_std')))
+
+
 def format_line(step: int, total: int, averages: dict[str, float], images_per_s: float,
                 eta_s: float) -> str:
   """One console line: progress, every loss term the model kind has, D's outputs, the gating's
@@ -290,19 +300,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
       if due(config.image_every_steps):
         write_grids(eval_step, train_state, grids, writer, step, config.grid_size)
       if due(config.eval_every_steps):
-        averages = evaluate(eval_step, train_state, eval_batches(config.eval_batches or None),
-                            config.seed, config.model.latent_dim)
-        writer.write_scalars(step, 'eval', averages)
-        logging.info('eval at step %d: %s', step,
-                     ' '.join(f'{name}={value:.4g}' for name, value in sorted(averages.items())))
+        report(writer, step, 'eval', evaluate(
+            eval_step, train_state, eval_batches(config.eval_batches or None), config.seed,
+            config.model.latent_dim))
       if probe is not None and due(config.quality.every_steps):
-        metrics_now = measure_quality(eval_step, train_state, eval_batches(None), probe,
-                                      config.quality.num_samples, config.seed,
-                                      config.model.latent_dim)
-        writer.write_scalars(step, 'quality', metrics_now)
-        logging.info('sample quality at step %d: %s', step, ' '.join(
-            f'{name}={value:.4g}' for name, value in sorted(metrics_now.items())
-            if not name.startswith('kid_std')))
+        report(writer, step, 'quality', measure_quality(
+            eval_step, train_state, eval_batches(None), probe, config.quality.num_samples,
+            config.seed, config.model.latent_dim))
       if due(config.checkpoint_every_steps):
         checkpointer.save(step, train_state, batches.get_state(), config)
       if stop:
