@@ -48,3 +48,9 @@ def build(kind: str = 'vaegan', axis_name: str | None = None, learning_rate: flo
           **loss_overrides):
   """(config, networks, optimizers, initial state) of the tiny config for `kind`."""
   return build_from(tiny_config(kind, learning_rate, **loss_overrides), axis_name)
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  """One prepared synthetic dataset for every tiny run of a test module (made by the first)."""
+  return str(tmp_path_factory.mktemp('tfds'))

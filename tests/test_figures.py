@@ -162,7 +162,6 @@ def test_edit_success_by_hand():
 
 
 def test_attribute_predictor_learns_and_round_trips(tmp_path, tiny_runs):
-  config = tiny.get_config()
   data_dir = os.path.join(os.path.dirname(tiny_runs['vae']), 'data')
   open_split = lambda split: input_pipeline.open_prepared(data_dir, 'synthetic', 16, 3, split)
   predictor = attribute_predictor.train_predictor(open_split('train+validation'), steps=60,

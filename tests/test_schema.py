@@ -96,4 +96,7 @@ def test_resumable_settings_are_those_that_leave_state_and_batches_alone():
       'eval_batches', 'checkpoint_every_steps', 'keep_checkpoints', 'grid_size', 'data.data_dir',
       'data.raw_dir', 'data.reader_threads', 'data.synthetic_images', 'model.conv_gradients',
       'quality.every_steps', 'quality.num_samples', 'quality.extractor', 'quality.extractor_steps',
-      'quality.inception_weights'}
+      'quality.inception_weights'} | {   # the schedule: the step sets the learning rate each time
+          f'optimizer.{network}.{key}' for network in ('encoder', 'decoder', 'discriminator')
+          for key in ('learning_rate', 'schedule', 'end_learning_rate', 'anneal_power',
+                      'anneal_epochs', 'steps_per_epoch')}

@@ -109,3 +109,9 @@ def test_quality_curves_helpers(tmp_path):
   chart = curves.line_chart({'VAE': ([1, 2], [5.0, 4.0]), 'VAE/GAN': ([1, 2], [6.0, 3.0])}, 'x')
   assert chart.shape == (360, 640, 3)
   assert np.any(np.all(chart == curves.COLOURS['VAE/GAN'], axis=-1))
+
+
+def test_kill_and_resume_script_smoke(tmp_path):
+  (result,) = json_lines(run([sys.executable, 'experiments/kill_and_resume.py',
+                              f'--out={tmp_path}', '--kills=2', '--steps=8']))
+  assert result['kills'] == 2 and result['same_parameters'] and result['same_metrics']

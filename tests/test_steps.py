@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import build, build_from, needs_eight_devices, tiny_config
 
-from vaegan_jax import losses, passes, steps
+from vaegan_jax import passes, steps
 from vaegan_jax.sharding import DEVICE_AXIS
 
 BATCH = 16

@@ -18,22 +18,7 @@ from tensorboardX.proto import event_pb2
 from vaegan_jax import checkpoints, metric_writers, runs, state, train
 from vaegan_jax.dataset_layout import DataError
 from vaegan_jax.configs import tiny
-
-REPO = os.path.dirname(os.path.dirname(__file__))
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  """One prepared synthetic dataset for every run of this module (made by the first run)."""
-  return str(tmp_path_factory.mktemp('tfds'))
-
-
-def tiny_run_config(data_dir, **overrides):
-  config = tiny.get_config()
-  config.data.data_dir = data_dir
-  config.update(overrides)
-  return config
-
+from tiny_runs import REPO, leaves, run_in_subprocess, tiny_run_config
 
 def read_events(path):
   """Every Event in a TensorBoard file (TFRecord framing: length, crc, data, crc)."""
@@ -44,10 +29,6 @@ def read_events(path):
       events.append(event_pb2.Event.FromString(file.read(length)))
       file.read(4)
   return events
-
-
-def leaves(tree):
-  return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
 
 
 def test_end_to_end_writes_every_report(tmp_path, data_dir):
@@ -78,27 +59,6 @@ def test_end_to_end_writes_every_report(tmp_path, data_dir):
   again = train.train_and_evaluate(tiny_run_config(data_dir, num_train_steps=6), workdir)
   for a, b in zip(leaves(final), leaves(again)):
     np.testing.assert_array_equal(a, b)
-
-
-RUN_SCRIPT = '''
-import os, sys
-os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
-os.environ['JAX_PLATFORMS'] = 'cpu'
-from vaegan_jax import train
-from vaegan_jax.configs import tiny
-config = tiny.get_config()
-config.data.data_dir = sys.argv[2]
-config.num_train_steps = int(sys.argv[3])
-config.checkpoint_every_steps = int(sys.argv[4])
-train.train_and_evaluate(config, sys.argv[1])
-'''
-
-
-def run_in_subprocess(workdir, data_dir, steps, checkpoint_every):
-  return subprocess.Popen([sys.executable, '-c', RUN_SCRIPT, workdir, data_dir, str(steps),
-                           str(checkpoint_every)],
-                          env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
 
 
 def test_killed_run_resumes_to_identical_parameters(tmp_path, data_dir):
@@ -137,22 +97,52 @@ def test_sigterm_saves_and_stops(tmp_path, data_dir):
   assert len(saved) == 1 and 2 <= saved[0] < 10_000, saved     # saved where it stopped
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
-  config = tiny_run_config(data_dir, num_train_steps=50, checkpoint_every_steps=1,
-                           log_every_steps=1)
-  for network in state.NETWORK_NAMES:
-    config.optimizer[network].learning_rate = 1e30
-  workdir = str(tmp_path / 'nan')
-  with pytest.raises(train.NonFiniteLoss, match=r'is not finite at step (\d+)') as error:
+def saved_steps(workdir):
+  return sorted(int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
+                if name.isdigit())
+
+
+@pytest.mark.parametrize('intervals', [dict(checkpoint_every_steps=1, eval_every_steps=1,
+                                            log_every_steps=1), {}])
+def test_divergence_is_never_saved_and_the_message_says_what_was_kept(tmp_path, data_dir,
+                                                                      intervals):
+  # The issue's run: the decoder's learning rate at 1e30 makes its weights ~1e30 after step 1
+  # and the eval at step 1 NaN; with the tiny config's intervals the first check is at step 2.
+  config = tiny_run_config(data_dir, num_train_steps=6, **intervals)
+  config.optimizer.decoder.learning_rate = 1e30
+  workdir = str(tmp_path / 'diverged')
+  with pytest.raises(train.NonFiniteLoss) as error:
     train.train_and_evaluate(config, workdir)
-  bad_step = int(error.value.args[0].split('at step ')[1].split('.')[0])
-  names = sorted(int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
-                 if name.isdigit())
-  assert names[-1] == bad_step - 1
+  message = str(error.value)
+  saved = saved_steps(workdir) if os.path.isdir(os.path.join(workdir, 'checkpoints')) else []
+  if saved:
+    assert f'the last checkpoint, step {saved[-1]}, is kept' in message, message
+  else:
+    assert 'no checkpoint was saved' in message, message
+  # The logit form is advised only where the config does not use it already.
+  assert ('gan_form="logit"' in message) == (config.loss.gan_form != 'logit')
   target = state.create_training(config).initial_state
-  restored, _ = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), 2).restore(
-      target, config)
-  assert all(np.all(np.isfinite(leaf)) for leaf in leaves(restored.decoder.params))
+  for step in saved:                       # whatever was saved is finite
+    restored = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))._read(
+        step, jax.device_get(target))[0]
+    assert checkpoints.first_non_finite_leaf(restored) is None
+
+  # As the message advises: a lower learning rate resumes (or starts) the same workdir.
+  config.optimizer.decoder.learning_rate = 1e-4
+  assert int(train.train_and_evaluate(config, workdir).step) == 6
+
+
+def test_a_non_finite_state_is_refused_by_save(tmp_path, data_dir):
+  config = tiny_run_config(data_dir)
+  good = state.create_training(config).initial_state
+  bad = good.replace(decoder=good.decoder.replace(params=jax.tree.map(
+      lambda leaf: leaf.at[..., 0].set(np.nan), good.decoder.params)))
+  checkpointer = checkpoints.Checkpointer(str(tmp_path / 'checkpoints'), keep=2)
+  checkpointer.save(1, good, {'next_batch': 1}, config)
+  with pytest.raises(checkpoints.NonFiniteState, match=r'step 2 .*decoder'):
+    checkpointer.save(2, bad, {'next_batch': 2}, config)
+  checkpointer.close()
+  assert saved_steps(str(tmp_path)) == [1]
 
 
 def test_incompatible_checkpoint_names_the_difference(tmp_path, data_dir):
@@ -168,6 +158,12 @@ def test_incompatible_checkpoint_names_the_difference(tmp_path, data_dir):
   assert 'model.latent_dim: checkpoint 8, config 16' in message
   assert 'loss.gamma: checkpoint 1e-05, config 1.0' in message
   assert 'new --workdir' in message and 'num_train_steps' not in message
+
+  # The learning rate and its schedule change neither the state's arrays nor the batches.
+  lowered = tiny_run_config(data_dir, num_train_steps=2)
+  lowered.optimizer.encoder.learning_rate = 1e-5
+  lowered.optimizer.discriminator.schedule = 'anneal'
+  assert int(train.train_and_evaluate(lowered, workdir).step) == 2
 
 
 def test_bad_config_values_fail_before_compiling(tmp_path, data_dir):

@@ -26,7 +26,6 @@ import math
 import numpy as np
 from PIL import Image
 
-from vaegan_jax import preprocess
 from vaegan_jax.dataset_layout import DataError, augmented_name
 from vaegan_jax.sources import Example, Source
 

@@ -1,27 +1,95 @@
 """Checkpoints with orbax: restore-or-init, save (every process takes part), the last K kept.
 
-A checkpoint holds three items: the TrainState, the training input's position and the config.
-Orbax writes each checkpoint into a temporary folder and renames it when complete, so a process
-that dies mid-write leaves the last good checkpoint as the latest one. On restore the saved
-config is compared with the current one; a difference in anything that shapes the state or the
-run (model, loss, optimizer, seed, batch, data order) is refused with the keys that differ. Which
-keys may differ is said once, in configs/schema.py (`resumable`).
+A checkpoint holds three items: the TrainState, the training input's position (with the train
+metrics of the report window in progress) and the config. What is promised:
+- Orbax writes each checkpoint into a temporary folder and renames it when complete, so a
+  process that dies mid-write leaves the last good checkpoint as the latest one.
+- A state with a NaN or Inf anywhere (parameters, batch statistics, optimizer state) is never
+  saved (`NonFiniteState`).
+- Old checkpoints are deleted only after the newest one has been read back, complete and finite:
+  rotation never removes the last good checkpoint in favour of an unverified one.
+- On restore, a checkpoint that cannot be read, does not match the state's shapes and dtypes, or
+  is not finite is moved aside (to `checkpoints-unusable/STEP`, with one log line saying why) and
+  the next newest is tried.
+- The saved config is compared with the current one; a difference in anything that shapes the
+  state or the run (model, loss, optimizer form, seed, batch, data order) is refused with the keys
+  that differ. Which keys may differ is said once, in configs/schema.py (`resumable`).
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 from vaegan_jax.configs.schema import RESUMABLE, flatten_config
+
+UNUSABLE_SUFFIX = '-unusable'
 
 
 class IncompatibleCheckpoint(ValueError):
   """The workdir's checkpoint was written by a run with another config."""
+
+
+class NonFiniteState(FloatingPointError):
+  """A state to be saved holds NaN or Inf (first in `leaf`); it was not saved."""
+
+  def __init__(self, step: int, leaf: str):
+    super().__init__(f'The state at step {step} holds NaN or Inf (first in {leaf}); not saved.')
+    self.leaf = leaf
+
+
+class UnusableCheckpoints(RuntimeError):
+  """The workdir has checkpoints, and none of them can be restored."""
+
+
+class CheckpointWriteError(OSError):
+  """Writing a checkpoint failed; the ones before it are kept."""
+
+
+class _Vanished(Exception):
+  """A checkpoint was deleted while it was being read."""
+
+
+VANISHED_RETRIES = 5      # a reader beside a running trainer starts over from the newest step
+
+
+def first_non_finite_leaf(tree: Any) -> str | None:
+  """The path of the first floating-point leaf of `tree` (host arrays) that holds a NaN or Inf,
+  or None if all are finite."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    leaf = np.asarray(leaf)
+    if np.issubdtype(leaf.dtype, np.floating) and not np.all(np.isfinite(leaf)):
+      return jax.tree_util.keystr(path)
+  return None
+
+
+def state_problem(restored: Any, target: Any) -> str | None:
+  """Why a restored state cannot be used: a different structure, shape or dtype than `target`'s,
+  or a NaN or Inf; None if it is usable."""
+  if jax.tree.structure(restored) != jax.tree.structure(target):
+    return 'its state has another structure than this config\'s'
+  for (path, got), expected in zip(jax.tree_util.tree_leaves_with_path(restored),
+                                   jax.tree.leaves(target)):
+    got, expected = np.asarray(got), np.asarray(expected)
+    if got.shape != expected.shape or got.dtype != expected.dtype:
+      return (f'{jax.tree_util.keystr(path)} is {got.dtype}{list(got.shape)}, expected '
+              f'{expected.dtype}{list(expected.shape)}')
+  bad = first_non_finite_leaf(restored)
+  return None if bad is None else f'{bad} holds NaN or Inf'
+
+
+def describe_error(error: Exception) -> str:
+  """One short line for a library's exception (tensorstore's run to many lines)."""
+  first = str(error).strip().splitlines()[0] if str(error).strip() else ''
+  return f'{type(error).__name__}: {first[:200]}'
 
 
 def config_differences(saved: dict[str, Any], current: ml_collections.ConfigDict) -> list[str]:
@@ -44,11 +112,15 @@ class Checkpointer:
 
   def __init__(self, directory: str, keep: int | None = None, read_only: bool = False):
     """keep: checkpoints kept when saving (None: all). read_only: only read (the folder must
-    exist); nothing is created or deleted."""
+    exist); nothing is created, moved or deleted."""
     self.directory = os.path.abspath(directory)
+    self.keep = keep
+    self.read_only = read_only
+    # Orbax keeps every step; `_rotate` deletes old ones once a newer one is verified.
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'input', 'config'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only))
+        options=ocp.CheckpointManagerOptions(create=not read_only))
+    self._unverified: tuple[int, Any] | None = None     # (step, host state) saved, not read back
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -58,42 +130,154 @@ class Checkpointer:
     return self.manager.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore()))['config']
 
+  def _read(self, step: int, target_state: Any) -> tuple[Any, dict[str, Any]]:
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target_state), input=ocp.args.JsonRestore()))
+    return restored['state'], restored['input']
+
   def restore(self, target_state: Any, config: ml_collections.ConfigDict
               ) -> tuple[Any, dict[str, Any]] | None:
-    """(state, input position) of the latest checkpoint, or None if there is none.
+    """(state, input position) of the newest usable checkpoint, or None if there is none.
 
-    target_state: a state of the current config; its structure, shapes and dtypes are checked.
+    target_state: a state of the current config; the restored one must match its structure,
+    shapes and dtypes and be finite. Unusable checkpoints are moved aside, newest first, each
+    with one log line; if none is usable, UnusableCheckpoints says why for each.
     """
-    step = self.manager.latest_step()
-    if step is None:
-      return None
-    differences = config_differences(self.saved_config(step), config)
-    if differences:
-      listing = '\n  '.join(differences)
-      raise IncompatibleCheckpoint(
-          f'The checkpoint at step {step} in {self.directory} was written with another config:'
-          f'\n  {listing}\nRun with the same config to resume it, or give a new --workdir to '
-          f'start a new run.')
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(jax.device_get(target_state)),
-        input=ocp.args.JsonRestore()))
-    return restored['state'], restored['input']
+    target_state = jax.device_get(target_state)
+    for _ in range(VANISHED_RETRIES):
+      try:
+        return self._restore_newest_usable(target_state, config)
+      except _Vanished:              # a running trainer rotated it away while we read it
+        self.manager.reload()
+    return self._restore_newest_usable(target_state, config)
+
+  def _restore_newest_usable(self, target_state: Any, config: ml_collections.ConfigDict
+                             ) -> tuple[Any, dict[str, Any]] | None:
+    problems = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        saved_config = self.saved_config(step)
+      except Exception as error:     # orbax and tensorstore raise many kinds for a damaged file
+        self._unless_vanished(step)
+        problems.append((step, f'its config cannot be read ({describe_error(error)})'))
+        continue
+      differences = config_differences(saved_config, config)
+      if differences:
+        listing = '\n  '.join(differences)
+        raise IncompatibleCheckpoint(
+            f'The checkpoint at step {step} in {self.directory} was written with another config:'
+            f'\n  {listing}\nRun with the same config to resume it, or give a new --workdir to '
+            f'start a new run.')
+      try:
+        state, input_state = self._read(step, target_state)
+      except Exception as error:
+        self._unless_vanished(step)
+        problems.append((step, f'it cannot be read ({describe_error(error)})'))
+        continue
+      problem = state_problem(state, target_state)
+      if problem:
+        problems.append((step, problem))
+        continue
+      self._set_aside(problems)
+      return state, input_state
+    if problems:
+      listing = '\n  '.join(f'step {step}: {problem}' for step, problem in problems)
+      raise UnusableCheckpoints(
+          f'No checkpoint in {self.directory} can be restored:\n  {listing}\nMove that folder '
+          f'aside to start the run over, or give a new --workdir.')
+    return None
+
+  def _unless_vanished(self, step: int) -> None:
+    """Raise _Vanished if the step's folder is gone (deleted by the trainer's rotation), which
+    makes the read fail without the checkpoint being damaged."""
+    if not os.path.isdir(os.path.join(self.directory, str(step))):
+      raise _Vanished(step)
+
+  def _set_aside(self, problems: list[tuple[int, str]]) -> None:
+    """Move the unusable newer checkpoints out of the way (a resumed run saves those steps
+    again), saying why for each."""
+    if not problems:
+      return
+    aside = self.directory + UNUSABLE_SUFFIX
+    for step, problem in problems:
+      logging.warning('The checkpoint at step %d is unusable: %s. Moved to %s; using an older '
+                      'one.', step, problem, os.path.join(aside, str(step)))
+    if self.read_only:
+      return
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      for step, _ in problems:
+        destination = os.path.join(aside, str(step))
+        shutil.rmtree(destination, ignore_errors=True)
+        shutil.move(os.path.join(self.directory, str(step)), destination)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('unusable checkpoints moved')
+    self.manager.reload()
 
   def save(self, step: int, state: Any, input_state: dict[str, Any],
            config: ml_collections.ConfigDict) -> None:
     """Save on every process (orbax coordinates the writes); returns before the write ends.
 
+    Raises NonFiniteState, saving nothing, if the state holds a NaN or Inf. The previous save
+    is read back and verified first, and only then are checkpoints beyond `keep` deleted.
+
     The state is saved as host numpy arrays: it is replicated, and pmap's outputs are arrays
     local to each process, which orbax cannot write as one array in a multi-process run; numpy
     arrays are written once, by the primary process.
     """
+    host_state = jax.device_get(state)
+    bad = first_non_finite_leaf(host_state)
+    if bad is not None:
+      raise NonFiniteState(step, bad)
+    self.wait()
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(jax.device_get(state)), input=ocp.args.JsonSave(input_state),
+        state=ocp.args.StandardSave(host_state), input=ocp.args.JsonSave(input_state),
         config=ocp.args.JsonSave(json.loads(json.dumps(config.to_dict())))))
+    self._unverified = (step, host_state)
 
   def wait(self) -> None:
-    """Block until the last save is complete on disk."""
-    self.manager.wait_until_finished()
+    """Block until the last save is complete on disk, read it back, and rotate.
+
+    Raises CheckpointWriteError if the save failed (a full disk, say); older checkpoints stay.
+    """
+    pending = self._unverified
+    self._unverified = None
+    try:
+      self.manager.wait_until_finished()
+    except Exception as error:       # orbax re-raises the background write's error here
+      step = f'at step {pending[0]} ' if pending else ''
+      kept = sorted(set(self.manager.all_steps()) - {pending[0] if pending else None})
+      raise CheckpointWriteError(
+          f'Saving the checkpoint {step}in {self.directory} failed ({describe_error(error)}). '
+          f'Training stopped; the checkpoints before it are kept (steps '
+          f'{", ".join(map(str, kept)) or "none"}). Free disk space and rerun to resume.'
+      ) from None
+    if pending is None:
+      return
+    step, host_state = pending
+    try:
+      problem = state_problem(self._read(step, host_state)[0], host_state)
+    except Exception as error:
+      problem = f'it cannot be read back ({describe_error(error)})'
+    if problem:
+      raise CheckpointWriteError(
+          f'The checkpoint just saved at step {step} in {self.directory} is unusable: {problem}. '
+          f'Training stopped; older checkpoints were kept. Check the disk, then rerun to resume '
+          f'from the last good one.')
+    self._rotate()
+
+  def _rotate(self) -> None:
+    """Delete all but the newest `keep` checkpoints (the newest is verified)."""
+    if self.keep is None:
+      return
+    for step in sorted(self.manager.all_steps())[:-self.keep]:
+      self.manager.delete(step)
 
   def close(self) -> None:
-    self.manager.close()
+    try:
+      self.wait()
+    finally:
+      try:
+        self.manager.close()
+      except Exception:              # its error was raised by wait, with the message that counts
+        pass

@@ -42,7 +42,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
-from vaegan_jax import (attribute_predictor, attributes, extractors, input_pipeline,
+from vaegan_jax import (attribute_predictor, attributes, checkpoints, extractors, input_pipeline,
                         metric_writers, preprocess, runs)
 
 # The 18 attributes the authors' code edited (celeba_aegan.py, `selected_attributes`).
@@ -454,7 +454,8 @@ def main(argv: list[str]) -> None:
         num_requests=args.num_requests, extractor=args.extractor,
         inception_weights=args.inception_weights, num_samples=args.num_samples,
         extractor_steps=args.extractor_steps)
-  except (ValueError, FileNotFoundError) as error:    # WeightsError and DataError included
+  # WeightsError and DataError are ValueErrors; a run whose checkpoints are all unusable too.
+  except (ValueError, FileNotFoundError, checkpoints.UnusableCheckpoints) as error:
     raise SystemExit(f'vaegan-figures: {error}') from None
   for name, paths in written.items():
     print(f'{name}: {paths["png"]} {paths["json"]}')

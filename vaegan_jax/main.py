@@ -20,7 +20,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vaegan_jax import checkpoints, inception, metric_writers, train
+from vaegan_jax import checkpoints, inception, metric_writers, train, workdir_lock
 from vaegan_jax.configs import schema
 from vaegan_jax.dataset_layout import DataError
 
@@ -69,8 +69,10 @@ def main(argv: list[str]) -> None:
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (schema.ConfigError, DataError, checkpoints.IncompatibleCheckpoint,
-          inception.WeightsError) as error:
-    raise SystemExit(f'vaegan-train: {error}') from None     # start-up problems: the message alone
+          checkpoints.UnusableCheckpoints, checkpoints.CheckpointWriteError,
+          workdir_lock.WorkdirBusy, inception.WeightsError,
+          train.NonFiniteLoss) as error:
+    raise SystemExit(f'vaegan-train: {error}') from None     # the message alone, no traceback
 
 
 def load_config_file(argv: list[str]) -> ml_collections.ConfigDict:

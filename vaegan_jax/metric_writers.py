@@ -57,19 +57,52 @@ def captioned_grid(images: np.ndarray, columns: int, caption: str) -> np.ndarray
   return np.asarray(canvas)
 
 
+def drop_records_after(path: str, step: int) -> int:
+  """Remove the lines of the metrics.jsonl at `path` whose step is past `step` (reports of a run
+  that died before its next checkpoint, which the resumed run writes again); a torn last line
+  goes too. The file is replaced atomically. Returns how many lines were dropped."""
+  if not os.path.exists(path):
+    return 0
+  kept, dropped = [], 0
+  with open(path) as file:
+    for line in file:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        dropped += 1
+        continue
+      if record['step'] > step:
+        dropped += 1
+      else:
+        kept.append(line if line.endswith('\n') else line + '\n')
+  if dropped:
+    temporary = path + '.tmp'
+    with open(temporary, 'w') as file:
+      file.writelines(kept)
+    os.replace(temporary, path)
+  return dropped
+
+
 class MetricWriter:
   """metrics.jsonl (one JSON object per line: step, kind, then the values), TensorBoard scalars
-  and images under workdir/tensorboard, PNGs under workdir/images."""
+  and images under workdir/tensorboard, PNGs under workdir/images.
 
-  def __init__(self, workdir: str, enabled: bool):
+  A run that starts at `start_step` (0, or the restored checkpoint's step) first drops the
+  records past it, and TensorBoard is told to purge its events past it too, so that the files
+  hold each step's report once, as an uninterrupted run writes it.
+  """
+
+  def __init__(self, workdir: str, enabled: bool, start_step: int = 0):
     self.enabled = enabled
     if not enabled:
       return
     self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
     self.image_dir = os.path.join(workdir, 'images')
     os.makedirs(self.image_dir, exist_ok=True)
+    drop_records_after(self.jsonl_path, start_step)
     self._jsonl = open(self.jsonl_path, 'a')
-    self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                                                   purge_step=start_step + 1)
 
   def write_scalars(self, step: int, kind: str, values: Mapping[str, float]) -> None:
     """kind: 'train' or 'eval'; TensorBoard tags are kind/name."""

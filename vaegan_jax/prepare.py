@@ -30,6 +30,8 @@ import functools
 import os
 import shutil
 import time
+import zipfile
+import zlib
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -66,7 +68,8 @@ def load_example(source: sources.Source, spec: preprocess.PreprocessSpec,
   try:
     image, attributes = source.load(example)
     return preprocess.preprocess(image, spec), attributes, None
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+          zipfile.BadZipFile, zlib.error) as error:   # the last two: a damaged member of a zip
     return None, None, f'{type(error).__name__}: {error}'
 
 
@@ -141,6 +144,19 @@ class VaeganImages(tfds.core.GeneratorBasedBuilder):
 
 
 # ---------------------------------------------------------------- preparing
+def check_writable(data_dir: str) -> None:
+  """A DataError naming the folder now, instead of tfds's traceback halfway through."""
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+    probe = os.path.join(data_dir, f'.write_test_{os.getpid()}')
+    with open(probe, 'w') as file:
+      file.write('ok')
+    os.remove(probe)
+  except OSError as error:
+    raise DataError(f'Cannot write to data_dir {data_dir} ({error.strerror or error}). Give a '
+                    f'--data_dir this user can write.') from None
+
+
 def remove_stale_incomplete(data_dir: str, name: str, resolution: int, channels: int) -> None:
   """Delete what an interrupted prepare left (tfds's incomplete.* folders)."""
   parent = os.path.dirname(dataset_dir(data_dir, name, resolution, channels))
@@ -156,6 +172,7 @@ def prepare(source: sources.Source, data_dir: str, spec: preprocess.PreprocessSp
   workers: decoding threads; 0 means one per core.
   """
   path = dataset_dir(data_dir, source.name, spec.resolution, spec.channels)
+  check_writable(data_dir)
   remove_stale_incomplete(data_dir, source.name, spec.resolution, spec.channels)
   start = time.time()
   # Threads, not processes: JPEG decoding and the resize matmuls release the GIL, and threads
@@ -246,7 +263,11 @@ def define_flags() -> None:
   flags.DEFINE_integer('resolution', 64, 'Output side in pixels (32, 64, 128, ...).')
   flags.DEFINE_enum('channels', '3', ['1', '3'], '3: grey is repeated; 1: colour to luminance.')
   flags.DEFINE_string('name', None, 'Dataset name (default: celeba, the folder or tfds name).')
-  flags.DEFINE_float('test_fraction', 0.05, 'With --image_folder: share of images held out.')
+  flags.DEFINE_float('test_fraction', 0.05, 'With --image_folder and split by hash: share of '
+                     'images held out as the test split.')
+  flags.DEFINE_enum('split_by', 'auto', list(sources.SPLIT_BY),
+                    'With --image_folder: the splits from train/ val/ test/ subfolders (folder), '
+                    'from a hash of each path (hash), or folder where they exist (auto).')
   flags.DEFINE_bool('skip_corrupt', False, 'Leave corrupt images out instead of stopping.')
   flags.DEFINE_integer('workers', 0, 'Decoding threads (0: one per core).')
   flags.DEFINE_integer('augmented_copies', 0, 'Also write this many augmented copies of the '
@@ -265,8 +286,10 @@ def source_from_flags() -> sources.Source:
   if args.raw_dir:
     return sources.CelebAFiles(args.raw_dir, name=args.name or 'celeba')
   if args.image_folder:
-    return sources.ImageFolder(args.image_folder, args.attributes_csv, args.test_fraction,
-                               name=args.name)
+    source = sources.ImageFolder(args.image_folder, args.attributes_csv, args.test_fraction,
+                                 name=args.name, split_by=args.split_by)
+    print(f'{args.image_folder}: splits by {source.split_by}.')
+    return source
   tfds_data_dir = args.tfds_data_dir or args.data_dir
   if args.download:
     download_tfds(args.tfds_name, tfds_data_dir)

@@ -128,8 +128,30 @@ def crop_square(pixels: np.ndarray, crop: str) -> np.ndarray:
   return pixels[top:top + side, left:left + side]
 
 
+# What shows through transparent pixels: images with alpha are composited onto white.
+ALPHA_BACKGROUND = (255, 255, 255)
+
+
+def to_eight_bit(image: Image.Image) -> Image.Image:
+  """An 8-bit image of the same picture: 16-bit greyscale ('I;16...', and 'I' as Pillow reads
+  16-bit PNGs) is scaled by 255 / 65535, where Pillow's convert would clip it to 255; an image
+  with alpha is composited onto ALPHA_BACKGROUND, where convert would keep the colour under
+  transparent pixels."""
+  if image.mode.startswith('I'):
+    pixels = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.round(pixels / 257.0), 0, 255).astype(np.uint8), 'L')
+  if image.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or (
+      image.mode == 'P' and 'transparency' in image.info):
+    rgba = image.convert('RGBA')
+    background = Image.new('RGBA', rgba.size, ALPHA_BACKGROUND + (255,))
+    return Image.alpha_composite(background, rgba).convert('RGB')
+  return image
+
+
 def to_channels(image: Image.Image, channels: int) -> np.ndarray:
-  """PIL image of any mode -> [H, W, channels] uint8: grey repeated to RGB, or RGB to luminance."""
+  """PIL image of any mode -> [H, W, channels] uint8: grey repeated to RGB, or RGB to luminance;
+  16-bit and transparent images as `to_eight_bit` makes them."""
+  image = to_eight_bit(image)
   if channels == 1:
     return np.asarray(image.convert('L'))[..., None]
   return np.asarray(image.convert('RGB'))

@@ -90,11 +90,22 @@ def load_run(workdir: str) -> Run:
     raise RunNotFound(f'No checkpoint in {directory}: train a run there first '
                       f'(vaegan-train --workdir={workdir}). Runs next to it: '
                       f'{", ".join(runs_beside(workdir)) or "none"}.')
-  config = _with_tuples(ml_collections.ConfigDict(checkpointer.saved_config(step)))
+  # The config of the newest step that still exists (a running trainer rotates old ones away).
+  for _ in range(checkpoints.VANISHED_RETRIES):
+    try:
+      saved = checkpointer.saved_config(step)
+      break
+    except Exception:
+      if os.path.isdir(os.path.join(directory, str(step))):
+        raise
+      checkpointer.manager.reload()
+      step = checkpointer.latest_step()
+  config = _with_tuples(ml_collections.ConfigDict(saved))
   schema.check(config)
   training = state.create_training(config)
   restored, _ = checkpointer.restore(training.initial_state, config)
-  return Run(workdir=workdir, config=config, networks=training.networks, state=restored, step=step)
+  return Run(workdir=workdir, config=config, networks=training.networks, state=restored,
+             step=int(restored.step))
 
 
 def runs_beside(workdir: str) -> list[str]:

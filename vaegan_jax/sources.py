@@ -95,6 +95,9 @@ def read_table(path: str, has_header: bool) -> tuple[list[str], list[list[str]]]
   with open(path, newline='') as file:
     if path.endswith('.csv'):
       rows = [row for row in csv.reader(file) if row]
+      if not rows:
+        raise DataError(f'{path} is empty; it should have a header (path, attribute names...) '
+                        f'and one row per image.')
       return rows[0][1:], rows[1:]
     lines = [line.split() for line in file if line.strip()]
   if not has_header:
@@ -118,6 +121,9 @@ def parse_attribute_rows(path: str, header: Sequence[str], rows: Sequence[Sequen
     if len(values) != len(header) or any(v not in ('1', '-1', '0') for v in values):
       raise DataError(f'{path}, data row {number} ({row[0] if row else "empty"}): expected '
                       f'{len(header)} values of 1 or -1, got {" ".join(values)!r}.')
+    if row[0] in table:
+      raise DataError(f'{path}, data row {number}: {row[0]} has a second row; give each image '
+                      f'one row.')
     table[row[0]] = np.array([v == '1' for v in values])
   return table
 
@@ -143,6 +149,8 @@ class CelebAFiles(Source):
     for row in partition_rows:
       if len(row) != 2 or row[1] not in celeba.PARTITIONS:
         raise DataError(f'{partition_path}: expected "name 0|1|2" rows, got {" ".join(row)!r}.')
+      if row[0] in partition:
+        raise DataError(f'{partition_path}: {row[0]} is listed twice; give each image one row.')
       partition[row[0]] = celeba.PARTITIONS[row[1]]
     for path, listed in ((attributes_path, attributes), (partition_path, partition)):
       require_same_names(path, list(listed), image_names, f'in {self.images_path}',
@@ -154,12 +162,12 @@ class CelebAFiles(Source):
   def _image_names(self) -> list[str]:
     if os.path.isdir(self.images_path):
       return sorted(name for name in os.listdir(self.images_path)
-                    if name.lower().endswith('.jpg'))
+                    if name.lower().endswith('.jpg') and not is_resource_fork(name))
     check_not_web_page(self.images_path)
     try:
       with zipfile.ZipFile(self.images_path) as archive:
         self._members = {os.path.basename(member): member for member in archive.namelist()
-                         if member.lower().endswith('.jpg')}
+                         if member.lower().endswith('.jpg') and not is_resource_fork(member)}
     except zipfile.BadZipFile as error:
       raise DataError(f'{self.images_path} is not a readable zip ({error}); the download is '
                       f'incomplete or damaged. Download it again.') from error
@@ -176,6 +184,11 @@ class CelebAFiles(Source):
     return decode(data), example.attributes
 
 
+def is_resource_fork(path: str) -> bool:
+  """macOS's zip metadata (__MACOSX/... and ._NAME files): not images, whatever the suffix."""
+  return '__MACOSX' in path.split('/') or os.path.basename(path).startswith('._')
+
+
 def decode(data: bytes) -> Image.Image:
   """Decode fully now (PIL is lazy), so a corrupt file fails here."""
   image = Image.open(io.BytesIO(data))
@@ -184,23 +197,41 @@ def decode(data: bytes) -> Image.Image:
 
 
 # ---------------------------------------------------------------- a folder of images
+# Top-level subfolders that name a split, as exported datasets lay them out.
+SPLIT_FOLDERS = {'train': 'train', 'training': 'train', 'val': 'validation',
+                 'valid': 'validation', 'validation': 'validation', 'test': 'test'}
+SPLIT_BY = ('auto', 'folder', 'hash')
+
+
+def split_folders(root: str) -> dict[str, str]:
+  """{subfolder: split} for the top-level subfolders of `root` that name a split."""
+  return {name: SPLIT_FOLDERS[name.lower()] for name in os.listdir(root)
+          if name.lower() in SPLIT_FOLDERS and os.path.isdir(os.path.join(root, name))}
+
+
 class ImageFolder(Source):
   """Every image under `root` (recursively), optionally with a CSV of binary attributes.
 
   The CSV's first column is the path relative to `root`, the others are attributes (1 / -1 or
-  1 / 0). A stable `test_fraction` of the images (by a hash of the path) is the test split.
+  1 / 0). The splits: split_by='folder' takes them from top-level subfolders named train (or
+  training), val / valid / validation and test, and every image must be in one; 'hash' holds
+  out a stable `test_fraction` of the images by a hash of the path; 'auto' (the default) is
+  'folder' when `root` has a train subfolder and a test or validation one, else 'hash'.
   """
 
   def __init__(self, root: str, attributes_csv: str | None = None, test_fraction: float = 0.05,
-               name: str | None = None):
+               name: str | None = None, split_by: str = 'auto'):
     if not os.path.isdir(root):
       raise DataError(f'Image folder {root} does not exist or is not a folder.')
+    if split_by not in SPLIT_BY:
+      raise DataError(f'split_by={split_by!r}: choose one of {", ".join(SPLIT_BY)}.')
     self.root, self.crop = root, 'centre'
     self.name = name or os.path.basename(os.path.normpath(root))
     paths = sorted(
         os.path.relpath(os.path.join(folder, file), root).replace(os.sep, '/')
         for folder, _, files in os.walk(root) for file in files
-        if file.lower().endswith(IMAGE_SUFFIXES))
+        if file.lower().endswith(IMAGE_SUFFIXES)
+        and not is_resource_fork(os.path.relpath(os.path.join(folder, file), root)))
     if not paths:
       raise DataError(f'No images ({", ".join(IMAGE_SUFFIXES)}) under {root}.')
     attributes, self.attribute_names = {}, ()
@@ -213,8 +244,22 @@ class ImageFolder(Source):
       require_same_names(attributes_csv, list(attributes), paths, f'under {root}',
                          'Give every image one row, named by its path relative to the folder.')
       self.attribute_names = tuple(header)
+    folders = split_folders(root)
+    by_folder = split_by == 'folder' or (
+        split_by == 'auto' and 'train' in folders.values() and len(set(folders.values())) > 1)
+    if by_folder:
+      outside = [path for path in paths if path.split('/')[0] not in folders]
+      if outside or not folders:
+        raise DataError(
+            f'split_by=folder: {len(outside) or len(paths)} image(s) under {root} are in no '
+            f'split folder (train, val or validation, test), e.g. '
+            f'{(outside or paths)[0]}. Move them, or split by hash (--split_by=hash).')
+      split_of = lambda path: folders[path.split('/')[0]]
+    else:
+      split_of = lambda path: test_split(path, test_fraction)
+    self.split_by = 'folder' if by_folder else 'hash'
     empty = np.zeros(0, bool)
-    self.examples = [Example(path, test_split(path, test_fraction), attributes.get(path, empty))
+    self.examples = [Example(path, split_of(path), attributes.get(path, empty))
                      for path in paths]
 
   def load(self, example: Example) -> tuple[Image.Image, np.ndarray]:

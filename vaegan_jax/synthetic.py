@@ -203,6 +203,32 @@ def partition_of(index: int, num_images: int) -> int:
   return 0 if index < train_end else (1 if index < validation_end else 2)
 
 
+STAGING_PREFIX = '.synthetic-'      # then the writer's pid
+
+
+def remove_stale_staging(out_dir: str) -> None:
+  """Delete the staging folders that writers killed before their cleanup left (SIGKILL): those
+  whose pid no longer runs on this host."""
+  for name in os.listdir(out_dir):
+    if not name.startswith(STAGING_PREFIX):
+      continue
+    pid = name[len(STAGING_PREFIX):].split('-')[0]
+    if pid.isdigit() and _running(int(pid)):
+      continue
+    logging.info('Removing %s, left by an interrupted vaegan-synthetic.', name)
+    shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:         # another user's process
+    return True
+  return True
+
+
 def write_celeba(out_dir: str, num_images: int, seed: int = 0,
                  workers: int | None = None) -> dict[str, float]:
   """Writes the five CelebA files for `num_images` synthetic faces into `out_dir`.
@@ -218,7 +244,8 @@ def write_celeba(out_dir: str, num_images: int, seed: int = 0,
     raise ValueError(f'num_images={num_images}: need at least one image.')
   start_time = time.perf_counter()
   os.makedirs(out_dir, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix='.synthetic-', dir=out_dir)
+  remove_stale_staging(out_dir)
+  staging = tempfile.mkdtemp(prefix=f'{STAGING_PREFIX}{os.getpid()}-', dir=out_dir)
   chunk = 256
   tasks = [(seed, start, min(start + chunk, num_images), num_images)
            for start in range(0, num_images, chunk)]

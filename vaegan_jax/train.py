@@ -6,6 +6,7 @@ restarted ends with exactly the parameters of one never interrupted.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -19,7 +20,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from vaegan_jax import (checkpoints, extractors, input_pipeline, metric_writers, prepare, state,
-                        steps)
+                        steps, workdir_lock)
 from vaegan_jax.configs import schema
 from vaegan_jax.dataset_layout import DataError
 from vaegan_jax.sharding import DEVICE_AXIS, device_sharding
@@ -38,7 +39,8 @@ GRID_CAPTIONS = {
 
 
 class NonFiniteLoss(FloatingPointError):
-  """A loss became NaN or Inf; training stopped without saving."""
+  """A loss, an evaluation metric or the state became NaN or Inf; training stopped without
+  saving it."""
 
 
 # ---------------------------------------------------------------- small pieces
@@ -79,6 +81,43 @@ def first_non_finite(history: list[tuple[int, dict[str, np.ndarray]]]) -> tuple[
       if not np.all(np.isfinite(value)):
         return step, name
   return None
+
+
+def fold_window(window: dict[str, Any], host_history: list[tuple[int, dict[str, np.ndarray]]]
+                ) -> dict[str, Any]:
+  """The report window {'steps': n, 'sums': {name: sum}} with the steps of `host_history` added
+  in order. The sums are float64 and added one step at a time, so a window saved with a
+  checkpoint and continued after a resume gives the same averages as one never interrupted."""
+  sums = dict(window['sums'])
+  for _, metrics in host_history:
+    for name, value in metrics.items():
+      sums[name] = sums.get(name, 0.0) + float(np.mean(value))
+  return {'steps': window['steps'] + len(host_history), 'sums': sums}
+
+
+EMPTY_WINDOW = {'steps': 0, 'sums': {}}
+
+
+def stop_message(what: str, step: int, last_saved: int | None,
+                 config: ml_collections.ConfigDict) -> str:
+  """Why training stopped at `step`, what was really kept, and what to change."""
+  kept = (f'the last checkpoint, step {last_saved}, is kept and a rerun resumes from it'
+          if last_saved is not None else 'no checkpoint was saved, so a rerun starts over')
+  advice = 'Lower the learning rates (a resumed run may change them)'
+  if config.loss.gan_form != 'logit':
+    advice += ', or use loss.gan_form="logit"'
+  return f'{what} at step {step}. Training stopped without saving it; {kept}. {advice}.'
+
+
+def check_finite(values: dict[str, float], kind: str, step: int,
+                 checkpointer: checkpoints.Checkpointer, config: ml_collections.ConfigDict
+                 ) -> dict[str, float]:
+  """`values`, if all are finite; else NonFiniteLoss before anything is reported or saved."""
+  bad = sorted(name for name, value in values.items() if not np.isfinite(value))
+  if bad:
+    raise NonFiniteLoss(stop_message(f'{kind} {", ".join(bad)} not finite', step,
+                                     checkpointer.latest_step(), config))
+  return values
 
 
 def report(writer: metric_writers.MetricWriter, step: int, kind: str,
@@ -203,12 +242,20 @@ def measure_quality(eval_step: Callable, train_state: state.TrainState,
 
 # ---------------------------------------------------------------- the run
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
-  """Train `config` in `workdir`, resuming from its latest checkpoint; returns the final state."""
+  """Train `config` in `workdir`, resuming from its newest usable checkpoint; returns the final
+  state. One run at a time holds the workdir (workdir_lock)."""
   # ---- Checks: nothing below compiles before the config, workdir and data are known good.
   workdir = os.path.expanduser(workdir)
   schema.check(config, device_count=jax.device_count(), process_count=jax.process_count(),
                local_device_count=jax.local_device_count())
   check_workdir(workdir)
+  lock = (workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0
+          else contextlib.nullcontext())
+  with lock:
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
   train_split, eval_split = open_data(config)
   columns = input_pipeline.condition_columns(train_split.attribute_names,
                                              config.model.condition_on)
@@ -231,14 +278,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   # ---- Model, optimisers and the initial state.
   training = state.create_training(config, DEVICE_AXIS)
 
-  # ---- Restore, or start at step 0.
+  # ---- Restore the newest usable checkpoint, or start at step 0.
   checkpointer = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                           config.keep_checkpoints)
-  train_state = training.initial_state
+  train_state, window = training.initial_state, EMPTY_WINDOW
   restored = checkpointer.restore(train_state, config)
   if restored is not None:
     train_state, input_state = restored
     batches.set_state(input_state)
+    window = input_state.get('report_window', EMPTY_WINDOW)
     logging.info('Resumed from step %d in %s.', int(train_state.step), checkpointer.directory)
   start_step = int(train_state.step)
   if batches.get_state()['next_batch'] != start_step:
@@ -246,10 +294,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         f'The checkpoint at step {start_step} holds input position {batches.get_state()}; '
         f'they must agree. The checkpoint was not written by this program.')
 
-  # ---- The update and evaluation steps.
+  # ---- The update and evaluation steps; reports past the restored step are dropped.
   train_step = steps.make_pmapped_train_step(config, training.networks, training.optimizers)
   eval_step = steps.make_pmapped_eval_step(config, training.networks)
-  writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0,
+                                       start_step=start_step)
 
   # ---- Preemption: SIGTERM asks for a checkpoint and a clean exit at the next step.
   preemption = {'requested': False}
@@ -279,42 +328,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                            config.eval_every_steps, config.quality.every_steps,
                            config.checkpoint_every_steps))):
         continue
-      host_history = jax.device_get(history)
+      host_history, history = jax.device_get(history), []
       bad = first_non_finite(host_history)
       if bad is not None:
-        raise NonFiniteLoss(
-            f'{bad[1]} is not finite at step {bad[0]}. Training stopped; nothing after step '
-            f'{checkpointer.latest_step() or 0} (the last checkpoint, left intact) was saved. '
-            f'Lower the learning rates or use loss.gan_form="logit" and resume.')
+        raise NonFiniteLoss(stop_message(f'{bad[1]} is not finite', bad[0],
+                                         checkpointer.latest_step(), config))
+      window = fold_window(window, host_history)
       if due(config.log_every_steps):
         seconds = time.perf_counter() - interval_start
-        averages = {name: float(np.mean([metrics[name] for _, metrics in host_history]))
-                    for name in host_history[-1][1]}
+        averages = {name: value_sum / window['steps']
+                    for name, value_sum in window['sums'].items()}
         averages['images_per_s'] = interval_steps * config.global_batch_size / seconds
         writer.write_scalars(step, 'train', averages)
         if jax.process_index() == 0:
           eta = (total - step) * seconds / interval_steps
           logging.info(format_line(step, total, averages, averages['images_per_s'], eta))
-        history, interval_steps = [], 0
+        window, interval_steps = EMPTY_WINDOW, 0
         interval_start = time.perf_counter()
       if due(config.image_every_steps):
         write_grids(eval_step, train_state, grids, writer, step, config.grid_size)
       if due(config.eval_every_steps):
-        report(writer, step, 'eval', evaluate(
+        report(writer, step, 'eval', check_finite(evaluate(
             eval_step, train_state, eval_batches(config.eval_batches or None), config.seed,
-            config.model.latent_dim))
+            config.model.latent_dim), 'eval', step, checkpointer, config))
       if probe is not None and due(config.quality.every_steps):
-        report(writer, step, 'quality', measure_quality(
+        report(writer, step, 'quality', check_finite(measure_quality(
             eval_step, train_state, eval_batches(None), probe, config.quality.num_samples,
-            config.seed, config.model.latent_dim))
+            config.seed, config.model.latent_dim), 'quality', step, checkpointer, config))
       if due(config.checkpoint_every_steps):
-        checkpointer.save(step, train_state, batches.get_state(), config)
+        try:
+          checkpointer.save(step, train_state,
+                            {**batches.get_state(), 'report_window': window}, config)
+        except checkpoints.NonFiniteState as error:
+          raise NonFiniteLoss(stop_message(f'The state holds NaN or Inf (in {error.leaf})', step,
+                                           checkpointer.latest_step(), config)) from None
       if stop:
         logging.warning('Preempted: saved step %d; rerun the same command to continue.', step)
         break
   finally:
     signal.signal(signal.SIGTERM, previous_handler)
-    checkpointer.wait()
-    checkpointer.close()
+    checkpointer.close()           # waits for the last save, reads it back and rotates
     writer.close()
   return train_state

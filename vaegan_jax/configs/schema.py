@@ -107,12 +107,18 @@ class Setting:
 
 
 def _optimizer_settings() -> dict[str, Setting]:
+  # The schedule's settings may change on resume: the train step sets each network's learning
+  # rate from the step at every update. decay, eps and weight_decay live in the optimizer state.
   per_network = dict(
-      name=Setting(choice(*OPTIMIZER_NAMES)), learning_rate=Setting(non_negative_number),
+      name=Setting(choice(*OPTIMIZER_NAMES)),
+      learning_rate=Setting(non_negative_number, resumable=True),
       decay=Setting(non_negative_number), eps=Setting(non_negative_number),
-      weight_decay=Setting(non_negative_number), schedule=Setting(choice(*SCHEDULES)),
-      end_learning_rate=Setting(non_negative_number), anneal_power=Setting(positive_number),
-      anneal_epochs=Setting(positive_int), steps_per_epoch=Setting(positive_int))
+      weight_decay=Setting(non_negative_number),
+      schedule=Setting(choice(*SCHEDULES), resumable=True),
+      end_learning_rate=Setting(non_negative_number, resumable=True),
+      anneal_power=Setting(positive_number, resumable=True),
+      anneal_epochs=Setting(positive_int, resumable=True),
+      steps_per_epoch=Setting(positive_int, resumable=True))
   return {f'optimizer.{network}.{key}': setting
           for network in NETWORK_NAMES for key, setting in per_network.items()}
 

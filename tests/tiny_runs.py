@@ -1,0 +1,46 @@
+"""Helpers for tests that train the tiny config end to end, in this process or in another."""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from vaegan_jax.configs import tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_run_config(data_dir, **overrides):
+  config = tiny.get_config()
+  config.data.data_dir = data_dir
+  config.update(overrides)
+  return config
+
+
+def leaves(tree):
+  return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
+
+
+RUN_SCRIPT = '''
+import os, sys
+os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
+os.environ['JAX_PLATFORMS'] = 'cpu'
+from vaegan_jax import train
+from vaegan_jax.configs import tiny
+config = tiny.get_config()
+config.data.data_dir = sys.argv[2]
+config.num_train_steps = int(sys.argv[3])
+config.checkpoint_every_steps = int(sys.argv[4])
+config.log_every_steps = int(sys.argv[5])
+train.train_and_evaluate(config, sys.argv[1])
+'''
+
+
+def run_in_subprocess(workdir, data_dir, steps, checkpoint_every, log_every=2,
+                      stderr=subprocess.DEVNULL):
+  """The tiny config trained in another process (8 CPU devices), for kills and locks."""
+  return subprocess.Popen([sys.executable, '-c', RUN_SCRIPT, workdir, data_dir, str(steps),
+                           str(checkpoint_every), str(log_every)],
+                          env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL,
+                          stderr=stderr)
