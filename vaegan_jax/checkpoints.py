@@ -200,8 +200,9 @@ class Checkpointer:
       return
     aside = self.directory + UNUSABLE_SUFFIX
     for step, problem in problems:
-      logging.warning('The checkpoint at step %d is unusable: %s. Moved to %s; using an older '
-                      'one.', step, problem, os.path.join(aside, str(step)))
+      moved = '' if self.read_only else f' Moved to {os.path.join(aside, str(step))};'
+      logging.warning('The checkpoint at step %d is unusable: %s.%s using an older one.', step,
+                      problem, moved)
     if self.read_only:
       return
     if jax.process_index() == 0:
