@@ -4,6 +4,7 @@
 in experiments/README.md); the tests that compare 8 devices with 1 then skip there, and run on
 every CPU run.
 """
+import gc
 import os
 
 PLATFORM = os.environ.setdefault('JAX_PLATFORMS', 'cpu')
@@ -26,6 +27,29 @@ needs_eight_devices = pytest.mark.skipif(
 def _eight_devices():
   if PLATFORM == 'cpu':
     assert jax.local_device_count() == 8, 'XLA_FLAGS was set too late: jax started before conftest'
+
+
+def memory_map_count() -> tuple[int, int] | None:
+  """How many memory mappings this process holds, and the kernel's limit; None off Linux."""
+  try:
+    with open('/proc/self/maps') as maps, open('/proc/sys/vm/max_map_count') as limit:
+      return sum(1 for _ in maps), int(limit.read())
+  except OSError:
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_code():
+  """XLA:CPU maps the code of every compiled executable into memory (dozens of mappings for a
+  small one, thousands for a train step). A test worker that compiles hundreds of train steps
+  passes the kernel's limit on mappings (vm.max_map_count, 65,530 by default), and LLVM then
+  aborts the process in the middle of a compile. Past half the limit, drop jax's caches, which
+  unmaps the code of every executable that nothing holds any longer."""
+  yield
+  counts = memory_map_count()
+  if counts is not None and counts[0] > counts[1] // 2:
+    jax.clear_caches()
+    gc.collect()
 
 
 def tiny_config(kind: str = 'vaegan', learning_rate: float | None = None, **loss_overrides):

@@ -148,6 +148,9 @@ def test_a_failed_checkpoint_write_stops_with_one_message(tmp_path, monkeypatch)
   with pytest.raises(checkpoints.CheckpointWriteError,
                      match=r'at step 2 .*No space left on device.*kept \(steps 1\)'):
     checkpointer.close()
+  monkeypatch.undo()                        # let orbax finish its write and stop its threads
+  checkpointer.manager.wait_until_finished()
+  checkpointer.manager.close()
 
 
 def write_pngs(folder, names):

@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tiny_runs import REPO, leaves, run_in_subprocess, tiny_run_config
-from vaegan_jax import checkpoints, state, train, workdir_lock
+from vaegan_jax import checkpoints, runs, state, train, workdir_lock
 
 
 def steps_in(folder):
@@ -39,11 +39,10 @@ def damage_by_deletion(step_dir):
 def damage_by_nan(step_dir, config):
   """Replace the step with one whose decoder is NaN, written by orbax as a save would be."""
   folder, step = os.path.dirname(step_dir), int(os.path.basename(step_dir))
-  reader = checkpoints.Checkpointer(folder, read_only=True)
   target = jax.device_get(state.create_training(config).initial_state)
-  good, position = reader._read(step, target)
-  config_item = reader.saved_config(step)
-  reader.manager.close()
+  with checkpoints.Checkpointer(folder, read_only=True) as reader:
+    good, position = reader._read(step, target)
+    config_item = reader.saved_config(step)
   bad = good.replace(decoder=good.decoder.replace(params=jax.tree.map(
       lambda leaf: np.full_like(leaf, np.nan), good.decoder.params)))
   staging = step_dir + '.staging'
@@ -162,3 +161,50 @@ def test_metrics_after_a_kill_and_resume_equal_the_uninterrupted_run(tmp_path, d
       (line['step'], line['kind']) for line in whole]
   for expected, got in zip(whole, resumed):
     assert got == expected, (got['step'], got['kind'])
+
+
+def test_a_run_is_read_while_its_trainer_saves_and_rotates_every_step(tmp_path, data_dir):
+  # The issue's race: a checkpoint every step, one kept, so the step a reader picks is often
+  # deleted while it reads. Every read must succeed, on a finite state, never going backwards,
+  # until the trainer has saved 5 steps more than the first read saw.
+  workdir = str(tmp_path / 'training')
+  log = open(tmp_path / 'trainer.log', 'w+')
+  trainer = run_in_subprocess(workdir, data_dir, 100_000, checkpoint_every=1, log_every=1000,
+                              keep=1, stderr=log)
+  trainer_failed = lambda: f'the trainer stopped: {open(log.name).read()[-2000:]}'
+  try:
+    folder = os.path.join(workdir, 'checkpoints')
+    deadline = time.time() + 300
+    while not (os.path.isdir(folder) and steps_in(folder)):
+      assert trainer.poll() is None, trainer_failed()
+      assert time.time() < deadline, 'no checkpoint within 300 s'
+      time.sleep(0.05)
+    read_steps = []
+    while len(read_steps) < 5 or read_steps[-1] < read_steps[0] + 5:
+      assert trainer.poll() is None, trainer_failed()
+      assert time.time() < deadline, f'the trainer saved too slowly: read {read_steps}'
+      run = runs.load_run(workdir)
+      assert checkpoints.first_non_finite_leaf(jax.device_get(run.state)) is None
+      read_steps.append(run.step)
+    assert read_steps == sorted(read_steps), read_steps
+  finally:
+    trainer.send_signal(signal.SIGKILL)
+    trainer.wait()
+    log.close()
+
+
+def test_figures_refuse_a_run_whose_only_checkpoint_holds_nan(tmp_path, data_dir):
+  config = tiny_run_config(data_dir, num_train_steps=2, checkpoint_every_steps=2)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  damage_by_nan(os.path.join(workdir, 'checkpoints', '2'), config)
+  command = [sys.executable, '-m', 'vaegan_jax.figures', '--figure=reconstructions',
+             f'--run=nan={workdir}', f'--out={tmp_path / "figures"}']
+  failed = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu'))
+  assert failed.returncode != 0
+  assert 'vaegan-figures: No checkpoint in' in failed.stderr, failed.stderr[-2000:]
+  assert 'step 2: .decoder' in failed.stderr and 'holds NaN or Inf' in failed.stderr
+  assert 'Traceback' not in failed.stderr
+  assert not os.path.exists(tmp_path / 'figures' / 'reconstructions.json')
+  assert steps_in(os.path.join(workdir, 'checkpoints')) == [2]   # a reader moves nothing

@@ -122,10 +122,10 @@ def test_divergence_is_never_saved_and_the_message_says_what_was_kept(tmp_path, 
   # The logit form is advised only where the config does not use it already.
   assert ('gan_form="logit"' in message) == (config.loss.gan_form != 'logit')
   target = state.create_training(config).initial_state
-  for step in saved:                       # whatever was saved is finite
-    restored = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'))._read(
-        step, jax.device_get(target))[0]
-    assert checkpoints.first_non_finite_leaf(restored) is None
+  with checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True) as reader:
+    for step in saved:                     # whatever was saved is finite
+      restored = reader._read(step, jax.device_get(target))[0]
+      assert checkpoints.first_non_finite_leaf(restored) is None
 
   # As the message advises: a lower learning rate resumes (or starts) the same workdir.
   config.optimizer.decoder.learning_rate = 1e-4

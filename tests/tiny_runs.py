@@ -33,14 +33,16 @@ config.data.data_dir = sys.argv[2]
 config.num_train_steps = int(sys.argv[3])
 config.checkpoint_every_steps = int(sys.argv[4])
 config.log_every_steps = int(sys.argv[5])
+config.keep_checkpoints = int(sys.argv[6])
 train.train_and_evaluate(config, sys.argv[1])
 '''
 
 
-def run_in_subprocess(workdir, data_dir, steps, checkpoint_every, log_every=2,
+def run_in_subprocess(workdir, data_dir, steps, checkpoint_every, log_every=2, keep=2,
                       stderr=subprocess.DEVNULL):
-  """The tiny config trained in another process (8 CPU devices), for kills and locks."""
+  """The tiny config trained in another process (8 CPU devices), for kills, locks and
+  readers beside a running trainer."""
   return subprocess.Popen([sys.executable, '-c', RUN_SCRIPT, workdir, data_dir, str(steps),
-                           str(checkpoint_every), str(log_every)],
+                           str(checkpoint_every), str(log_every), str(keep)],
                           env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL,
                           stderr=stderr)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -58,7 +58,7 @@ class _Vanished(Exception):
   """A checkpoint was deleted while it was being read."""
 
 
-VANISHED_RETRIES = 5      # a reader beside a running trainer starts over from the newest step
+VANISHED_RETRIES = 10     # a reader beside a running trainer starts over from the newest step
 
 
 def first_non_finite_leaf(tree: Any) -> str | None:
@@ -121,6 +121,7 @@ class Checkpointer:
         self.directory, item_names=('state', 'input', 'config'),
         options=ocp.CheckpointManagerOptions(create=not read_only))
     self._unverified: tuple[int, Any] | None = None     # (step, host state) saved, not read back
+    self._listed: set[int] = set()                       # the steps as _list_steps last saw them
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -144,17 +145,44 @@ class Checkpointer:
     with one log line; if none is usable, UnusableCheckpoints says why for each.
     """
     target_state = jax.device_get(target_state)
+    return self._retry_if_vanished(lambda: self._restore_newest_usable(target_state, config))
+
+  def newest_config(self) -> tuple[int, dict[str, Any]] | None:
+    """(step, config as a dict) of the newest checkpoint, or None if there is none."""
+    def read():
+      steps = self._list_steps()
+      if not steps:
+        return None
+      try:
+        return steps[-1], self.saved_config(steps[-1])
+      except Exception:
+        self._unless_vanished(steps[-1])
+        raise
+    return self._retry_if_vanished(read)
+
+  def _retry_if_vanished(self, read: Callable[[], Any]) -> Any:
+    """read(), started over when a running trainer deletes what it reads (see _unless_vanished).
+    """
     for _ in range(VANISHED_RETRIES):
       try:
-        return self._restore_newest_usable(target_state, config)
-      except _Vanished:              # a running trainer rotated it away while we read it
-        self.manager.reload()
-    return self._restore_newest_usable(target_state, config)
+        return read()
+      except _Vanished:
+        pass
+    raise UnusableCheckpoints(
+        f'The checkpoints in {self.directory} were deleted {VANISHED_RETRIES} times while being '
+        f'read: a trainer saves and rotates them faster than they can be read. Try again, or '
+        f'train with a larger checkpoint_every_steps or keep_checkpoints.')
+
+  def _list_steps(self) -> list[int]:
+    """The saved steps, ascending, as on disk now; remembered for _unless_vanished."""
+    self.manager.reload()
+    self._listed = set(self.manager.all_steps())
+    return sorted(self._listed)
 
   def _restore_newest_usable(self, target_state: Any, config: ml_collections.ConfigDict
                              ) -> tuple[Any, dict[str, Any]] | None:
     problems = []
-    for step in sorted(self.manager.all_steps(), reverse=True):
+    for step in reversed(self._list_steps()):
       try:
         saved_config = self.saved_config(step)
       except Exception as error:     # orbax and tensorstore raise many kinds for a damaged file
@@ -188,9 +216,14 @@ class Checkpointer:
     return None
 
   def _unless_vanished(self, step: int) -> None:
-    """Raise _Vanished if the step's folder is gone (deleted by the trainer's rotation), which
-    makes the read fail without the checkpoint being damaged."""
+    """Raise _Vanished if a read of `step` failed because a running trainer is deleting it (its
+    rotation, beside a reader): the step's folder is gone, or a step newer than it has been
+    saved since the steps were listed (rotation deletes only steps older than a verified one,
+    and a folder is gone only once its files are). Otherwise the checkpoint is damaged."""
     if not os.path.isdir(os.path.join(self.directory, str(step))):
+      raise _Vanished(step)
+    self.manager.reload()
+    if any(saved > step and saved not in self._listed for saved in self.manager.all_steps()):
       raise _Vanished(step)
 
   def _set_aside(self, problems: list[tuple[int, str]]) -> None:
@@ -274,7 +307,14 @@ class Checkpointer:
     for step in sorted(self.manager.all_steps())[:-self.keep]:
       self.manager.delete(step)
 
+  def __enter__(self) -> Checkpointer:
+    return self
+
+  def __exit__(self, *exception: Any) -> None:
+    self.close()
+
   def close(self) -> None:
+    """Wait for the last save (verified, then rotation) and stop orbax's background threads."""
     try:
       self.wait()
     finally:

@@ -43,7 +43,7 @@ from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
 from vaegan_jax import (attribute_predictor, attributes, checkpoints, extractors, input_pipeline,
-                        metric_writers, preprocess, runs)
+                        metric_writers, plots, preprocess, runs)
 
 # The 18 attributes the authors' code edited (celeba_aegan.py, `selected_attributes`).
 PAPER_ATTRIBUTES = (
@@ -217,27 +217,6 @@ def conditional_figures(loaded: dict[str, runs.Run], test_split: input_pipeline.
   return figures
 
 
-def bar_chart(title: str, values: dict[str, float], width: int = 420) -> np.ndarray:
-  """A small horizontal bar chart [H, W, 3] uint8: one labelled bar per entry, its value
-  printed at its end, bars scaled to the largest value."""
-  font = ImageFont.load_default()
-  probe = ImageDraw.Draw(Image.new('RGB', (1, 1)))
-  margin = 8 + int(max([probe.textlength(label, font=font) for label in values] + [0]))
-  row, top = 18, 20
-  canvas = Image.new('RGB', (width, top + row * len(values) + 6), 'white')
-  draw = ImageDraw.Draw(canvas)
-  draw.text((4, 4), title, fill='black', font=font)
-  largest = max([abs(value) for value in values.values()] + [1e-12])
-  span = width - margin - 60
-  for index, (label, value) in enumerate(values.items()):
-    y = top + index * row
-    length = int(span * abs(value) / largest)
-    draw.text((4, y + 2), label, fill='black', font=font)
-    draw.rectangle((margin, y + 2, margin + length, y + row - 4), fill=(70, 110, 170))
-    draw.text((margin + length + 4, y + 2), f'{value:.4g}', fill='black', font=font)
-  return np.asarray(canvas)
-
-
 def quality_figure(loaded: dict[str, runs.Run], extractor: extractors.Extractor,
                    reference: extractors.Reference, test_split: input_pipeline.PreparedSplit,
                    num_samples: int, seed: int) -> tuple[np.ndarray, dict]:
@@ -261,7 +240,7 @@ def quality_figure(loaded: dict[str, runs.Run], extractor: extractors.Extractor,
       measured = extractors.compare(extractor, reference, images, name)
       table[label][name] = {metric: measured[f'{metric}_{extractor.name}_{name}']
                             for metric in QUALITY_METRICS}
-  charts = [bar_chart(f'FID ({extractor.name} features) of {name}, lower is better',
+  charts = [plots.bar_chart(f'FID ({extractor.name} features) of {name}, lower is better',
                       {label: row[name]['fid'] for label, row in table.items() if name in row})
             for name in ('samples', 'reconstructions')
             if any(name in row for row in table.values())]
@@ -375,17 +354,6 @@ def define_flags() -> None:
                        'from and judge.')
 
 
-def parse_runs(specs: Sequence[str]) -> dict[str, str]:
-  """['VAE=runs/vae', ...] -> {'VAE': 'runs/vae', ...}."""
-  parsed = {}
-  for spec in specs:
-    label, separator, workdir = spec.partition('=')
-    if not separator or not label or not workdir:
-      raise ValueError(f'--run={spec!r}: expected LABEL=WORKDIR, e.g. --run=VAE/GAN=runs/vaegan.')
-    parsed[label] = workdir
-  return parsed
-
-
 def quality_space(run: runs.Run, options: dict
                   ) -> tuple[extractors.Extractor, extractors.Reference]:
   """The feature extractor options name, and the run's test split's reference statistics in it
@@ -447,7 +415,7 @@ def main(argv: list[str]) -> None:
   args = flags.FLAGS
   try:
     written = make_figure(
-        args.figure, parse_runs(args.run), args.out, data_dir=args.data_dir, count=args.count,
+        args.figure, runs.parse_runs(args.run), args.out, data_dir=args.data_dir, count=args.count,
         seed=args.seed, attributes=args.attributes, num_encode=args.num_encode,
         num_test=args.num_test, strengths=args.strengths,
         interpolation_steps=args.interpolation_steps, predictor=args.predictor,

@@ -83,29 +83,36 @@ def _decode(module, network, latents, conditions):
 def load_run(workdir: str) -> Run:
   """The latest checkpoint of `workdir`, with the config it was written with."""
   directory = os.path.join(os.path.expanduser(workdir), 'checkpoints')
-  checkpointer = checkpoints.Checkpointer(directory, read_only=True) if os.path.isdir(
-      directory) else None
-  step = checkpointer.latest_step() if checkpointer else None
-  if step is None:
-    raise RunNotFound(f'No checkpoint in {directory}: train a run there first '
-                      f'(vaegan-train --workdir={workdir}). Runs next to it: '
-                      f'{", ".join(runs_beside(workdir)) or "none"}.')
-  # The config of the newest step that still exists (a running trainer rotates old ones away).
-  for _ in range(checkpoints.VANISHED_RETRIES):
-    try:
-      saved = checkpointer.saved_config(step)
-      break
-    except Exception:
-      if os.path.isdir(os.path.join(directory, str(step))):
-        raise
-      checkpointer.manager.reload()
-      step = checkpointer.latest_step()
-  config = _with_tuples(ml_collections.ConfigDict(saved))
-  schema.check(config)
-  training = state.create_training(config)
-  restored, _ = checkpointer.restore(training.initial_state, config)
+  if not os.path.isdir(directory):
+    raise_not_found(workdir, directory)
+  with checkpoints.Checkpointer(directory, read_only=True) as checkpointer:
+    newest = checkpointer.newest_config()
+    if newest is None:
+      raise_not_found(workdir, directory)
+    _, saved = newest
+    config = _with_tuples(ml_collections.ConfigDict(saved))
+    schema.check(config)
+    training = state.create_training(config)
+    restored, _ = checkpointer.restore(training.initial_state, config)
   return Run(workdir=workdir, config=config, networks=training.networks, state=restored,
              step=int(restored.step))
+
+
+def raise_not_found(workdir: str, directory: str) -> None:
+  raise RunNotFound(f'No checkpoint in {directory}: train a run there first '
+                    f'(vaegan-train --workdir={workdir}). Runs next to it: '
+                    f'{", ".join(runs_beside(workdir)) or "none"}.')
+
+
+def parse_runs(specs: Sequence[str]) -> dict[str, str]:
+  """['VAE=runs/vae', ...] -> {'VAE': 'runs/vae', ...}."""
+  parsed = {}
+  for spec in specs:
+    label, separator, workdir = spec.partition('=')
+    if not separator or not label or not workdir:
+      raise ValueError(f'--run={spec!r}: expected LABEL=WORKDIR, e.g. --run=VAE/GAN=runs/vaegan.')
+    parsed[label] = workdir
+  return parsed
 
 
 def runs_beside(workdir: str) -> list[str]:
