@@ -150,14 +150,15 @@ def test_run_labels_parse():
 
 
 def test_edit_success_by_hand():
-  before = np.array([0.2, 0.6, 0.4, 0.9])
-  added = np.array([0.7, 0.5, 0.45, 0.95])        # up, down, up, up
-  subtracted = np.array([0.1, 0.3, 0.5, 0.2])     # down, down, up, down
+  # Probabilities, coded 2 P - 1 as the predictor gives them (positive: present).
+  before, added, subtracted = (2 * np.array(p) - 1 for p in (
+      [0.2, 0.6, 0.4, 0.9], [0.7, 0.5, 0.45, 0.95],   # added: up, down, up, up
+      [0.1, 0.3, 0.5, 0.2]))                          # subtracted: down, down, up, down
   present = np.array([False, True, False, True])
   result = attributes.edit_success(before, added, subtracted, present)
   assert result == {'moved_up_when_added': 0.75, 'moved_down_when_subtracted': 0.75,
-                    'gained_when_absent': 0.5,        # of images 0 and 2, only 0 passes 0.5
-                    'lost_when_present': 1.0}         # images 1 and 3 both drop to <= 0.5
+                    'gained_when_absent': 0.5,        # of images 0 and 2, only 0 passes P 0.5
+                    'lost_when_present': 1.0}         # images 1 and 3 both drop to P <= 0.5
 
 
 def test_attribute_predictor_learns_and_round_trips(tmp_path, tiny_runs):
@@ -193,7 +194,7 @@ def test_attribute_predictor_learns_and_round_trips(tmp_path, tiny_runs):
 def test_similarity_row_by_hand():
   requested = np.array([[1.0, -1.0], [1.0, 1.0]])
   probabilities = np.array([[1.0, 0.5], [0.25, 1.0]])     # predicted 2P-1: [[1, 0], [-0.5, 1]]
-  row = figures.similarity(requested, probabilities, ['A', 'B'])
+  row = figures.similarity(requested, 2 * probabilities - 1, ['A', 'B'])
   # cosines: 1 / sqrt(2) and 0.5 / (sqrt(2) sqrt(1.25)); squared errors 0, 1, 2.25, 0
   expected_cosine = (1 / np.sqrt(2) + 0.5 / (np.sqrt(2) * np.sqrt(1.25))) / 2
   assert row['cosine_similarity'] == pytest.approx(expected_cosine)

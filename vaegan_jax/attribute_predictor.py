@@ -1,12 +1,14 @@
-r"""An attribute predictor: a small CNN trained on the training split's binary attributes.
+r"""An attribute predictor: a small CNN trained on the training split's attributes, a classifier
+of binary ones, or a regressor of real-valued ones (LFW's scores, the paper's attribute table).
 
   python -m vaegan_jax.attribute_predictor --data_dir=DATA --name=synthetic --resolution=32 \
       --out=runs/predictor                                  # or: vaegan-attribute-predictor
 
 It judges generated images (the paper's attribute-similarity protocol, after Yan et al.'s
 Attribute2Image) and attribute-vector edits. It prints and saves (out/predictor.json) its accuracy
-per attribute on the test split; the parameters go to out/predictor.msgpack. Attributes that never
-vary in the training split are left out of the loss and reported as such.
+per attribute on the test split (a regressor: its RMSE and correlation); the parameters go to
+out/predictor.msgpack. Attributes that never vary in the training split are left out of the loss
+and reported as such.
 """
 from __future__ import annotations
 
@@ -45,15 +47,26 @@ class AttributeCNN(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class Predictor:
-  """A trained predictor: apply it with `probabilities`."""
+  """A trained predictor: apply it with `probabilities` (a classifier) or `predicted_attributes`."""
   attribute_names: tuple[str, ...]
   trained: np.ndarray            # [A] bool: attributes that varied in training (the rest: chance)
   params: Any
   image_shape: tuple[int, int, int]
+  kind: str = 'binary'           # 'binary': a classifier; 'real': a regressor of the scores
 
   def probabilities(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Images [N, R, R, C], uint8 or float in [-1, 1] -> P(attribute) [N, A]."""
+    """Images [N, R, R, C], uint8 or float in [-1, 1] -> P(attribute) [N, A] (a classifier)."""
+    if self.kind != 'binary':
+      raise ValueError('This predictor regresses real-valued attributes: it gives no '
+                       'probabilities; use predicted_attributes.')
     return self._batched(_probabilities, images, batch_size)
+
+  def predicted_attributes(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Images -> predicted attributes [N, A] on the scale of a conditional model's y: 2 P - 1
+    for binary ones (Attribute2Image's coding), the regressed scores for real-valued ones."""
+    if self.kind == 'binary':
+      return 2 * self.probabilities(images, batch_size) - 1
+    return self._batched(_outputs, images, batch_size)
 
   def hidden_features(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Images [N, R, R, C], uint8 or float in [-1, 1] -> the hidden layer's features [N, 256]."""
@@ -73,6 +86,11 @@ def _probabilities(model, params, images):
 
 
 @functools.partial(jax.jit, static_argnums=0)
+def _outputs(model, params, images):
+  return model.apply({'params': params}, images)
+
+
+@functools.partial(jax.jit, static_argnums=0)
 def _hidden_features(model, params, images):
   return model.apply({'params': params}, images, hidden_only=True)
 
@@ -83,13 +101,26 @@ def masked_bce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Arr
   return jnp.sum(per_attribute * mask) / (logits.shape[0] * jnp.maximum(jnp.sum(mask), 1))
 
 
+def masked_squared_error(outputs: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean squared error over the examples and the attributes in `mask` ([A] bool)."""
+  per_attribute = jnp.square(outputs - targets.astype(outputs.dtype))
+  return jnp.sum(per_attribute * mask) / (outputs.shape[0] * jnp.maximum(jnp.sum(mask), 1))
+
+
+def varying(attributes: np.ndarray) -> np.ndarray:
+  """[A] bool: the attributes (columns of [N, A]) that take more than one value."""
+  return np.asarray(np.ptp(attributes.astype(np.float32), axis=0) > 0)
+
+
 def train_predictor(train_split: input_pipeline.PreparedSplit, *, steps: int = 1500,
                     batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 0
                     ) -> Predictor:
-  """Adam on random batches with per-example flips (attributes are left-right symmetric)."""
-  names = train_split.attribute_names
+  """Adam on random batches with per-example flips (attributes are left-right symmetric): the
+  cross-entropy of binary attributes, the squared error of real-valued ones."""
+  names, kind = train_split.attribute_names, train_split.attribute_kind
   sample = train_split.read(np.arange(min(len(train_split), 5000)))['attributes']
-  trained = (sample.any(axis=0) & ~sample.all(axis=0))
+  trained = varying(sample)
+  loss_fn = masked_bce if kind == 'binary' else masked_squared_error
   model = AttributeCNN(len(names))
   params = model.init(jax.random.PRNGKey(seed),
                       jnp.zeros((1, *train_split.image_shape), jnp.float32))['params']
@@ -100,7 +131,7 @@ def train_predictor(train_split: input_pipeline.PreparedSplit, *, steps: int = 1
   @jax.jit
   def step(params, opt_state, images, labels):
     loss, grads = jax.value_and_grad(
-        lambda p: masked_bce(model.apply({'params': p}, images), labels, mask))(params)
+        lambda p: loss_fn(model.apply({'params': p}, images), labels, mask))(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
@@ -110,16 +141,42 @@ def train_predictor(train_split: input_pipeline.PreparedSplit, *, steps: int = 1
     batch = input_pipeline.to_model_input(load(batch_index))
     params, opt_state, _ = step(params, opt_state, batch['image'][0], batch['attributes'][0])
   return Predictor(attribute_names=names, trained=trained, params=jax.device_get(params),
-                   image_shape=train_split.image_shape)
+                   image_shape=train_split.image_shape, kind=kind)
 
 
 def accuracy(predictor: Predictor, split: input_pipeline.PreparedSplit, limit: int = 10_000
              ) -> dict[str, float | None]:
-  """Test accuracy per attribute; None for attributes the predictor was not trained on."""
+  """Test accuracy per attribute of a classifier; None for attributes the predictor was not
+  trained on."""
   data = split.read(np.arange(min(limit, len(split))))
   correct = (predictor.probabilities(data['image']) > 0.5) == data['attributes']
   return {name: float(correct[:, index].mean()) if predictor.trained[index] else None
           for index, name in enumerate(predictor.attribute_names)}
+
+
+def regression_errors(predictor: Predictor, split: input_pipeline.PreparedSplit,
+                      limit: int = 10_000) -> dict[str, dict[str, float] | None]:
+  """A regressor's test RMSE and Pearson correlation per attribute; None where not trained."""
+  data = split.read(np.arange(min(limit, len(split))))
+  predicted, targets = predictor.predicted_attributes(data['image']), data['attributes']
+  errors = {}
+  for index, name in enumerate(predictor.attribute_names):
+    if not predictor.trained[index]:
+      errors[name] = None
+      continue
+    rmse = float(np.sqrt(np.mean(np.square(predicted[:, index] - targets[:, index]))))
+    spread = np.std(predicted[:, index]) * np.std(targets[:, index])
+    correlation = float(np.mean((predicted[:, index] - predicted[:, index].mean()) * (
+        targets[:, index] - targets[:, index].mean())) / spread) if spread > 0 else 0.0
+    errors[name] = {'rmse': rmse, 'correlation': correlation}
+  return errors
+
+
+def test_scores(predictor: Predictor, split: input_pipeline.PreparedSplit) -> dict[str, Any]:
+  """What the predictor's JSON reports: test accuracy (classifier) or errors (regressor)."""
+  if predictor.kind == 'binary':
+    return {'test_accuracy': accuracy(predictor, split)}
+  return {'test_errors': regression_errors(predictor, split)}
 
 
 def save(predictor: Predictor, out_dir: str, numbers: dict) -> None:
@@ -127,7 +184,7 @@ def save(predictor: Predictor, out_dir: str, numbers: dict) -> None:
   with open(os.path.join(out_dir, 'predictor.msgpack'), 'wb') as file:
     file.write(serialization.msgpack_serialize(jax.tree.map(np.asarray, predictor.params)))
   with open(os.path.join(out_dir, 'predictor.json'), 'w') as file:
-    json.dump({'attribute_names': list(predictor.attribute_names),
+    json.dump({'attribute_names': list(predictor.attribute_names), 'kind': predictor.kind,
                'trained': predictor.trained.tolist(),
                'image_shape': list(predictor.image_shape), **numbers}, file, indent=2)
 
@@ -143,7 +200,7 @@ def load(out_dir: str) -> Predictor:
     params = serialization.msgpack_restore(file.read())
   return Predictor(attribute_names=tuple(meta['attribute_names']),
                    trained=np.array(meta['trained'], bool), params=params,
-                   image_shape=tuple(meta['image_shape']))
+                   image_shape=tuple(meta['image_shape']), kind=meta.get('kind', 'binary'))
 
 
 def define_flags() -> None:
@@ -165,10 +222,12 @@ def main(argv: list[str]) -> None:
   open_split = lambda split: input_pipeline.open_prepared(
       data_dir, args.name, args.resolution, args.channels, split)
   predictor = train_predictor(open_split(args.train_split), steps=args.steps)
-  accuracies = accuracy(predictor, open_split(args.test_split))
-  save(predictor, args.out, {'test_accuracy': accuracies, 'steps': args.steps})
-  for name, value in accuracies.items():
-    if value is not None:
+  scores = test_scores(predictor, open_split(args.test_split))
+  save(predictor, args.out, {**scores, 'steps': args.steps})
+  for name, value in next(iter(scores.values())).items():
+    if isinstance(value, dict):
+      print(f'{name:20s} RMSE {value["rmse"]:.3f}  correlation {value["correlation"]:.3f}')
+    elif value is not None:
       print(f'{name:20s} {value:.3f}')
 
 

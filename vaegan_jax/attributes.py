@@ -1,10 +1,18 @@
 """Attribute arithmetic in latent space (the paper's Fig. 5) and attribute-similarity metrics.
 
-All pure numpy on small arrays: z [N, L] latent codes, attributes [N, A] bool.
+All pure numpy on small arrays: z [N, L] latent codes, attributes [N, A] bool (real-valued
+scores count as present where positive, `presence`).
 """
 from __future__ import annotations
 
 import numpy as np
+
+
+def presence(attributes: np.ndarray) -> np.ndarray:
+  """[N, A] bool: binary attributes as they are; real-valued scores (LFW's, which are attribute
+  classifiers' margins) present where positive."""
+  attributes = np.asarray(attributes)
+  return attributes if attributes.dtype == np.bool_ else attributes > 0
 
 
 def attribute_vectors(latents: np.ndarray, attributes: np.ndarray) -> np.ndarray:
@@ -12,7 +20,7 @@ def attribute_vectors(latents: np.ndarray, attributes: np.ndarray) -> np.ndarray
 
   Raises ValueError naming an attribute that every image has or none has (no vector exists).
   """
-  attributes = np.asarray(attributes, bool)
+  attributes = presence(attributes)
   present = attributes.sum(axis=0)
   degenerate = np.flatnonzero((present == 0) | (present == len(attributes)))
   if degenerate.size:
@@ -49,13 +57,14 @@ def mean_squared_error(requested: np.ndarray, predicted: np.ndarray) -> float:
 
 def edit_success(before: np.ndarray, added: np.ndarray, subtracted: np.ndarray,
                  present: np.ndarray) -> dict[str, float]:
-  """How often an attribute edit moves a predictor's P(attribute) as intended, over N images.
+  """How often an attribute edit moves a predictor as intended, over N images.
 
-  before, added, subtracted: [N] predicted probabilities for decode(z), decode(z + v) and
-  decode(z - v); present: [N] bool, the true label of each image.
+  before, added, subtracted: [N] predicted attributes on y's scale (2 P(attribute) - 1, or a
+  regressed score), positive meaning present, for decode(z), decode(z + v) and decode(z - v);
+  present: [N] bool, the true label of each image.
     moved_up_when_added       fraction with added > before
     moved_down_when_subtracted fraction with subtracted < before
-    gained_when_absent        of the images without it, the fraction predicted with it (> 0.5)
+    gained_when_absent        of the images without it, the fraction predicted with it (> 0)
                               after adding (NaN if every image has it)
     lost_when_present         of the images with it, the fraction predicted without it after
                               subtracting (NaN if none has it)
@@ -64,5 +73,5 @@ def edit_success(before: np.ndarray, added: np.ndarray, subtracted: np.ndarray,
   fraction = lambda mask: float(np.mean(mask)) if np.size(mask) else float('nan')
   return {'moved_up_when_added': fraction(added > before),
           'moved_down_when_subtracted': fraction(subtracted < before),
-          'gained_when_absent': fraction(added[~present] > 0.5),
-          'lost_when_present': fraction(subtracted[present] <= 0.5)}
+          'gained_when_absent': fraction(added[~present] > 0),
+          'lost_when_present': fraction(subtracted[present] <= 0)}

@@ -169,6 +169,7 @@ class AugmentedCopies(Source):
     self.source, self.seed, self._originals = source, seed, originals
     self.name = augmented_name(source.name, copies, seed)
     self.crop, self.attribute_names = source.crop, source.attribute_names
+    self.attribute_kind = source.attribute_kind
     self.examples = [Example(f'{originals[copy % len(originals)].key}@{copy}', 'train',
                              originals[copy % len(originals)].attributes)
                      for copy in range(copies)]

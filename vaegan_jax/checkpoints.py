@@ -117,9 +117,10 @@ class Checkpointer:
     self.keep = keep
     self.read_only = read_only
     # Orbax keeps every step; `_rotate` deletes old ones once a newer one is verified.
-    self.manager = ocp.CheckpointManager(
-        self.directory, item_names=('state', 'input', 'config'),
-        options=ocp.CheckpointManagerOptions(create=not read_only))
+    options = ocp.CheckpointManagerOptions(create=not read_only)
+    self.manager = self._retry_if_vanished(lambda: self._unless_deleted_while_listed(
+        lambda: ocp.CheckpointManager(self.directory, item_names=('state', 'input', 'config'),
+                                      options=options)))
     self._unverified: tuple[int, Any] | None = None     # (step, host state) saved, not read back
     self._listed: set[int] = set()                       # the steps as _list_steps last saw them
 
@@ -173,9 +174,21 @@ class Checkpointer:
         f'read: a trainer saves and rotates them faster than they can be read. Try again, or '
         f'train with a larger checkpoint_every_steps or keep_checkpoints.')
 
+  @staticmethod
+  def _unless_deleted_while_listed(list_steps: Callable[[], Any]) -> Any:
+    """list_steps(), an orbax call that lists the steps and then reads each one's folder; a
+    step deleted in between (a trainer's rotation, beside a reader) is _Vanished."""
+    try:
+      return list_steps()
+    except FileNotFoundError as error:
+      raise _Vanished(error.filename) from error
+
+  def _reload(self) -> None:
+    self._unless_deleted_while_listed(self.manager.reload)
+
   def _list_steps(self) -> list[int]:
     """The saved steps, ascending, as on disk now; remembered for _unless_vanished."""
-    self.manager.reload()
+    self._reload()
     self._listed = set(self.manager.all_steps())
     return sorted(self._listed)
 
@@ -222,7 +235,7 @@ class Checkpointer:
     and a folder is gone only once its files are). Otherwise the checkpoint is damaged."""
     if not os.path.isdir(os.path.join(self.directory, str(step))):
       raise _Vanished(step)
-    self.manager.reload()
+    self._reload()
     if any(saved > step and saved not in self._listed for saved in self.manager.all_steps()):
       raise _Vanished(step)
 

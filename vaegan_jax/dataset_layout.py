@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 BUILDER_NAME = 'vaegan_images'
 VERSION = '1.0.0'
 SPLITS = ('train', 'validation', 'test')
+# The stored dtype of each kind of attributes (the metadata's 'attribute_kind'; datasets
+# prepared before real-valued attributes existed have none and are binary).
+ATTRIBUTE_DTYPES = {'binary': np.bool_, 'real': np.float32}
 
 
 class DataError(ValueError):

@@ -145,12 +145,13 @@ def slug(label: str) -> str:
   return re.sub(r'[^a-z0-9]+', '_', label.lower()).strip('_')
 
 
-def similarity(requested: np.ndarray, probabilities: np.ndarray, names: Sequence[str]) -> dict:
-  """The attribute-similarity numbers of one row of the table: requested y [N, A] in {-1, +1}
-  against the predictor's P(attribute) [N, A], coded 2 P - 1 as in Attribute2Image's protocol;
-  with each attribute's agreement (the sign of 2 P - 1 equals the requested sign)."""
-  predicted = 2 * probabilities - 1
-  agreement = np.mean(np.sign(predicted) == requested, axis=0)
+def similarity(requested: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict:
+  """The attribute-similarity numbers of one row of the table: requested y [N, A] against the
+  predictor's predicted attributes [N, A] on the same scale (binary: y in {-1, +1} against
+  2 P(attribute) - 1, as in Attribute2Image's protocol; real-valued: the scores against the
+  regressed ones, as the paper's LFW table); with each attribute's agreement (the predicted
+  sign equals the requested sign)."""
+  agreement = np.mean(np.sign(predicted) == np.sign(requested), axis=0)
   return {'cosine_similarity': attributes.cosine_similarity(requested, predicted),
           'mean_squared_error': attributes.mean_squared_error(requested, predicted),
           'agreement': {name: float(value) for name, value in zip(names, agreement)}}
@@ -184,7 +185,7 @@ def conditional_figures(loaded: dict[str, runs.Run], test_split: input_pipeline.
 
   def judge(images, wanted=requested):
     return similarity(wanted[:, request_columns],
-                      predictor.probabilities(images)[:, predictor_columns], judged)
+                      predictor.predicted_attributes(images)[:, predictor_columns], judged)
 
   shown = preprocess.to_model_range(test['image'][:count])
   rows = [('test images (their y)', shown)]
@@ -197,7 +198,9 @@ def conditional_figures(loaded: dict[str, runs.Run], test_split: input_pipeline.
     table[label] = judge(generated)
     rows.append((label, generated[:count]))
   numbers = {'requests': len(requested), 'seed': seed, 'judged_attributes': judged,
-             'coding': 'requested y in {-1, +1}; predicted 2 P(attribute) - 1',
+             'coding': ('requested y in {-1, +1}; predicted 2 P(attribute) - 1'
+                        if predictor.kind == 'binary' else
+                        'requested y: the real-valued scores; predicted: the regressed scores'),
              'table': table,
              'runs': {label: {'workdir': run.workdir, 'kind': run.config.model.kind,
                               'step': run.step} for label, run in loaded.items()}}
@@ -261,15 +264,16 @@ def edit_numbers(run: runs.Run, predictor: attribute_predictor.Predictor,
   """Per attribute, how often adding / subtracting its vector moves the predictor as intended,
   measured against the unedited reconstruction decode(z)."""
   column = {name: predictor.attribute_names.index(name) for name in names}
-  before = predictor.probabilities(run.decode(test_latents))
+  before = predictor.predicted_attributes(run.decode(test_latents))
   results = {}
   for index, (name, vector) in enumerate(zip(names, vectors)):
     if not predictor.trained[column[name]]:
       continue
-    probability = lambda latents: predictor.probabilities(run.decode(latents))[:, column[name]]
+    predicted = lambda latents: predictor.predicted_attributes(run.decode(latents))[
+        :, column[name]]
     results[name] = attributes.edit_success(
-        before[:, column[name]], probability(test_latents + vector),
-        probability(test_latents - vector), present[:, index])
+        before[:, column[name]], predicted(test_latents + vector),
+        predicted(test_latents - vector), present[:, index])
   return results
 
 
@@ -285,6 +289,7 @@ def attribute_figures(run: runs.Run, train_split: input_pipeline.PreparedSplit,
   paper_default = list(names) == ['paper']
   names = resolve_attributes(names, train_split.attribute_names)
   encoded = train_split.read(np.arange(min(num_encode, len(train_split))))
+  encoded['attributes'] = attributes.presence(encoded['attributes'])
   counts, total = encoded['attributes'].sum(axis=0), len(encoded['attributes'])
   constant = [name for name in names
               if not 0 < counts[train_split.attribute_names.index(name)] < total]
@@ -297,6 +302,7 @@ def attribute_figures(run: runs.Run, train_split: input_pipeline.PreparedSplit,
   vectors = attributes.attribute_vectors(run.encode(encoded['image']),
                                          encoded['attributes'][:, columns])
   test = test_split.read(np.arange(min(num_test, len(test_split))))
+  test['attributes'] = attributes.presence(test['attributes'])
   test_latents = run.encode(test['image'])
   shown = preprocess.to_model_range(test['image'])
   rows = [('test images', shown), ('reconstructions', run.decode(test_latents))]

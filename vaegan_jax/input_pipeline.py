@@ -94,26 +94,29 @@ class PreparedSplit:
   attribute_names: tuple[str, ...]
   path: str
   split: str
+  attribute_kind: str = 'binary'      # or 'real' (dataset_layout.ATTRIBUTE_DTYPES)
 
   def __len__(self) -> int:
     return len(self.records)
 
   def read(self, indices: Sequence[int]) -> Batch:
-    """{'image': [N, R, R, C] uint8, 'attributes': [N, A] bool} of the given records."""
+    """{'image': [N, R, R, C] uint8, 'attributes': [N, A] bool (float32 where real-valued)} of
+    the given records."""
     return decode_records(self.records.read(indices), self.image_shape,
-                          len(self.attribute_names))
+                          len(self.attribute_names),
+                          dataset_layout.ATTRIBUTE_DTYPES[self.attribute_kind])
 
 
-def decode_records(records: Sequence[bytes], image_shape: tuple[int, ...], num_attributes: int
-                   ) -> Batch:
+def decode_records(records: Sequence[bytes], image_shape: tuple[int, ...], num_attributes: int,
+                   attribute_dtype: Any = np.bool_) -> Batch:
   """Serialized examples written by `prepare` -> stacked image and attribute arrays."""
   images = np.empty((len(records), *image_shape), np.uint8)
-  attributes = np.empty((len(records), num_attributes), np.bool_)
+  attributes = np.empty((len(records), num_attributes), attribute_dtype)
   for row, record in enumerate(records):
     feature = tf_example_pb2.Example.FromString(record).features.feature
     images[row] = np.frombuffer(feature['image'].bytes_list.value[0], np.uint8
                                 ).reshape(image_shape)
-    attributes[row] = np.frombuffer(feature['attributes'].bytes_list.value[0], np.bool_)
+    attributes[row] = np.frombuffer(feature['attributes'].bytes_list.value[0], attribute_dtype)
   return {'image': images, 'attributes': attributes}
 
 
@@ -141,7 +144,8 @@ def open_prepared(data_dir: str, name: str, resolution: int, channels: int, spli
   return PreparedSplit(
       records=ShardedRecords(builder.info.splits[split].file_instructions), path=path, split=split,
       image_shape=tuple(builder.info.features['image'].shape),
-      attribute_names=tuple(builder.info.metadata['attribute_names']))
+      attribute_names=tuple(builder.info.metadata['attribute_names']),
+      attribute_kind=builder.info.metadata.get('attribute_kind', 'binary'))
 
 
 def open_configured(config: Any, split: str, data_dir: str | None = None) -> PreparedSplit:
@@ -346,7 +350,10 @@ def condition_columns(attribute_names: Sequence[str], condition_on: Sequence[str
 
 
 def conditions_of(attributes: jax.Array, columns: Sequence[int]) -> jax.Array:
-  """bool attributes [..., A] -> a conditional model's y [..., len(columns)], float32 in {-1, +1}
-  (the coding of Attribute2Image, so 'absent' is a signal, not a zero input)."""
-  return jnp.where(jnp.asarray(attributes)[..., jnp.asarray(columns)], 1.0, -1.0
-                   ).astype(jnp.float32)
+  """attributes [..., A] -> a conditional model's y [..., len(columns)], float32: bool ones in
+  {-1, +1} (the coding of Attribute2Image, so 'absent' is a signal, not a zero input),
+  real-valued ones as they are (LFW's attribute scores, as the authors fed them)."""
+  chosen = jnp.asarray(attributes)[..., jnp.asarray(columns)]
+  if chosen.dtype == jnp.bool_:
+    return jnp.where(chosen, 1.0, -1.0).astype(jnp.float32)
+  return chosen.astype(jnp.float32)

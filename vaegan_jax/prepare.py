@@ -6,13 +6,15 @@ Sources (exactly one):
   --raw_dir       CelebA's raw files: img_align_celeba.zip (or the extracted folder),
                   list_attr_celeba.txt and list_eval_partition.txt (Kaggle's .csv also work).
   --image_folder  any folder of images (recursive), with --attributes_csv optionally.
+  --lfw_dir       LFW's images (lfw/ or lfw-deepfunneled/) with Kumar et al.'s real-valued
+                  attribute scores, lfw_attributes.txt, and optionally peopleDevTest.txt (lfw.py).
   --tfds_name     a tfds image dataset prepared as array_record in --tfds_data_dir (celeb_a, mnist,
                   cifar10, ...); --download asks tfds to download and prepare it first.
 
 The output is the tfds dataset `vaegan_images/NAME_R` (NAME_R_grey with --channels=1) in
 --data_dir, in the array_record format, which reads without TensorFlow: per example the uint8
-image [R, R, C], the binary attributes [A] and the source file name. Splits are the source's
-(CelebA: train, validation, test). Records keep the source order. Decoding runs on --workers
+image [R, R, C], the attributes [A] (bool, or float32 where real-valued) and the source file
+name. Splits are the source's (CelebA: train, validation, test). Records keep the source order. Decoding runs on --workers
 threads. tfds writes into a temporary folder and renames it when complete, so a failed or
 interrupted prepare never leaves anything that reads as a dataset.
 
@@ -40,9 +42,9 @@ import threadpoolctl
 from absl import app, flags, logging
 from PIL import Image
 
-from vaegan_jax import augment, celeba, preprocess, sources, synthetic
-from vaegan_jax.dataset_layout import (SPLITS, VERSION, DataError, augmented_name, config_name,
-                                      dataset_dir)
+from vaegan_jax import augment, celeba, lfw, preprocess, sources, synthetic
+from vaegan_jax.dataset_layout import (ATTRIBUTE_DTYPES, SPLITS, VERSION, DataError,
+                                      augmented_name, config_name, dataset_dir)
 
 @dataclasses.dataclass
 class PrepareSummary:
@@ -113,13 +115,14 @@ class VaeganImages(tfds.core.GeneratorBasedBuilder):
             'image': tfds.features.Tensor(shape=shape, dtype=np.uint8,
                                           encoding=tfds.features.Encoding.BYTES),
             'attributes': tfds.features.Tensor(shape=(len(self.source.attribute_names),),
-                                               dtype=np.bool_,
+                                               dtype=ATTRIBUTE_DTYPES[self.source.attribute_kind],
                                                encoding=tfds.features.Encoding.BYTES),
             'name': tfds.features.Text(),
         }),
         disable_shuffling=True,      # record i of a split is the source's i-th image
         metadata=tfds.core.MetadataDict(
-            attribute_names=list(self.source.attribute_names), crop=self.spec.crop,
+            attribute_names=list(self.source.attribute_names),
+            attribute_kind=self.source.attribute_kind, crop=self.spec.crop,
             resolution=self.spec.resolution, channels=self.spec.channels,
             source=self.source.name, skipped_corrupt=self.corrupt))
 
@@ -255,7 +258,9 @@ def define_flags() -> None:
   next to other absl programs adds no flags."""
   flags.DEFINE_string('raw_dir', None, "Folder with CelebA's raw files.")
   flags.DEFINE_string('image_folder', None, 'Folder of images (searched recursively).')
-  flags.DEFINE_string('attributes_csv', None, 'With --image_folder: CSV of binary attributes.')
+  flags.DEFINE_string('attributes_csv', None, 'With --image_folder: CSV of attributes (binary, '
+                      'or real-valued).')
+  flags.DEFINE_string('lfw_dir', None, "Folder with LFW's images and lfw_attributes.txt.")
   flags.DEFINE_string('tfds_name', None, 'A tfds image dataset, e.g. celeb_a, mnist, cifar10.')
   flags.DEFINE_string('tfds_data_dir', None, 'data_dir of --tfds_name (default: --data_dir).')
   flags.DEFINE_bool('download', False, 'With --tfds_name: let tfds download and prepare it first.')
@@ -279,12 +284,15 @@ def define_flags() -> None:
 
 def source_from_flags() -> sources.Source:
   args = flags.FLAGS
-  chosen = [flag for flag in ('raw_dir', 'image_folder', 'tfds_name') if args[flag].value]
+  chosen = [flag for flag in ('raw_dir', 'image_folder', 'lfw_dir', 'tfds_name')
+            if args[flag].value]
   if len(chosen) != 1:
-    raise app.UsageError('Give exactly one of --raw_dir, --image_folder and --tfds_name '
-                         f'(got {", ".join("--" + flag for flag in chosen) or "none"}).')
+    raise app.UsageError('Give exactly one of --raw_dir, --image_folder, --lfw_dir and '
+                         f'--tfds_name (got {", ".join("--" + flag for flag in chosen) or "none"}).')
   if args.raw_dir:
     return sources.CelebAFiles(args.raw_dir, name=args.name or 'celeba')
+  if args.lfw_dir:
+    return lfw.LFWFiles(args.lfw_dir, name=args.name or 'lfw')
   if args.image_folder:
     source = sources.ImageFolder(args.image_folder, args.attributes_csv, args.test_fraction,
                                  name=args.name, split_by=args.split_by)

@@ -30,11 +30,18 @@ BICUBIC_A = -0.5                       # Keys' cubic convolution, as PIL and Ope
 BLUR_TRUNCATE = 4.0                    # kernel radius in sigmas (scipy.ndimage's default)
 
 
+CROPS = ('celeba', 'lfw', 'centre')
+# The authors' LFW window (dataset/lfw.py, `_resize` with lfw_aegan.py's crop_size=150): the
+# centred 150x150 square, cut before the resize.
+LFW_CROP_SIDE = 150
+
+
 @dataclasses.dataclass(frozen=True)
 class PreprocessSpec:
   """What `prepare` does to every image.
 
-  crop: 'celeba' (the authors' fixed 148x148 window) or 'centre' (the largest centred square).
+  crop: 'celeba' (the authors' fixed 148x148 window), 'lfw' (the authors' centred 150x150
+    window of LFW's 250x250 images) or 'centre' (the largest centred square).
   resolution: output side R in pixels.
   channels: 3 (grey is repeated) or 1 (colour is converted to luminance).
   """
@@ -43,8 +50,8 @@ class PreprocessSpec:
   channels: int = 3
 
   def __post_init__(self):
-    if self.crop not in ('celeba', 'centre'):
-      raise ValueError(f"crop must be 'celeba' or 'centre', got {self.crop!r}.")
+    if self.crop not in CROPS:
+      raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}.")
     if self.channels not in (1, 3):
       raise ValueError(f'channels must be 1 or 3, got {self.channels}.')
     if self.resolution < 1:
@@ -124,6 +131,11 @@ def crop_square(pixels: np.ndarray, crop: str) -> np.ndarray:
     return pixels[top:bottom, left:right]
   height, width = pixels.shape[:2]
   side = min(height, width)
+  if crop == 'lfw':
+    if side < LFW_CROP_SIDE:
+      raise ValueError(f'The LFW crop needs an image of at least {LFW_CROP_SIDE}x{LFW_CROP_SIDE}; '
+                       f'got {width}x{height}. Use crop=centre for other images.')
+    side = LFW_CROP_SIDE
   top, left = (height - side) // 2, (width - side) // 2
   return pixels[top:top + side, left:left + side]
 

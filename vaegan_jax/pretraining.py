@@ -5,8 +5,9 @@ r"""Unsupervised pretraining for a supervised task (the paper's section 4.3), ma
 
 The paper says that a VAE/GAN used as unsupervised pretraining, then trained on few labels, did
 not reach the state of the art, and gives no numbers. This command measures where it stands. The
-task is the runs' dataset's binary attributes (CelebA's 40, or those of any prepared dataset),
-scored as the mean test accuracy over the attributes that vary in the training split. For each
+task is the runs' dataset's binary attributes (CelebA's 40, or those of any prepared dataset;
+real-valued scores such as LFW's count as present where positive), scored as the mean test
+accuracy over the attributes that vary in the training split. For each
 label budget (a seeded random subset of the training split) and seed it trains:
 
   probe_mu             a linear layer on the frozen encoder's mu (eval mode);
@@ -38,7 +39,8 @@ import optax
 from absl import app, flags
 from PIL import Image
 
-from vaegan_jax import attribute_predictor, input_pipeline, metric_writers, plots, preprocess, runs
+from vaegan_jax import (attribute_predictor, attributes, input_pipeline, metric_writers, plots,
+                        preprocess, runs)
 
 METHODS = ('probe_mu', 'probe_discriminator', 'finetune', 'scratch')
 
@@ -224,6 +226,11 @@ def split_attributes(split: input_pipeline.PreparedSplit, chunk: int = 10_000) -
                          for start in range(0, len(split), chunk)])
 
 
+def present(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """A batch whose attributes are bool labels (real-valued scores: present where positive)."""
+  return {**batch, 'attributes': attributes.presence(batch['attributes'])}
+
+
 def check_runs(loaded: dict[str, runs.Run]) -> None:
   """One dataset, no conditional run (its encoder would need the labels it is to predict)."""
   for label, run in loaded.items():
@@ -243,13 +250,13 @@ def measure(loaded: dict[str, runs.Run], train_split: input_pipeline.PreparedSpl
   check_runs(loaded)
   started = time.perf_counter()
   budgets = parse_budgets(label_specs, len(train_split))
-  test = test_split.read(np.arange(min(num_test, len(test_split))))
+  test = present(test_split.read(np.arange(min(num_test, len(test_split)))))
   names = train_split.attribute_names
-  train_labels = split_attributes(train_split)
+  train_labels = attributes.presence(split_attributes(train_split))
   varying = train_labels.any(axis=0) & ~train_labels.all(axis=0)
   if not varying.any():
     raise ValueError(f'No attribute of {train_split.path} varies: there is nothing to predict.')
-  read_train = train_split.read
+  read_train = lambda indices: present(train_split.read(indices))
 
   # Each run's methods; scratch once per encoder architecture, under the first run that has it.
   jobs, architectures = [], set()
@@ -288,7 +295,9 @@ def measure(loaded: dict[str, runs.Run], train_split: input_pipeline.PreparedSpl
                'test_split': test_split.split, 'num_train': len(train_split),
                'num_test': len(test['image']),
                'attributes': [name for name, keep in zip(names, varying) if keep],
-               'metric': 'mean test accuracy over the attributes that vary'},
+               'metric': 'mean test accuracy over the attributes that vary',
+               'labels': ('the binary attributes' if train_split.attribute_kind == 'binary' else
+                          'the real-valued scores, present where positive')},
       'settings': {'steps': budget.steps, 'batch_size': budget.batch_size,
                    'learning_rate': budget.learning_rate, 'optimizer': 'adam', 'seeds': seeds,
                    'discriminator_layer': {label: layer or run.config.loss.feature_layer

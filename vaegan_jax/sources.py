@@ -1,6 +1,6 @@
 """Where `prepare` reads images from: CelebA's raw files, a folder of images, or a tfds dataset.
 
-Every source lists its examples up front (name, split, binary attributes), checked against each
+Every source lists its examples up front (name, split, attributes), checked against each
 other before anything is decoded, and loads one image at a time as a PIL image. prepare calls
 `load` from several threads; file handles open lazily on first use.
 
@@ -27,22 +27,24 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.ti
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-  """One image of a source: `key` addresses it; attributes are [A] bool, or None where the
-  source reads them with the image."""
+  """One image of a source: `key` addresses it; attributes are [A] bool (or float32 for
+  real-valued ones), or None where the source reads them with the image."""
   key: str
   split: str
   attributes: np.ndarray | None
 
 
 class Source:
-  """A list of examples, attribute names, the crop that suits them, and an image loader."""
+  """A list of examples, attribute names, the crop that suits them, and an image loader.
+  Attributes are binary ([A] bool) or, where attribute_kind is 'real', [A] float32 scores."""
   name: str
   crop: str
   attribute_names: tuple[str, ...]
+  attribute_kind: str = 'binary'
   examples: list[Example]
 
   def load(self, example: Example) -> tuple[Image.Image, np.ndarray]:
-    """(decoded image, [A] bool attributes); raises whatever a corrupt image causes."""
+    """(decoded image, [A] attributes); raises whatever a corrupt image causes."""
     raise NotImplementedError
 
 
@@ -112,20 +114,46 @@ def read_table(path: str, has_header: bool) -> tuple[list[str], list[list[str]]]
   return header, rows
 
 
-def parse_attribute_rows(path: str, header: Sequence[str], rows: Sequence[Sequence[str]]
-                         ) -> dict[str, np.ndarray]:
-  """Rows of 1 / -1 (or 1 / 0) -> {name: [A] bool}; a DataError at the first malformed row."""
+BINARY_VALUES = ('1', '-1', '0')
+
+
+def parse_attribute_rows(path: str, header: Sequence[str], rows: Sequence[Sequence[str]],
+                         real_valued: bool = True) -> dict[str, np.ndarray]:
+  """Rows of attribute values -> {name: [A] values}; a DataError at the first malformed row.
+
+  Binary tables (every value 1 / -1, or 1 / 0) give bool arrays. A table with any other number
+  gives float32 arrays of every value as written (real-valued attributes, such as LFW's
+  classifier scores), unless real_valued is False.
+  """
+  binary = all(value in BINARY_VALUES for row in rows for value in row[1:])
+  expected = 'of 1 or -1' if binary or not real_valued else '(numbers)'
   table = {}
   for number, row in enumerate(rows, start=1):
     values = row[1:]
-    if len(values) != len(header) or any(v not in ('1', '-1', '0') for v in values):
+    parsed = None if len(values) != len(header) else (
+        np.array([v == '1' for v in values]) if binary else _finite_floats(values))
+    if parsed is None or not (binary or real_valued):
       raise DataError(f'{path}, data row {number} ({row[0] if row else "empty"}): expected '
-                      f'{len(header)} values of 1 or -1, got {" ".join(values)!r}.')
+                      f'{len(header)} values {expected}, got {" ".join(values)!r}.')
     if row[0] in table:
       raise DataError(f'{path}, data row {number}: {row[0]} has a second row; give each image '
                       f'one row.')
-    table[row[0]] = np.array([v == '1' for v in values])
+    table[row[0]] = parsed
   return table
+
+
+def _finite_floats(values: Sequence[str]) -> np.ndarray | None:
+  """float32 values, or None if any is not a finite number."""
+  try:
+    parsed = np.array([float(value) for value in values], np.float32)
+  except ValueError:
+    return None
+  return parsed if np.all(np.isfinite(parsed)) else None
+
+
+def attribute_kind(attributes: np.ndarray) -> str:
+  """'binary' for bool attributes, 'real' for real-valued ones (see parse_attribute_rows)."""
+  return 'binary' if attributes.dtype == np.bool_ else 'real'
 
 
 # ---------------------------------------------------------------- CelebA's raw files
@@ -143,7 +171,7 @@ class CelebAFiles(Source):
     image_names = self._image_names()
 
     header, rows = read_table(attributes_path, has_header=True)
-    attributes = parse_attribute_rows(attributes_path, header, rows)
+    attributes = parse_attribute_rows(attributes_path, header, rows, real_valued=False)
     _, partition_rows = read_table(partition_path, has_header=False)
     partition = {}
     for row in partition_rows:
@@ -210,11 +238,12 @@ def split_folders(root: str) -> dict[str, str]:
 
 
 class ImageFolder(Source):
-  """Every image under `root` (recursively), optionally with a CSV of binary attributes.
+  """Every image under `root` (recursively), optionally with a CSV of attributes.
 
-  The CSV's first column is the path relative to `root`, the others are attributes (1 / -1 or
-  1 / 0). The splits: split_by='folder' takes them from top-level subfolders named train (or
-  training), val / valid / validation and test, and every image must be in one; 'hash' holds
+  The CSV's first column is the path relative to `root`, the others are attributes: binary
+  (1 / -1 or 1 / 0), or real-valued where any value is another number. The splits:
+  split_by='folder' takes them from top-level subfolders named train (or training), val /
+  valid / validation and test, and every image must be in one; 'hash' holds
   out a stable `test_fraction` of the images by a hash of the path; 'auto' (the default) is
   'folder' when `root` has a train subfolder and a test or validation one, else 'hash'.
   """
@@ -244,6 +273,7 @@ class ImageFolder(Source):
       require_same_names(attributes_csv, list(attributes), paths, f'under {root}',
                          'Give every image one row, named by its path relative to the folder.')
       self.attribute_names = tuple(header)
+      self.attribute_kind = attribute_kind(next(iter(attributes.values())))
     folders = split_folders(root)
     by_folder = split_by == 'folder' or (
         split_by == 'auto' and 'train' in folders.values() and len(set(folders.values())) > 1)
