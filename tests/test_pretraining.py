@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tiny_runs import REPO
-from vaegan_jax import checkpoints, prepare, pretraining, state
+from vaegan_jax import checkpoints, prepare, pretraining, runs, state
 from vaegan_jax.configs import tiny
 
 
@@ -71,8 +71,8 @@ def test_a_probe_learns_what_its_features_encode_and_nothing_from_noise():
 def test_a_frozen_body_is_left_as_trained_and_a_fine_tuned_one_changes(tmp_path):
   config = tiny.get_config('vaegan')
   trained = state.create_training(config, seed=1)
-  run = type('Run', (), {'networks': trained.networks, 'state': jax.device_get(
-      trained.initial_state)})()
+  run = runs.Run(workdir='unsaved', config=config, networks=trained.networks,
+                 state=jax.device_get(trained.initial_state), step=0)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (32, 16, 16, 3), np.uint8)
   read = lambda indices: {'image': images[indices], 'attributes': rng.random((len(indices), 3))
