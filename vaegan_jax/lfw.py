@@ -3,9 +3,9 @@
   vaegan-prepare --lfw_dir=~/lfw --resolution=64       # lfw/ (or lfw-deepfunneled/) and
                                                        # lfw_attributes.txt in ~/lfw
 
-The authors' dataset/lfw.py keeps the images that have an attribute vector (13,143 of 13,233),
-splits by person (LFW's View 1 people lists), crops the centred 150x150 window of the 250x250
-images and resizes it (lfw_aegan.py: crop_size=150). Their images were first aligned to the mean
+The authors' dataset/lfw.py keeps only the images that have an attribute vector, splits by
+person (DeepPy's LFW people splits; here View 1's test people, peopleDevTest.txt), crops the
+centred 150x150 window of the 250x250 images and resizes it (lfw_aegan.py: crop_size=150). Their images were first aligned to the mean
 of 68 landmarks, which needs DeepPy's landmark files: here [ours] the images are used as LFW
 ships them (the deep-funneled release is the aligned one).
 
