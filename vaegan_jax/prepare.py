@@ -147,14 +147,20 @@ class VaeganImages(tfds.core.GeneratorBasedBuilder):
 
 
 # ---------------------------------------------------------------- preparing
+def make_writable_folder(folder: str, tag: str) -> None:
+  """Make `folder` if needed, then write and remove a probe file `.write_test_TAG` in it;
+  OSError if either fails."""
+  os.makedirs(folder, exist_ok=True)
+  probe = os.path.join(folder, f'.write_test_{tag}')
+  with open(probe, 'w') as file:
+    file.write('ok')
+  os.remove(probe)
+
+
 def check_writable(data_dir: str) -> None:
   """A DataError naming the folder now, instead of tfds's traceback halfway through."""
   try:
-    os.makedirs(data_dir, exist_ok=True)
-    probe = os.path.join(data_dir, f'.write_test_{os.getpid()}')
-    with open(probe, 'w') as file:
-      file.write('ok')
-    os.remove(probe)
+    make_writable_folder(data_dir, str(os.getpid()))
   except OSError as error:
     raise DataError(f'Cannot write to data_dir {data_dir} ({error.strerror or error}). Give a '
                     f'--data_dir this user can write.') from None

@@ -53,11 +53,7 @@ def is_due(step: int, every: int, total: int) -> bool:
 def check_workdir(workdir: str) -> None:
   """The workdir exists (or is made) and takes a file: a clear error now, not after compiling."""
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
-    with open(probe, 'w') as file:
-      file.write('ok')
-    os.remove(probe)
+    prepare.make_writable_folder(workdir, str(jax.process_index()))
   except OSError as error:
     raise OSError(f'Cannot write to the workdir {workdir}: {error}. Give a --workdir this user '
                   f'can write.') from error
