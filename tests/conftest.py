@@ -2,15 +2,17 @@
 
 `JAX_PLATFORMS=cuda python -m pytest` runs the suite on the local GPU(s) instead (the GPU check
 in experiments/README.md); the tests that compare 8 devices with 1 then skip there, and run on
-every CPU run.
+every CPU run. There XLA's deterministic GPU ops are switched on, because tests compare runs bit
+for bit: without them each compilation autotunes its own cuDNN kernels, which may sum in another
+order (on an H200, without them, a resumed run once differed from the uninterrupted one).
 """
 import gc
 import os
 
 PLATFORM = os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-if PLATFORM == 'cpu':
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                             ' --xla_force_host_platform_device_count=8').strip()
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + (
+    ' --xla_force_host_platform_device_count=8' if PLATFORM == 'cpu' else
+    ' --xla_gpu_deterministic_ops=true')).strip()
 
 import jax  # noqa: E402  (must come after XLA_FLAGS)
 import pytest  # noqa: E402

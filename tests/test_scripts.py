@@ -26,7 +26,9 @@ def json_lines(output):
 def test_train_step_benchmark_smoke():
   (result,) = json_lines(run([sys.executable, 'benchmarks/train_step.py', '--smoke']))
   assert result['smoke'] and result['dtype'] == 'float32'
-  assert result['images_per_s'] > 0 and result['flops_per_step'] > 0
+  assert result['images_per_s'] > 0
+  if result['backend'] == 'cpu':                 # the CUDA plugin gives no FLOP count
+    assert result['flops_per_step'] > 0 and result['achieved_flops_per_s'] > 0
   assert result['batch'] == 2 * result['devices']
 
 
