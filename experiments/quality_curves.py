@@ -3,13 +3,15 @@ until their sample FID (in the domain feature space) stops falling, with both cu
 
   python experiments/quality_curves.py --out=curves                       # 4,000 steps each
   python experiments/quality_curves.py --out=curves --steps=8000 --every=500
+  python experiments/quality_curves.py --out=curves --steps=16000 --train=VAE  # VAE alone, further
   python experiments/quality_curves.py --out=/tmp/curves --smoke   # the tiny config, 4 steps
 
 Trains configs/synthetic.py:vae and :vaegan for --steps steps (resuming when repeated), measuring
 FID, KID, precision and recall of 2,000 samples and reconstructions every --every steps. Writes
 curves.json (every measurement of both runs, and the steps after which each sample FID stopped
 falling by more than 2% over the last quarter of the run) and curves.png (sample FID against
-step). Nothing is tuned: the configs are the demo's. --smoke runs the tiny config (16x16, 4 steps,
+step). --train names the models to train; the others' runs in --out are read as they are (an
+empty --train only redraws). Nothing is tuned: the configs are the demo's. --smoke runs the tiny config (16x16, 4 steps,
 measured at steps 2 and 4 on 32 images), as a test does.
 """
 from __future__ import annotations
@@ -29,6 +31,8 @@ _EVERY = flags.DEFINE_integer('every', 250, 'Steps between quality measurements.
 _DATA_DIR = flags.DEFINE_string('data_dir', '~/tensorflow_datasets', 'Prepared datasets.')
 _SMOKE = flags.DEFINE_bool('smoke', False, 'The tiny config for 4 steps: a check that it runs.')
 MODELS = {'VAE': 'vae', 'VAE/GAN': 'vaegan'}
+_TRAIN = flags.DEFINE_list('train', list(MODELS), 'The models to train (further) to --steps; '
+                           'the others are read from their runs in --out as they are.')
 
 
 def quality_curve(workdir: str) -> list[dict]:
@@ -71,12 +75,18 @@ def main(argv: list[str]) -> None:
   del argv
   metric_writers.quiet_library_logs()
   out = os.path.expanduser(_OUT.value)
+  if unknown := set(_TRAIN.value) - set(MODELS):
+    raise app.UsageError(f'--train={",".join(_TRAIN.value)}: no model {sorted(unknown)}; '
+                         f'choose from {", ".join(MODELS)}.')
   results = {}
   for label, kind in MODELS.items():
-    config = curve_config(kind)
     workdir = os.path.join(out, 'runs', kind)
-    logging.info('Training %s in %s for %d steps.', label, workdir, config.num_train_steps)
-    train.train_and_evaluate(config, workdir)
+    if label in _TRAIN.value:
+      config = curve_config(kind)
+      logging.info('Training %s in %s for %d steps.', label, workdir, config.num_train_steps)
+      train.train_and_evaluate(config, workdir)
+    elif not os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
+      raise app.UsageError(f'No run of {label} in {workdir} to read: train it (--train={label}).')
     curve = quality_curve(workdir)
     steps = [record['step'] for record in curve]
     fid = [record['fid_domain_samples'] for record in curve]

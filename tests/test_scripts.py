@@ -104,6 +104,16 @@ def test_quality_curves_smoke(tmp_path):
     assert result['steps'] == [2, 4], label
     assert all(record['fid_domain_samples'] > 0 for record in result['measurements'])
   assert os.path.exists(tmp_path / 'curves' / 'curves.png')
+  os.remove(tmp_path / 'curves' / 'curves.png')
+  # An empty --train redraws from the runs as they are; a run that is not there is named.
+  (again,) = json_lines(run([sys.executable, 'experiments/quality_curves.py', '--smoke',
+                             '--train=', f'--out={tmp_path / "curves"}']))
+  assert again == summary and os.path.exists(tmp_path / 'curves' / 'curves.png')
+  missing = subprocess.run([sys.executable, 'experiments/quality_curves.py', '--smoke',
+                            '--train=VAE/GAN', f'--out={tmp_path / "other"}',
+                            f'--data_dir={tmp_path / "data"}'], cwd=REPO, capture_output=True,
+                           text=True, env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=''))
+  assert missing.returncode != 0 and 'No run of VAE in' in missing.stderr
 
 
 def test_quality_curves_helpers(tmp_path):
