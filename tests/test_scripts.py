@@ -122,6 +122,10 @@ def test_quality_curves_helpers(tmp_path):
   assert curves.plateau_step([100, 200, 300, 400, 500, 600, 700, 800],
                              [90, 70, 50, 49.5, 50.2, 49.8, 49.6, 49.4]) == 300
   assert curves.plateau_step([100, 200, 300, 400], [90, 80, 70, 60]) is None   # still falling
+  # Third quarter (400, 600]: 50, 60 -> 55; last (600, 800]: 40, 50 -> 45; (55 - 45) / 55.
+  assert abs(curves.last_quarter_fall([100, 200, 300, 400, 500, 600, 700, 800],
+                                      [90, 80, 70, 65, 50, 60, 40, 50]) - 10 / 55) < 1e-12
+  assert curves.last_quarter_fall([2, 4], [9.0, 8.0]) is None        # no third-quarter step
   with open(tmp_path / 'metrics.jsonl', 'w') as file:
     for step, kind, value in ((250, 'quality', 9.0), (250, 'train', 1.0), (500, 'quality', 7.0),
                               (250, 'quality', 8.0)):
