@@ -5,9 +5,10 @@
 
 The authors' dataset/lfw.py keeps only the images that have an attribute vector, splits by
 person (DeepPy's LFW people splits; here View 1's test people, peopleDevTest.txt), crops the
-centred 150x150 window of the 250x250 images and resizes it (lfw_aegan.py: crop_size=150). Their images were first aligned to the mean
-of 68 landmarks, which needs DeepPy's landmark files: here [ours] the images are used as LFW
-ships them (the deep-funneled release is the aligned one).
+centred 150x150 window of the 250x250 images and resizes it (lfw_aegan.py: crop_size=150).
+Their images were first aligned to the mean of 68 landmarks, which needs DeepPy's landmark
+files: here [ours] the images are used as LFW ships them (the deep-funneled release is the
+aligned one).
 
 lfw_attributes.txt (from Kumar et al.'s attribute classifiers) is tab-separated: comment lines
 start with '#', the last of them is the header ('#', person, imagenum, then the 73 attribute
