@@ -40,6 +40,8 @@ _QUALITY_SAMPLES = flags.DEFINE_integer('quality_samples', None, 'Images per set
 _EXTRACTOR = flags.DEFINE_enum('extractor', 'domain', ['domain', 'inception'], 'Feature space of '
                                'the quality table (inception needs pytorch-fid\'s weights).')
 _INCEPTION_WEIGHTS = flags.DEFINE_string('inception_weights', None, "pytorch-fid's weights file.")
+_INCEPTION_SHA256 = flags.DEFINE_string('inception_sha256', None, 'The full SHA-256 of another '
+                                        "release of the weights (default: pytorch-fid's).")
 
 SYNTHETIC_STEPS = 500
 # label -> (model kind, conditional); the label is the row name in the figures.
@@ -176,7 +178,8 @@ def main(argv: list[str]) -> None:
       figure_dir, count=8, seed=0, data_dir=None, predictor=predictor_dir, num_requests=1000))
   written.update(figures.make_figure(
       'quality', unconditional, figure_dir, data_dir=None, extractor=_EXTRACTOR.value,
-      inception_weights=_INCEPTION_WEIGHTS.value, seed=0,
+      inception_weights=_INCEPTION_WEIGHTS.value,
+      inception_sha256=_INCEPTION_SHA256.value, seed=0,
       num_samples=_QUALITY_SAMPLES.value or (2000 if _DATASET.value == 'synthetic' else 10_000)))
   index = write_index(out, written, accuracy)
   print(json.dumps({'index': index, **{name: paths['png'] for name, paths in written.items()}}))

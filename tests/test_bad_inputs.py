@@ -21,7 +21,7 @@ def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
   ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)   # 0 .. 65520
   path = str(tmp_path / 'grey16.png')
   Image.fromarray(ramp).save(path)
-  image = sources.decode(open(path, 'rb').read())
+  image = sources.ImageLimits().decode(open(path, 'rb').read())
   assert image.mode.startswith('I')                    # how Pillow reads a 16-bit PNG
   pixels = preprocess.to_channels(image, 3)
   expected = np.round(ramp / 257.0).astype(np.uint8)   # 65535 -> 255

@@ -2,6 +2,8 @@
 on tiny runs of the four model kinds; the messages for a missing run and an unknown attribute."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -280,3 +282,18 @@ def test_quality_figure_scores_each_run_in_the_domain_space(tmp_path, tiny_runs)
       assert measured['fid'] > 0 and 0 <= measured['precision'] <= 1
   # Two freshly initialised models draw different images, so their scores differ.
   assert numbers['table']['VAE']['samples']['fid'] != numbers['table']['GAN']['samples']['fid']
+
+
+def test_counts_and_seeds_that_cannot_work_are_refused_by_the_command(tmp_path):
+  """Issue 20, item 7: --count=0, --num_test=0 and --seed=-1 were accepted silently."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  running = {flag: subprocess.Popen(
+      [sys.executable, '-m', 'vaegan_jax.figures', '--figure=samples', f'--run=A={tmp_path}',
+       f'--out={tmp_path}/figures', flag], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, env=dict(os.environ, PYTHONPATH=repo))
+      for flag in ('--count=0', '--num_test=0', '--seed=-1')}
+  for flag, process in running.items():
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode != 0 and 'Traceback' not in stderr
+    assert f'flag {flag}: ' in stderr and 'is not a' in stderr, stderr[-2000:]
+  assert not os.path.exists(tmp_path / 'figures')

@@ -1,11 +1,13 @@
 """Training input: shuffling per epoch, per-process shards that are disjoint and covering, flips,
 determinism and exact resume, device placement."""
+import os
+
 import jax
 import numpy as np
 import pytest
 
 import fake_celeba
-from vaegan_jax import input_pipeline, prepare, preprocess, sources
+from vaegan_jax import dataset_layout, input_pipeline, prepare, preprocess, sources
 from vaegan_jax.dataset_layout import DataError
 
 GLOBAL_BATCH = 16
@@ -163,3 +165,26 @@ def test_conditions_are_the_named_columns_in_plus_minus_one():
   with pytest.raises(DataError, match=r"\['Young'\], which this dataset does not have. "
                                               r'Its attributes: Bald, Male, Smiling'):
     input_pipeline.condition_columns(names, ('Young',))
+
+
+def test_a_prepared_folder_naming_another_feature_class_is_refused_unimported(
+    tmp_path, monkeypatch):
+  """Issue 20, item 5: tfds imports the module of any class features.json names; a shared
+  prepared folder could make it run a file from the working directory."""
+  raw, data = str(tmp_path / 'raw'), str(tmp_path / 'data')
+  fake_celeba.write(raw, 12)
+  prepare.prepare(sources.CelebAFiles(raw), data, preprocess.PreprocessSpec(resolution=8))
+  marker = tmp_path / 'ran'
+  (tmp_path / 'planted_features.py').write_text(f'open({str(marker)!r}, "w").close()\n')
+  monkeypatch.syspath_prepend(str(tmp_path))          # as `python -m` puts the cwd first
+  features = os.path.join(dataset_layout.dataset_dir(data, 'celeba', 8, 3), 'features.json')
+  text = open(features).read()
+  assert text.count('tensorflow_datasets.core.features.text_feature.Text') == 1
+  open(features, 'w').write(text.replace('tensorflow_datasets.core.features.text_feature.Text',
+                                         'planted_features.Text'))
+  with pytest.raises(DataError, match='names feature classes that vaegan-prepare never writes '
+                                      r'\(planted_features.Text\)'):
+    input_pipeline.open_prepared(data, 'celeba', 8, 3, 'train')
+  assert not marker.exists()
+  open(features, 'w').write(text)                     # the untouched folder still opens
+  assert len(input_pipeline.open_prepared(data, 'celeba', 8, 3, 'test')) > 0

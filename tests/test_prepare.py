@@ -1,10 +1,12 @@
 """The prepare path, offline, on a fake CelebA in the real formats, a folder of images and a tfds
 dataset; every bad-input message; nothing half-written."""
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -14,6 +16,7 @@ from PIL import Image
 
 import fake_celeba
 from vaegan_jax import dataset_layout, input_pipeline, prepare, preprocess, sources
+from vaegan_jax.configs import tiny
 from vaegan_jax.dataset_layout import DataError
 
 SPEC = preprocess.PreprocessSpec(resolution=16)
@@ -45,7 +48,7 @@ def test_prepare_celeba_splits_pixels_and_attributes(tmp_path, extracted):
     for row in range(count):                # records keep the source order
       index = offset + row
       decoded = Image.open(os.path.join(raw, 'img_align_celeba', names[index])) if extracted \
-          else sources.decode(fake_celeba.jpeg_bytes(fake_celeba.image_pixels(index)))
+          else sources.ImageLimits().decode(fake_celeba.jpeg_bytes(fake_celeba.image_pixels(index)))
       np.testing.assert_array_equal(batch['image'][row], preprocess.preprocess(decoded, SPEC))
       np.testing.assert_array_equal(batch['attributes'][row], fake_celeba.attributes_of(index))
     offset += count
@@ -174,7 +177,7 @@ def test_skip_corrupt_leaves_them_out_and_counts_them(tmp_path):
   assert [entry.split()[0] for entry in summary.skipped_corrupt] == ['000003.jpg', '000019.jpg']
   assert '2 corrupt skipped' in str(summary)
   _, train = read_all(str(tmp_path / 'data'), 'celeba', 'train')
-  expected = preprocess.preprocess(sources.decode(fake_celeba.jpeg_bytes(
+  expected = preprocess.preprocess(sources.ImageLimits().decode(fake_celeba.jpeg_bytes(
       fake_celeba.image_pixels(3))), SPEC)
   np.testing.assert_array_equal(train['image'][2], expected)     # 000004 moved up
 
@@ -349,3 +352,90 @@ def test_failed_tfds_download_points_to_the_raw_files(tmp_path, monkeypatch):
     prepare.download_tfds('celeb_a', str(tmp_path))
   message = str(error.value)
   assert 'quota exceeded' in message and '--raw_dir' in message and "'celeb_a'" in message
+
+
+# ---------------------------------------------------------------- runs side by side (issue 20)
+ENSURE_SCRIPT = '''
+import sys
+from absl import logging
+from vaegan_jax import prepare
+from vaegan_jax.configs import tiny
+logging.set_verbosity(logging.INFO)
+data = tiny.get_config().data
+data.data_dir = sys.argv[1]
+prepare.ensure_prepared(data, 16, 3)
+print('done', flush=True)
+'''
+
+
+def test_two_runs_preparing_one_data_dir_at_once_both_finish_with_one_dataset(tmp_path):
+  """Issue 20, item 3: the second run deleted the first's incomplete.* folder as stale, and
+  the first died. Now the second waits for the first's lock, then reuses its result."""
+  data = str(tmp_path / 'data')
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [os.path.dirname(os.path.dirname(__file__)), os.environ.get('PYTHONPATH', '')]))
+  runs = [subprocess.Popen([sys.executable, '-c', ENSURE_SCRIPT, data], env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+  outputs = [run.communicate(timeout=300) for run in runs]
+  for run, (stdout, stderr) in zip(runs, outputs):
+    assert run.returncode == 0 and stdout.strip().endswith('done'), stderr[-3000:]
+  logs = ''.join(stderr for _, stderr in outputs)
+  assert logs.count('Drawing 300 synthetic faces') == 1
+  assert logs.count('downloaded and prepared') <= 1 and 'Removing' not in logs
+  assert 'Waiting for' in logs
+  prepared, batch = read_all(data, 'synthetic', 'train')
+  assert len(prepared) == len(batch['image']) > 200
+
+
+def test_an_incomplete_folder_is_left_alone_while_its_writer_holds_the_lock(tmp_path,
+                                                                            celeba_raw):
+  data = str(tmp_path / 'data')
+  parent = os.path.dirname(dataset_layout.dataset_dir(data, 'celeba', 16, 3))
+  os.makedirs(os.path.join(parent, 'incomplete.live_1.0.0'))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [os.path.dirname(os.path.dirname(__file__)), os.environ.get('PYTHONPATH', '')]))
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time\nfrom vaegan_jax import files\n'
+       'with files.FileLock(sys.argv[1], wait=False):\n  print("held", flush=True)\n'
+       '  time.sleep(600)', os.path.join(parent, '.prepare.lock')],
+      stdout=subprocess.PIPE, text=True, env=env)
+  try:
+    assert holder.stdout.readline().strip() == 'held'
+    done = []
+    worker = threading.Thread(target=lambda: done.append(prepare.prepare(
+        sources.CelebAFiles(celeba_raw[0]), data, SPEC)))
+    worker.start()
+    time.sleep(1.5)
+    assert worker.is_alive() and os.path.isdir(os.path.join(parent, 'incomplete.live_1.0.0'))
+  finally:
+    holder.kill()
+    holder.wait()
+  worker.join(timeout=120)
+  assert done and done[0].examples['train'] == 14
+  assert not [name for name in os.listdir(parent) if name.startswith('incomplete')]
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--resolution=0', 'flag --resolution=0: 0 is not a positive integer'),
+    ('--workers=-1', 'flag --workers=-1: -1 is not a non-negative integer'),
+    ('--test_fraction=1.5', 'flag --test_fraction=1.5: must lie strictly between 0 and 1'),
+    ('--augmented_copies=-2', 'flag --augmented_copies=-2: -2 is not a non-negative integer'),
+    ('--max_image_pixels=0', 'flag --max_image_pixels=0: 0 is not a positive integer'),
+])
+def test_bad_prepare_flags_are_one_message(tmp_path, celeba_raw, flag, message):
+  result = subprocess.run([sys.executable, '-m', 'vaegan_jax.prepare',
+                           f'--raw_dir={celeba_raw[0]}', f'--data_dir={tmp_path}', flag],
+                          capture_output=True, text=True)
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert re.search(message, result.stderr), result.stderr
+  assert not os.path.exists(tmp_path / 'vaegan_images')
+
+
+def test_an_empty_data_dir_is_refused_before_anything_is_drawn(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  data = tiny.get_config().data
+  data.data_dir = ''
+  with pytest.raises(DataError, match='data_dir is empty; give a folder with '
+                                      '--config.data.data_dir'):
+    prepare.ensure_prepared(data, 16, 3)
+  assert os.listdir(tmp_path) == []                # drew into ./raw/ before

@@ -42,6 +42,9 @@ def bad(**changes):
                                  r"\('none', 'batch', 'example'\)"),
     (bad(num_train_steps=0), 'num_train_steps=0: must be a positive integer'),
     (bad(eval_batches=-1), r'eval_batches=-1: 0 \(all\) or a positive count'),
+    (bad(quality__inception_sha256='6726825d'), r"quality.inception_sha256='6726825d' must be "
+                                                r'the full SHA-256 \(64 hex digits'),
+    (bad(data__max_image_pixels=0), 'data.max_image_pixels=0: must be a positive integer'),
 ])
 def test_bad_values_are_named_with_what_is_valid(config, message):
   with pytest.raises(schema.ConfigError, match=message):
@@ -96,7 +99,21 @@ def test_resumable_settings_are_those_that_leave_state_and_batches_alone():
       'eval_batches', 'checkpoint_every_steps', 'keep_checkpoints', 'grid_size', 'data.data_dir',
       'data.raw_dir', 'data.reader_threads', 'data.synthetic_images', 'model.conv_gradients',
       'quality.every_steps', 'quality.num_samples', 'quality.extractor', 'quality.extractor_steps',
-      'quality.inception_weights'} | {   # the schedule: the step sets the learning rate each time
+      'quality.inception_weights', 'quality.inception_sha256', 'data.max_image_bytes',
+      'data.max_image_pixels'} | {   # the schedule: the step sets the learning rate each time
           f'optimizer.{network}.{key}' for network in ('encoder', 'decoder', 'discriminator')
           for key in ('learning_rate', 'schedule', 'end_learning_rate', 'anneal_power',
                       'anneal_epochs', 'steps_per_epoch')}
+
+
+def test_a_run_saved_before_keys_were_added_reads_with_their_defaults():
+  """Keys added since a run was saved (resumable ones: they shape neither the state nor the
+  batches) take the default config's values, so figures still read the old run."""
+  saved = tiny.get_config().to_dict()
+  del saved['data']['max_image_bytes'], saved['quality']['inception_sha256']
+  with pytest.raises(schema.ConfigError, match='missing .*data.max_image_bytes'):
+    schema.check(ml_collections.ConfigDict(saved))
+  config = schema.with_added_keys(saved, celeba64.get_config())
+  schema.check(config)
+  assert config.data.max_image_bytes == celeba64.get_config().data.max_image_bytes
+  assert config.quality.inception_sha256 == '' and config.model.resolution == 16

@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from vaegan_jax import files
 from vaegan_jax.configs.schema import RESUMABLE, flatten_config
 
 UNUSABLE_SUFFIX = '-unusable'
@@ -297,8 +298,8 @@ class Checkpointer:
       raise CheckpointWriteError(
           f'Saving the checkpoint {step}in {self.directory} failed ({describe_error(error)}). '
           f'Training stopped; the checkpoints before it are kept (steps '
-          f'{", ".join(map(str, kept)) or "none"}). Free disk space and rerun to resume.'
-      ) from None
+          f'{", ".join(map(str, kept)) or "none"}): {files.write_failure_advice(error)}, '
+          f'then rerun to resume.') from None
     if pending is None:
       return
     step, host_state = pending

@@ -11,20 +11,20 @@ dataset split in them.
 
 An extractor and a split's reference statistics are made once and cached next to the prepared
 dataset, in DATA_DIR/vaegan_extractors/NAME_R/EXTRACTOR/, keyed by extractor, dataset, split and
-resolution; each file is written under a temporary name and renamed when complete.
+resolution; each file is written under a unique temporary name and renamed when complete, and
+one process at a time makes each (files.exclusive), so runs started together make it once.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import tempfile
 from typing import Callable
 
 import numpy as np
 from absl import logging
 
-from vaegan_jax import attribute_predictor, inception, input_pipeline, quality
+from vaegan_jax import attribute_predictor, files, inception, input_pipeline, quality
 from vaegan_jax.dataset_layout import config_name
 
 DOMAIN_PREDICTOR_STEPS = 1500
@@ -55,55 +55,71 @@ def cache_dir(data_dir: str, dataset: str, resolution: int, channels: int, extra
 def domain_extractor(train_split: input_pipeline.PreparedSplit, folder: str,
                      steps: int = DOMAIN_PREDICTOR_STEPS) -> Extractor | None:
   """The domain extractor of a dataset, trained on `train_split` once into `folder`; None when
-  the dataset has no attribute that varies (nothing to learn features from)."""
-  if not os.path.exists(os.path.join(folder, 'predictor.json')):
+  the dataset has no attribute that varies (nothing to learn features from). Runs started side
+  by side train it once: the others wait for the first's, then read it."""
+  done = os.path.join(folder, 'predictor.json')
+  if not os.path.exists(done):
     sample = train_split.read(np.arange(min(len(train_split), 5000)))['attributes']
     if not (sample.any(axis=0) & ~sample.all(axis=0)).any():
       return None
-    logging.info('Training the domain feature extractor (an attribute predictor, %d steps) into '
-                 '%s, once.', steps, folder)
-    predictor = attribute_predictor.train_predictor(train_split, steps=steps)
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix='.domain-', dir=parent)
-    attribute_predictor.save(predictor, staging, {'steps': steps, 'trained_on': train_split.path})
-    try:
-      os.rename(staging, folder)
-    except OSError:                         # another process finished first: keep its copy
-      shutil.rmtree(staging, ignore_errors=True)
+    files.make_once(folder, 'predictor', lambda: os.path.exists(done),
+                    lambda: _train_domain_predictor(train_split, folder, steps),
+                    f'the domain extractor {folder}')
   predictor = attribute_predictor.load(folder)
   return Extractor('domain', folder, predictor.hidden_features)
 
 
-def inception_extractor(weights: str | None = None) -> Extractor:
-  """pytorch-fid's Inception pool3 features, from `weights` (or the cached download)."""
-  path = inception.weights_path(weights or None)
-  params = inception.load_params(path)
+def _train_domain_predictor(train_split: input_pipeline.PreparedSplit, folder: str,
+                            steps: int) -> None:
+  logging.info('Training the domain feature extractor (an attribute predictor, %d steps) into '
+               '%s, once.', steps, folder)
+  predictor = attribute_predictor.train_predictor(train_split, steps=steps)
+  staging = tempfile.mkdtemp(prefix='.domain-', dir=folder)
+  attribute_predictor.save(predictor, staging, {'steps': steps, 'trained_on': train_split.path})
+  for name in ('predictor.msgpack', 'predictor.json'):   # the .json last: it marks it done
+    os.replace(os.path.join(staging, name), os.path.join(folder, name))
+  os.rmdir(staging)
+
+
+def inception_extractor(weights: str | None = None, sha256: str | None = None) -> Extractor:
+  """pytorch-fid's Inception pool3 features, from `weights` (or the cached download), checked
+  against `sha256` (or pytorch-fid's own digest)."""
+  path, params = inception.load_params(weights or None, sha256 or None)
   return Extractor('inception', path, lambda images: inception.features(params, images))
 
 
 def reference(extractor: Extractor, split: input_pipeline.PreparedSplit, folder: str,
               sample_size: int, batch_size: int = 500) -> Reference:
   """The statistics of every image of `split` and the features of its first `sample_size`
-  images, made once and cached in `folder`."""
-  path = os.path.join(folder, f'reference_{split.split.replace("+", "_")}_{sample_size}.npz')
-  if not os.path.exists(path):
-    statistics = quality.FeatureStatistics.empty(extractor.features(split.read([0])['image'])
-                                                 .shape[1])
-    sample = []
-    for start in range(0, len(split), batch_size):
-      features = extractor.features(split.read(np.arange(start, min(start + batch_size,
-                                                                     len(split))))['image'])
-      statistics = statistics.add(features)
-      sample.append(features[:max(0, sample_size - start)])
-    os.makedirs(folder, exist_ok=True)
-    temporary = f'{path}.incomplete.npz'
-    np.savez(temporary, count=statistics.count, total=statistics.total, outer=statistics.outer,
-             sample=np.concatenate(sample))
-    os.replace(temporary, path)
+  images, made once and cached in `folder` (runs side by side wait for the first's)."""
+  name = f'reference_{split.split.replace("+", "_")}_{sample_size}'
+  path = os.path.join(folder, f'{name}.npz')
+  files.make_once(folder, name, lambda: os.path.exists(path),
+                  lambda: _write_reference(extractor, split, folder, name, sample_size,
+                                           batch_size),
+                  f'the reference statistics {path}')
   with np.load(path) as data:
     return Reference(quality.FeatureStatistics(int(data['count']), data['total'], data['outer']),
                      data['sample'])
+
+
+def _write_reference(extractor: Extractor, split: input_pipeline.PreparedSplit, folder: str,
+                     name: str, sample_size: int, batch_size: int) -> None:
+  statistics = quality.FeatureStatistics.empty(extractor.features(split.read([0])['image'])
+                                               .shape[1])
+  sample = []
+  for start in range(0, len(split), batch_size):
+    features = extractor.features(split.read(np.arange(start, min(start + batch_size,
+                                                                   len(split))))['image'])
+    statistics = statistics.add(features)
+    sample.append(features[:max(0, sample_size - start)])
+  # A unique temporary name, renamed when complete: where the lock cannot be taken, two writers
+  # then each publish a whole file.
+  descriptor, temporary = tempfile.mkstemp(prefix=f'.{name}-', suffix='.npz', dir=folder)
+  with os.fdopen(descriptor, 'wb') as file:
+    np.savez(file, count=statistics.count, total=statistics.total, outer=statistics.outer,
+             sample=np.concatenate(sample))
+  os.replace(temporary, os.path.join(folder, f'{name}.npz'))
 
 
 def compare(extractor: Extractor, ref: Reference, images: np.ndarray, label: str

@@ -337,13 +337,15 @@ def define_flags() -> None:
                             required=True)
   flags.DEFINE_string('out', 'figures', 'Folder for the PNG and JSON files.')
   flags.DEFINE_string('data_dir', None, "Where the runs' dataset is prepared (default: theirs).")
-  flags.DEFINE_integer('count', 8, 'samples: images per row; reconstructions: test images.')
-  flags.DEFINE_integer('seed', 0, 'samples: seed of the shared z.')
+  flags.DEFINE_integer('count', 8, 'samples: images per row; reconstructions: test images.',
+                       lower_bound=1)
+  flags.DEFINE_integer('seed', 0, 'samples: seed of the shared z.', lower_bound=0)
   flags.DEFINE_list('attributes', ['paper'], "attributes: names, or 'paper' for the 18.")
-  flags.DEFINE_integer('num_encode', 10_000, 'attributes: training images encoded.')
-  flags.DEFINE_integer('num_test', 64, 'attributes: test images edited.')
+  flags.DEFINE_integer('num_encode', 10_000, 'attributes: training images encoded.', lower_bound=1)
+  flags.DEFINE_integer('num_test', 64, 'attributes: test images edited.', lower_bound=1)
   flags.DEFINE_list('strengths', ['-2', '-1', '0', '1', '2'], 'attributes: sweep strengths a.')
-  flags.DEFINE_integer('interpolation_steps', 8, 'attributes: images per interpolation.')
+  flags.DEFINE_integer('interpolation_steps', 8, 'attributes: images per interpolation.',
+                       lower_bound=2)
   flags.DEFINE_string('predictor', None, 'attributes: a trained attribute predictor (its --out '
                       'folder) to measure how often each edit works; conditional: the judge '
                       '(required).')
@@ -352,12 +354,14 @@ def define_flags() -> None:
                     'the standard FID Inception network.')
   flags.DEFINE_string('inception_weights', None, "quality: pytorch-fid's Inception weights file "
                       '(default: downloaded once into ~/.cache/vaegan_jax).')
+  flags.DEFINE_string('inception_sha256', None, 'quality: the full SHA-256 of another release '
+                      "of the Inception weights (default: pytorch-fid's file's).")
   flags.DEFINE_integer('num_samples', 10_000, 'quality: images per set (samples, and test '
-                       'images reconstructed).')
+                       'images reconstructed).', lower_bound=1)
   flags.DEFINE_integer('extractor_steps', 1500, 'quality: training steps of the domain '
-                       'extractor when it is made (once per dataset).')
+                       'extractor when it is made (once per dataset).', lower_bound=1)
   flags.DEFINE_integer('num_requests', 1000, 'conditional: test attribute vectors to generate '
-                       'from and judge.')
+                       'from and judge.', lower_bound=1)
 
 
 def quality_space(run: runs.Run, options: dict
@@ -369,7 +373,8 @@ def quality_space(run: runs.Run, options: dict
   folder = extractors.cache_dir(data_dir, data.name, model.resolution, model.image_channels,
                                 options['extractor'])
   if options['extractor'] == 'inception':
-    extractor = extractors.inception_extractor(options.get('inception_weights'))
+    extractor = extractors.inception_extractor(options.get('inception_weights'),
+                                                   options.get('inception_sha256'))
   else:
     extractor = extractors.domain_extractor(
         input_pipeline.open_configured(run.config, data.train_split, data_dir), folder,
@@ -426,7 +431,8 @@ def main(argv: list[str]) -> None:
         num_test=args.num_test, strengths=args.strengths,
         interpolation_steps=args.interpolation_steps, predictor=args.predictor,
         num_requests=args.num_requests, extractor=args.extractor,
-        inception_weights=args.inception_weights, num_samples=args.num_samples,
+        inception_weights=args.inception_weights,
+        inception_sha256=args.inception_sha256, num_samples=args.num_samples,
         extractor_steps=args.extractor_steps)
   # WeightsError and DataError are ValueErrors; a run whose checkpoints are all unusable too.
   except (ValueError, FileNotFoundError, checkpoints.UnusableCheckpoints) as error:

@@ -14,14 +14,15 @@ clamped to the edge, no antialiasing), here as one [299, R] matrix per axis, and
 that affine scaling, so they are resized as they are.
 
 Weights: pytorch-fid's file pt_inception-2015-12-05-6726825d.pth (`FID_WEIGHTS_URL`), read
-without torch (pth.py). `load_weights` checks it against the hash its name carries.
+once into memory, checked against its full SHA-256 and size, and parsed without running code
+(pth.py). Another release of the weights can be used by pinning its digest.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import os
-import shutil
+import re
 import tempfile
 import urllib.request
 from typing import Any, Sequence
@@ -31,12 +32,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaegan_jax import pth
+from vaegan_jax import files, pth
 
 FID_WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
                    'pt_inception-2015-12-05-6726825d.pth')
-# torch.hub names a file by the first hex digits of its SHA-256; pytorch-fid's file says 6726825d.
-FID_WEIGHTS_SHA256_PREFIX = '6726825d'
+# The full digest and size of that file. torch.hub names a file by the first 8 hex digits of its
+# SHA-256 only (32 bits, which a brute-force search matches in an hour), so all 64 are checked.
+FID_WEIGHTS_SHA256 = '6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2'
+FID_WEIGHTS_BYTES = 95_628_359
+MAX_WEIGHTS_BYTES = 128 * 2**20         # what a weights file may hold: a little above that one
 CACHE = os.path.join(os.path.expanduser('~'), '.cache', 'vaegan_jax')
 INPUT_SIZE = 299
 BATCH_NORM_EPSILON = 1e-3
@@ -232,45 +236,69 @@ def params_from_state_dict(state: dict[str, np.ndarray]) -> dict[str, Any]:
   return params
 
 
-def sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as file:
-    for block in iter(lambda: file.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
-
-def weights_path(path: str | None = None, download: bool = True) -> str:
-  """The weights file: `path` if given, else the cached download (fetched once when the network
-  allows), checked against FID_WEIGHTS_SHA256_PREFIX; a WeightsError says what to do."""
+def weights_bytes(path: str | None = None, sha256: str | None = None,
+                  download: bool = True) -> tuple[str, bytes]:
+  """(where, the bytes of the weights file): `path` if given, else the cached download (fetched
+  once when the network allows). The bytes are read once and checked against the full SHA-256
+  (`sha256`, else pytorch-fid's FID_WEIGHTS_SHA256) before anything parses them; the same bytes
+  are then parsed, so the file cannot be swapped between the check and the read. A WeightsError
+  says what to do."""
+  expected = (sha256 or FID_WEIGHTS_SHA256).lower()
+  if not re.fullmatch('[0-9a-f]{64}', expected):
+    raise WeightsError(f'The pinned SHA-256 {sha256!r} is not 64 hex digits; give the full '
+                       f'digest of your weights file (sha256sum FILE).')
+  what = (f'SHA-256 {expected}' + ('' if sha256 else f', {FID_WEIGHTS_BYTES:,} bytes'))
   target = path or os.path.join(CACHE, os.path.basename(FID_WEIGHTS_URL))
-  if not os.path.exists(target) and path is None and download:
-    os.makedirs(CACHE, exist_ok=True)
-    staging = tempfile.NamedTemporaryFile(dir=CACHE, delete=False, suffix='.incomplete')
-    try:
-      with urllib.request.urlopen(FID_WEIGHTS_URL, timeout=60) as response, staging:
-        shutil.copyfileobj(response, staging)
-      os.replace(staging.name, target)
-    except OSError as error:
-      os.unlink(staging.name)
-      raise WeightsError(
-          f'Cannot download the FID Inception weights ({type(error).__name__}: {error}). '
-          f'Download {FID_WEIGHTS_URL} yourself (its SHA-256 starts with '
-          f'{FID_WEIGHTS_SHA256_PREFIX}) and pass its path with --inception_weights.') from error
-  if not os.path.exists(target):
-    raise WeightsError(f'No Inception weights at {target}. Download {FID_WEIGHTS_URL} (its '
-                       f'SHA-256 starts with {FID_WEIGHTS_SHA256_PREFIX}) and pass its path.')
-  digest = sha256(target)
-  if not digest.startswith(FID_WEIGHTS_SHA256_PREFIX):
-    raise WeightsError(f'{target} has SHA-256 {digest}, not that of {FID_WEIGHTS_URL} (which '
-                       f'starts with {FID_WEIGHTS_SHA256_PREFIX}): it is another file or '
-                       f'damaged. Download it again.')
-  return target
+  if path is None and download and not os.path.exists(target):
+    return target, _download(target, expected, what)
+  try:
+    data = files.read_regular_file(target, MAX_WEIGHTS_BYTES)
+  except FileNotFoundError:
+    raise WeightsError(f'No Inception weights at {target}. Download {FID_WEIGHTS_URL} ({what}) '
+                       f'and pass its path.') from None
+  except (OSError, files.UnsafeFile) as error:
+    raise WeightsError(f'Cannot read the Inception weights {target}: {error}') from None
+  _check_digest(data, expected, what, f'{target} ')
+  return target, data
 
 
-def load_params(path: str) -> dict[str, Any]:
-  """FIDInceptionV3's params from a state dict file in pytorch-fid's layout (no hash check)."""
-  return params_from_state_dict(pth.read_state_dict(path))
+def _check_digest(data: bytes, expected: str, what: str, where: str) -> None:
+  digest = hashlib.sha256(data).hexdigest()
+  if digest != expected:
+    raise WeightsError(
+        f'{where}has SHA-256 {digest} ({len(data):,} bytes), not the expected {what} of '
+        f'{FID_WEIGHTS_URL}: it is another file or damaged, and was not read. Download it again; '
+        f'for another release of the weights, pin its digest (--inception_sha256).')
+
+
+def _download(target: str, expected: str, what: str) -> bytes:
+  """The weights fetched into memory (at most MAX_WEIGHTS_BYTES), checked, then cached under a
+  unique temporary name renamed into place: nothing unchecked is ever cached."""
+  try:
+    with urllib.request.urlopen(FID_WEIGHTS_URL, timeout=60) as response:
+      data = response.read(MAX_WEIGHTS_BYTES + 1)
+  except OSError as error:
+    raise WeightsError(
+        f'Cannot download the FID Inception weights ({type(error).__name__}: {error}). '
+        f'Download {FID_WEIGHTS_URL} yourself ({what}) and pass its path with '
+        f'--inception_weights.') from error
+  _check_digest(data, expected, what, 'The download ')
+  os.makedirs(CACHE, exist_ok=True)
+  descriptor, staging = tempfile.mkstemp(dir=CACHE, suffix='.incomplete')
+  with os.fdopen(descriptor, 'wb') as file:
+    file.write(data)
+  os.replace(staging, target)
+  return data
+
+
+def load_params(path: str | None = None, sha256: str | None = None) -> tuple[str, Any]:
+  """(where, FIDInceptionV3's params) from pytorch-fid's weights file, checked by weights_bytes
+  and read without running anything it holds (pth.py)."""
+  where, data = weights_bytes(path, sha256)
+  try:
+    return where, params_from_state_dict(pth.read_state_dict(data, MAX_WEIGHTS_BYTES))
+  except pth.PthError as error:
+    raise WeightsError(f'{where}: {error}') from None
 
 
 def features(params: Any, images: np.ndarray, batch_size: int = 100) -> np.ndarray:

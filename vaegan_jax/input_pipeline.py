@@ -28,7 +28,6 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 from etils import epath
 from tensorflow_datasets.proto import tf_example_pb2
@@ -135,7 +134,7 @@ def open_prepared(data_dir: str, name: str, resolution: int, channels: int, spli
         f'(expected {path}; found: {", ".join(found) or "none"}). Prepare it once with '
         f'`vaegan-prepare --raw_dir=CELEBA_FILES --data_dir={data_dir} --name={name} '
         f'--resolution={resolution}` (or --image_folder / --tfds_name).')
-  builder = tfds.builder_from_directory(path)
+  builder = dataset_layout.open_builder(path)
   available = list(builder.info.splits)
   missing = [part for part in split.split('+') if part not in available]
   if missing:

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from vaegan_jax.dataset_layout import DataError
-from vaegan_jax.sources import Example, Source, check_not_web_page, decode
+from vaegan_jax.sources import Example, ImageLimits, Source, read_text
 
 ATTRIBUTE_FILE = 'lfw_attributes.txt'
 IMAGE_FOLDERS = ('lfw', 'lfw-deepfunneled', 'lfw_funneled', 'lfw-funneled')
@@ -43,57 +43,65 @@ def image_key(person: str, number: int) -> str:
 
 def read_attributes(path: str) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
   """lfw_attributes.txt -> (attribute names, {image key: [A] float32 scores})."""
-  check_not_web_page(path)
   header, table = None, {}
-  with open(path, encoding='utf-8') as file:
-    for number, line in enumerate(file, start=1):
-      line = line.rstrip('\n')
-      if not line.strip():
-        continue
-      if line.startswith('#'):
-        columns = [column.strip() for column in line.lstrip('#').split('\t')]
-        columns = [column for column in columns if column]
-        if columns[:2] == ['person', 'imagenum']:
-          header = tuple(name.replace(' ', '_') for name in columns[2:])
-        continue
-      if header is None:
-        raise DataError(f'{path}, line {number}: a data row before the header line ("#\\tperson'
-                        f'\\timagenum\\t..."); this is not Kumar et al.\'s lfw_attributes.txt.')
-      fields = line.split('\t')
-      try:
-        person, image_number = fields[0], int(fields[1])
-        scores = np.array([float(value) for value in fields[2:]], np.float32)
-      except (IndexError, ValueError):
-        scores = None
-      if scores is None or len(scores) != len(header) or not np.all(np.isfinite(scores)):
-        raise DataError(f'{path}, line {number}: expected a name, an image number and '
-                        f'{len(header)} scores separated by tabs, got {line[:120]!r}.')
-      key = image_key(person, image_number)
-      if key in table:
-        raise DataError(f'{path}, line {number}: {person} image {image_number} has a second '
-                        f'row; give each image one row.')
-      table[key] = scores
+  for number, line in enumerate(read_text(path).splitlines(), start=1):
+    if not line.strip():
+      continue
+    if line.startswith('#'):
+      columns = [column.strip() for column in line.lstrip('#').split('\t')]
+      columns = [column for column in columns if column]
+      if columns[:2] == ['person', 'imagenum']:
+        header = tuple(name.replace(' ', '_') for name in columns[2:])
+      continue
+    if header is None:
+      raise DataError(f'{path}, line {number}: a data row before the header line ("#\\tperson'
+                      f'\\timagenum\\t..."); this is not Kumar et al.\'s lfw_attributes.txt.')
+    fields = line.split('\t')
+    try:
+      person, image_number = fields[0], int(fields[1])
+      scores = np.array([float(value) for value in fields[2:]], np.float32)
+    except (IndexError, ValueError):
+      scores = None
+    if scores is None or len(scores) != len(header) or not np.all(np.isfinite(scores)):
+      raise DataError(f'{path}, line {number}: expected a name, an image number and '
+                      f'{len(header)} scores separated by tabs, got {line[:120]!r}.')
+    if not is_plain_name(person) or image_number < 0:
+      raise DataError(f'{path}, line {number}: {person[:120]!r} image {image_number} is not a '
+                      f'name and number of LFW (a name must not hold "/", "\\" or start with '
+                      f'"."); its image would lie outside the image folder. Use Kumar et al.\'s '
+                      f'file.')
+    key = image_key(person, image_number)
+    if key in table:
+      raise DataError(f'{path}, line {number}: {person} image {image_number} has a second '
+                      f'row; give each image one row.')
+    table[key] = scores
   if header is None or not table:
     raise DataError(f'{path} holds no header line ("#\\tperson\\timagenum\\t...") or no rows; '
                     f'it is not Kumar et al.\'s lfw_attributes.txt. Get it from {WHERE_TO_GET_IT}.')
   return header, table
 
 
+def is_plain_name(person: str) -> bool:
+  """A person's name that names one folder inside the image folder: no separator, no dot first
+  (so neither '..' nor a hidden folder), no NUL."""
+  return (bool(person.strip()) and not any(char in person for char in '/\\\0')
+          and not person.startswith('.'))
+
+
 def read_people(path: str) -> set[str]:
   """LFW's people list (a count, then 'Name<TAB>images' rows) -> the folder names it lists."""
-  with open(path, encoding='utf-8') as file:
-    rows = [line.split() for line in file if line.strip()]
+  rows = [line.split() for line in read_text(path).splitlines() if line.strip()]
   return {row[0] for row in rows[1:] if row}
 
 
 class LFWFiles(Source):
   """LFW's images with their real-valued attribute scores; see the module docstring."""
 
-  def __init__(self, lfw_dir: str, name: str = 'lfw'):
+  def __init__(self, lfw_dir: str, name: str = 'lfw', limits: ImageLimits = ImageLimits()):
     if not os.path.isdir(lfw_dir):
       raise DataError(f'lfw_dir {lfw_dir} is not a folder. Point it at the folder holding the '
                       f'extracted images and {ATTRIBUTE_FILE} ({WHERE_TO_GET_IT}).')
-    self.name, self.crop, self.attribute_kind = name, 'lfw', 'real'
+    self.name, self.crop, self.attribute_kind, self.limits = name, 'lfw', 'real', limits
     folders = [os.path.join(lfw_dir, folder) for folder in IMAGE_FOLDERS
                if os.path.isdir(os.path.join(lfw_dir, folder))]
     if not folders:
@@ -122,5 +130,4 @@ class LFWFiles(Source):
                      for key in sorted(attributes)]
 
   def load(self, example: Example) -> tuple[Image.Image, np.ndarray]:
-    with open(os.path.join(self.images_dir, example.key), 'rb') as file:
-      return decode(file.read()), example.attributes
+    return self.limits.read_file(os.path.join(self.images_dir, example.key)), example.attributes

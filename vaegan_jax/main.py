@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vaegan_jax import checkpoints, inception, metric_writers, train, workdir_lock
+from vaegan_jax import checkpoints, files, inception, metric_writers, train, workdir_lock
 from vaegan_jax.configs import schema
 from vaegan_jax.dataset_layout import DataError
 
@@ -62,17 +63,44 @@ def start_processes() -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = load_config()
   metric_writers.quiet_library_logs()
   start_processes()
   logging.info('Process %d of %d, %d local devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.default_backend())
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    train.train_and_evaluate(config, FLAGS.workdir)
+  except (checkpoints.CheckpointWriteError, files.WriteFailed) as error:
+    # orbax's save threads are no daemons, and after a failed write they may wait minutes for a
+    # signal that never comes. What is on disk is whole (each checkpoint is renamed into place
+    # when complete), so leave now instead of joining them.
+    print(f'vaegan-train: {error}', file=sys.stderr, flush=True)
+    os._exit(1)
   except (schema.ConfigError, DataError, checkpoints.IncompatibleCheckpoint,
-          checkpoints.UnusableCheckpoints, checkpoints.CheckpointWriteError,
-          workdir_lock.WorkdirBusy, inception.WeightsError,
-          train.NonFiniteLoss) as error:
+          checkpoints.UnusableCheckpoints, workdir_lock.WorkdirBusy, inception.WeightsError,
+          files.FolderError, files.UnsafeFile, train.NonFiniteLoss) as error:
     raise SystemExit(f'vaegan-train: {error}') from None     # the message alone, no traceback
+
+
+def config_failure(path: str, error: BaseException) -> str:
+  """One line for a config file that cannot be loaded: missing, or raising when it runs."""
+  if not os.path.isfile(path.partition(':')[0]):
+    return (f'vaegan-train: --config={path}: no such file. Give a config file, e.g. '
+            f'vaegan_jax/configs/celeba64.py (or none, for the embedded default).')
+  detail = str(error).strip().splitlines()
+  return (f'vaegan-train: the config file {path} cannot be loaded: {type(error).__name__}: '
+          f'{detail[-1] if detail else "(no message)"}. It must define get_config() returning '
+          f'an ml_collections.ConfigDict.')
+
+
+def load_config() -> ml_collections.ConfigDict:
+  """The --config file's config; config_flags may load it only when it is first used."""
+  try:
+    FLAGS.config.to_dict()
+    return FLAGS.config
+  except Exception as error:     # whatever the user's file raises, said in one line
+    raise SystemExit(config_failure(config_flags.get_config_filename(FLAGS['config']),
+                                    error)) from None
 
 
 def load_config_file(argv: list[str]) -> ml_collections.ConfigDict:
@@ -89,10 +117,12 @@ def load_config_file(argv: list[str]) -> ml_collections.ConfigDict:
 def explain_bad_override(argv: list[str], error: Exception) -> str:
   """The parse error, and for an unknown --config.KEY the keys its section does have."""
   message = f'vaegan-train: {type(error).__name__}: {error}'
+  path = next((arg.split('=', 1)[1] for arg in argv if arg.startswith('--config=')),
+              DEFAULT_CONFIG)
   try:
     config = load_config_file(argv)
-  except Exception:       # the config file itself is broken: the original error says it all
-    return message
+  except Exception as config_error:     # the config file itself is broken
+    return config_failure(path, config_error)
   for arg in argv:
     if arg.startswith('--config.'):
       unknown = schema.unknown_key_message(config, arg[len('--config.'):].split('=', 1)[0])
@@ -105,7 +135,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's parsing, with config errors reported as one message instead of a traceback."""
   try:
     return FLAGS(argv)
-  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as error:
+  except Exception as error:    # flags, overrides, or whatever the user's config file raises
     raise SystemExit(explain_bad_override(argv, error)) from None
 
 

@@ -5,26 +5,44 @@ the writer of any other process does nothing, so callers need no checks.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging as std_logging
 import math
 import os
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 import tensorboardX
 from absl import logging
 from PIL import Image, ImageDraw, ImageFont
 
-from vaegan_jax import preprocess
+from vaegan_jax import files, preprocess
 
 
 def quiet_library_logs() -> None:
   """Console logs: this package's INFO lines, and only the warnings of orbax, tfds and jax
-  (orbax alone logs dozens of INFO lines per checkpoint)."""
+  (orbax alone logs dozens of INFO lines per checkpoint). orbax's errors with a traceback are
+  dropped too: a failed background save reaches us in Checkpointer.wait, which says it in one
+  line, where orbax logs the same error with its traceback once per thread it passes."""
   own = f'{os.sep}vaegan_jax{os.sep}'
+  orbax = f'{os.sep}orbax{os.sep}'
   logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= std_logging.WARNING or own in record.pathname)
+      lambda record: own in record.pathname or (
+          record.levelno >= std_logging.WARNING
+          and not (orbax in record.pathname and record.exc_info)))
+
+
+@contextlib.contextmanager
+def writing(what: str) -> Iterator[None]:
+  """An OSError while writing `what` becomes files.WriteFailed, one line with the fix."""
+  try:
+    yield
+  except OSError as error:
+    raise files.WriteFailed(
+        f'Writing {what} failed ({error.strerror or error}: {error.filename}): '
+        f'{files.write_failure_advice(error)}, then rerun to resume from the last '
+        f'checkpoint.') from None
 
 
 SHOWN_IMAGE_SIZE = 96          # training grids show every image at least this many pixels wide
@@ -109,22 +127,27 @@ class MetricWriter:
     if not self.enabled:
       return
     values = {name: float(value) for name, value in values.items()}
-    self._jsonl.write(json.dumps({'step': step, 'kind': kind, **values}) + '\n')
-    self._jsonl.flush()
-    for name, value in values.items():
-      self._tensorboard.add_scalar(f'{kind}/{name}', value, step)
-    self._tensorboard.flush()
+    with writing(self.jsonl_path):
+      self._jsonl.write(json.dumps({'step': step, 'kind': kind, **values}) + '\n')
+      self._jsonl.flush()
+      for name, value in values.items():
+        self._tensorboard.add_scalar(f'{kind}/{name}', value, step)
+      self._tensorboard.flush()
 
   def write_images(self, step: int, grids: Mapping[str, np.ndarray]) -> None:
     """grids: name -> [H, W, 3] uint8; saved as images/NAME_STEP.png and to TensorBoard."""
     if not self.enabled:
       return
-    for name, grid in grids.items():
-      Image.fromarray(grid).save(os.path.join(self.image_dir, f'{name}_{step:08d}.png'))
-      self._tensorboard.add_image(name, grid, step, dataformats='HWC')
-    self._tensorboard.flush()
+    with writing(f'the image grids in {self.image_dir}'):
+      for name, grid in grids.items():
+        Image.fromarray(grid).save(os.path.join(self.image_dir, f'{name}_{step:08d}.png'))
+        self._tensorboard.add_image(name, grid, step, dataformats='HWC')
+      self._tensorboard.flush()
 
   def close(self) -> None:
     if self.enabled:
-      self._jsonl.close()
-      self._tensorboard.close()
+      try:
+        with writing(self.jsonl_path):
+          self._jsonl.close()
+      finally:
+        self._tensorboard.close()

@@ -42,9 +42,10 @@ import threadpoolctl
 from absl import app, flags, logging
 from PIL import Image
 
-from vaegan_jax import augment, celeba, lfw, preprocess, sources, synthetic
-from vaegan_jax.dataset_layout import (ATTRIBUTE_DTYPES, SPLITS, VERSION, DataError,
-                                      augmented_name, config_name, dataset_dir)
+from vaegan_jax import augment, celeba, dataset_layout, files, lfw, preprocess, sources, synthetic
+from vaegan_jax.dataset_layout import (ATTRIBUTE_DTYPES, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, SPLITS,
+                                      VERSION, DataError, augmented_name, config_name,
+                                      dataset_dir)
 
 @dataclasses.dataclass
 class PrepareSummary:
@@ -147,28 +148,17 @@ class VaeganImages(tfds.core.GeneratorBasedBuilder):
 
 
 # ---------------------------------------------------------------- preparing
-def make_writable_folder(folder: str, tag: str) -> None:
-  """Make `folder` if needed, then write and remove a probe file `.write_test_TAG` in it;
-  OSError if either fails."""
-  os.makedirs(folder, exist_ok=True)
-  probe = os.path.join(folder, f'.write_test_{tag}')
-  with open(probe, 'w') as file:
-    file.write('ok')
-  os.remove(probe)
-
-
-def check_writable(data_dir: str) -> None:
+def check_writable(data_dir: str, flag: str = '--data_dir') -> None:
   """A DataError naming the folder now, instead of tfds's traceback halfway through."""
   try:
-    make_writable_folder(data_dir, str(os.getpid()))
-  except OSError as error:
-    raise DataError(f'Cannot write to data_dir {data_dir} ({error.strerror or error}). Give a '
-                    f'--data_dir this user can write.') from None
+    files.check_writable_folder(data_dir, 'data_dir', flag)
+  except files.FolderError as error:
+    raise DataError(str(error)) from None
 
 
-def remove_stale_incomplete(data_dir: str, name: str, resolution: int, channels: int) -> None:
-  """Delete what an interrupted prepare left (tfds's incomplete.* folders)."""
-  parent = os.path.dirname(dataset_dir(data_dir, name, resolution, channels))
+def remove_stale_incomplete(parent: str) -> None:
+  """Delete what an interrupted prepare left in `parent` (tfds's incomplete.* folders). Called
+  only while holding the dataset's lock, so no live writer owns them."""
   for leftover in glob.glob(os.path.join(parent, 'incomplete.*')):
     logging.info('Removing %s, left by an interrupted prepare.', leftover)
     shutil.rmtree(leftover, ignore_errors=True)
@@ -178,12 +168,32 @@ def prepare(source: sources.Source, data_dir: str, spec: preprocess.PreprocessSp
             workers: int = 0, skip_corrupt: bool = False) -> PrepareSummary:
   """Write `source` preprocessed per `spec` to `data_dir`; a no-op if already prepared.
 
+  One process at a time prepares a dataset: a second one started beside it waits for the
+  first's lock, then finds the dataset written and reuses it.
+
   workers: decoding threads; 0 means one per core.
   """
   path = dataset_dir(data_dir, source.name, spec.resolution, spec.channels)
   check_writable(data_dir)
-  remove_stale_incomplete(data_dir, source.name, spec.resolution, spec.channels)
+  parent = os.path.dirname(path)
   start = time.time()
+  with files.exclusive(parent, 'prepare', f'preparing {path}') as lock:
+    if lock.held:
+      remove_stale_incomplete(parent)
+    else:
+      logging.warning('Leaving any incomplete.* folders in %s: without a lock they may be '
+                      'another prepare\'s.', parent)
+    if not os.path.exists(os.path.join(path, 'dataset_info.json')):
+      _write(source, data_dir, spec, workers, skip_corrupt)
+  info = dataset_layout.open_builder(path).info
+  return PrepareSummary(
+      path=path, examples={split: info.splits[split].num_examples for split in info.splits},
+      skipped_corrupt=list(info.metadata['skipped_corrupt']), seconds=time.time() - start,
+      bytes=sum(os.path.getsize(os.path.join(path, file)) for file in os.listdir(path)))
+
+
+def _write(source: sources.Source, data_dir: str, spec: preprocess.PreprocessSpec,
+           workers: int, skip_corrupt: bool) -> None:
   # Threads, not processes: JPEG decoding and the resize matmuls release the GIL, and threads
   # need no pickling of the source and no re-import of the caller's main module. One BLAS thread
   # each: numpy's BLAS would otherwise start a thread per core inside every one of them.
@@ -195,11 +205,6 @@ def prepare(source: sources.Source, data_dir: str, spec: preprocess.PreprocessSp
         source=source, spec=spec, skip_corrupt=skip_corrupt, data_dir=data_dir,
         load_all=lambda examples: ordered_map(pool, load, examples, window=64 * workers))
     builder.download_and_prepare()
-  info = tfds.builder_from_directory(path).info
-  return PrepareSummary(
-      path=path, examples={split: info.splits[split].num_examples for split in info.splits},
-      skipped_corrupt=list(info.metadata['skipped_corrupt']), seconds=time.time() - start,
-      bytes=sum(os.path.getsize(os.path.join(path, file)) for file in os.listdir(path)))
 
 
 def ensure_prepared(data_config: Any, resolution: int, channels: int) -> None:
@@ -218,6 +223,7 @@ def ensure_prepared(data_config: Any, resolution: int, channels: int) -> None:
   needs_copies = data_config.augmented_copies > 0 and missing(copies_name)
   if not missing(data_config.name) and not needs_copies:
     return
+  check_writable(data_dir, '--config.data.data_dir')
   source = configured_source(data_config, data_dir)
   if source is None:
     return                     # the reader says how to prepare it (input_pipeline.open_prepared)
@@ -236,15 +242,21 @@ def configured_source(data_config: Any, data_dir: str) -> sources.Source | None:
   the config names neither."""
   if data_config.synthetic_images:
     raw_dir = os.path.join(data_dir, 'raw', f'synthetic_{data_config.synthetic_images}')
-    if not all(os.path.exists(os.path.join(raw_dir, name)) for name in celeba.FILE_NAMES):
-      logging.info('Drawing %d synthetic faces into %s (once).', data_config.synthetic_images,
-                   raw_dir)
-      synthetic.write_celeba(raw_dir, data_config.synthetic_images, seed=0)
+    files.make_once(
+        raw_dir, 'draw',
+        lambda: all(os.path.exists(os.path.join(raw_dir, name)) for name in celeba.FILE_NAMES),
+        lambda: _draw_synthetic(raw_dir, data_config.synthetic_images), f'drawing {raw_dir}')
   elif data_config.raw_dir:
     raw_dir = os.path.expanduser(data_config.raw_dir)
   else:
     return None
-  return sources.CelebAFiles(raw_dir, name=data_config.name)
+  limits = sources.ImageLimits(data_config.max_image_bytes, data_config.max_image_pixels)
+  return sources.CelebAFiles(raw_dir, name=data_config.name, limits=limits)
+
+
+def _draw_synthetic(raw_dir: str, count: int) -> None:
+  logging.info('Drawing %d synthetic faces into %s (once).', count, raw_dir)
+  synthetic.write_celeba(raw_dir, count, seed=0)
 
 
 def download_tfds(dataset: str, data_dir: str) -> None:
@@ -271,21 +283,29 @@ def define_flags() -> None:
   flags.DEFINE_string('tfds_data_dir', None, 'data_dir of --tfds_name (default: --data_dir).')
   flags.DEFINE_bool('download', False, 'With --tfds_name: let tfds download and prepare it first.')
   flags.DEFINE_string('data_dir', None, 'Where to write the prepared dataset.', required=True)
-  flags.DEFINE_integer('resolution', 64, 'Output side in pixels (32, 64, 128, ...).')
+  flags.DEFINE_integer('resolution', 64, 'Output side in pixels (32, 64, 128, ...).',
+                       lower_bound=1)
   flags.DEFINE_enum('channels', '3', ['1', '3'], '3: grey is repeated; 1: colour to luminance.')
   flags.DEFINE_string('name', None, 'Dataset name (default: celeba, the folder or tfds name).')
   flags.DEFINE_float('test_fraction', 0.05, 'With --image_folder and split by hash: share of '
                      'images held out as the test split.')
+  flags.register_validator('test_fraction', lambda value: 0 < value < 1,
+                           'must lie strictly between 0 and 1, e.g. 0.05')
   flags.DEFINE_enum('split_by', 'auto', list(sources.SPLIT_BY),
                     'With --image_folder: the splits from train/ val/ test/ subfolders (folder), '
                     'from a hash of each path (hash), or folder where they exist (auto).')
   flags.DEFINE_bool('skip_corrupt', False, 'Leave corrupt images out instead of stopping.')
-  flags.DEFINE_integer('workers', 0, 'Decoding threads (0: one per core).')
+  flags.DEFINE_integer('workers', 0, 'Decoding threads (0: one per core).', lower_bound=0)
   flags.DEFINE_integer('augmented_copies', 0, 'Also write this many augmented copies of the '
                        '--augment_splits images as the dataset NAME_augmentedN_seedS (the '
-                       "authors' CelebA training set: 600000).")
-  flags.DEFINE_integer('augment_seed', 0, 'Seed of the augmented copies.')
+                       "authors' CelebA training set: 600000).", lower_bound=0)
+  flags.DEFINE_integer('augment_seed', 0, 'Seed of the augmented copies.', lower_bound=0)
   flags.DEFINE_list('augment_splits', ['train', 'validation'], 'Splits whose images are copied.')
+  flags.DEFINE_integer('max_image_bytes', MAX_IMAGE_BYTES, 'The largest image file (or zip '
+                       'member) read; larger ones are listed as corrupt.', lower_bound=1)
+  flags.DEFINE_integer('max_image_pixels', MAX_IMAGE_PIXELS, 'The most pixels one image may '
+                       'decode to, read from its header first; larger ones are listed as '
+                       'corrupt.', lower_bound=1)
 
 
 def source_from_flags() -> sources.Source:
@@ -295,13 +315,14 @@ def source_from_flags() -> sources.Source:
   if len(chosen) != 1:
     raise app.UsageError('Give exactly one of --raw_dir, --image_folder, --lfw_dir and '
                          f'--tfds_name (got {", ".join("--" + flag for flag in chosen) or "none"}).')
+  limits = sources.ImageLimits(args.max_image_bytes, args.max_image_pixels)
   if args.raw_dir:
-    return sources.CelebAFiles(args.raw_dir, name=args.name or 'celeba')
+    return sources.CelebAFiles(args.raw_dir, name=args.name or 'celeba', limits=limits)
   if args.lfw_dir:
-    return lfw.LFWFiles(args.lfw_dir, name=args.name or 'lfw')
+    return lfw.LFWFiles(args.lfw_dir, name=args.name or 'lfw', limits=limits)
   if args.image_folder:
     source = sources.ImageFolder(args.image_folder, args.attributes_csv, args.test_fraction,
-                                 name=args.name, split_by=args.split_by)
+                                 name=args.name, split_by=args.split_by, limits=limits)
     print(f'{args.image_folder}: splits by {source.split_by}.')
     return source
   tfds_data_dir = args.tfds_data_dir or args.data_dir

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from vaegan_jax import checkpoints, input_pipeline, models, preprocess, state
-from vaegan_jax.configs import schema
+from vaegan_jax.configs import celeba64, schema
 
 
 class RunNotFound(FileNotFoundError):
@@ -90,7 +90,7 @@ def load_run(workdir: str) -> Run:
     if newest is None:
       raise_not_found(workdir, directory)
     _, saved = newest
-    config = _with_tuples(ml_collections.ConfigDict(saved))
+    config = _with_tuples(schema.with_added_keys(saved, celeba64.get_config()))
     schema.check(config)
     training = state.create_training(config)
     restored, _ = checkpointer.restore(training.initial_state, config)

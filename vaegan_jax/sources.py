@@ -20,10 +20,46 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from vaegan_jax import celeba
-from vaegan_jax.dataset_layout import SPLITS, DataError
+from vaegan_jax import celeba, files
+from vaegan_jax.dataset_layout import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, MAX_TABLE_BYTES, SPLITS,
+                                      DataError)
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageLimits:
+  """How large one input image may be: its file (or zip member) in bytes, and its pixels, read
+  from the header before anything is decoded. An image past either is listed as corrupt, with
+  the flag that raises the limit."""
+  max_bytes: int = MAX_IMAGE_BYTES
+  max_pixels: int = MAX_IMAGE_PIXELS
+
+  def read_file(self, path: str) -> Image.Image:
+    """The decoded image in `path`: only a regular file, read under max_bytes."""
+    return self.decode(files.read_regular_file(path, self.max_bytes, '--max_image_bytes'))
+
+  def read_member(self, archive: zipfile.ZipFile, member: str) -> Image.Image:
+    """The decoded image in a zip member, whose declared size is checked before it is read."""
+    info = archive.getinfo(member)
+    if info.file_size > self.max_bytes:
+      raise files.UnsafeFile(f'{member} unpacks to {info.file_size:,} bytes, over the limit of '
+                             f'{self.max_bytes:,} (raise it with --max_image_bytes); not read.')
+    with archive.open(info) as file:
+      return self.decode(file.read(self.max_bytes + 1))
+
+  def decode(self, data: bytes) -> Image.Image:
+    """Decode fully now (PIL is lazy), so a corrupt file fails here; the pixel count is checked
+    from the header first."""
+    image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    if width * height > self.max_pixels:
+      raise files.UnsafeFile(f'{width}x{height} is {width * height:,} pixels, over the limit of '
+                             f'{self.max_pixels:,} (raise it with --max_image_pixels); not '
+                             f'decoded.')
+    image.load()
+    return image
+
 
 @dataclasses.dataclass(frozen=True)
 class Example:
@@ -42,6 +78,7 @@ class Source:
   attribute_names: tuple[str, ...]
   attribute_kind: str = 'binary'
   examples: list[Example]
+  limits: ImageLimits = ImageLimits()
 
   def load(self, example: Example) -> tuple[Image.Image, np.ndarray]:
     """(decoded image, [A] attributes); raises whatever a corrupt image causes."""
@@ -49,10 +86,25 @@ class Source:
 
 
 # ---------------------------------------------------------------- checks on raw files
-def check_not_web_page(path: str) -> None:
-  """A Google Drive quota or virus-scan page saved under the data file's name is a DataError."""
-  with open(path, 'rb') as file:
-    head = file.read(4096)
+def read_text(path: str) -> str:
+  """A table file's text: a regular file of at most MAX_TABLE_BYTES, and no web page; a
+  DataError otherwise."""
+  try:
+    data = files.read_regular_file(path, MAX_TABLE_BYTES)
+  except files.UnsafeFile as error:
+    raise DataError(str(error)) from None
+  check_not_web_page(path, data[:4096])
+  return data.decode('utf-8', 'replace')
+
+
+def check_not_web_page(path: str, head: bytes | None = None) -> None:
+  """A Google Drive quota or virus-scan page saved under the data file's name is a DataError;
+  so is a path that is not a regular file."""
+  if head is None:
+    try:
+      head = files.read_head(path, 4096)
+    except files.UnsafeFile as error:
+      raise DataError(str(error)) from None
   start = head.lstrip().lower()
   if not (start.startswith(b'<!doctype html') or start.startswith(b'<html')):
     return
@@ -93,15 +145,14 @@ def read_table(path: str, has_header: bool) -> tuple[list[str], list[list[str]]]
   its partition file is bare rows. The header lists the value columns only; each row is
   [name, values...].
   """
-  check_not_web_page(path)
-  with open(path, newline='') as file:
-    if path.endswith('.csv'):
-      rows = [row for row in csv.reader(file) if row]
-      if not rows:
-        raise DataError(f'{path} is empty; it should have a header (path, attribute names...) '
-                        f'and one row per image.')
-      return rows[0][1:], rows[1:]
-    lines = [line.split() for line in file if line.strip()]
+  text = read_text(path)
+  if path.endswith('.csv'):
+    rows = [row for row in csv.reader(io.StringIO(text, newline='')) if row]
+    if not rows:
+      raise DataError(f'{path} is empty; it should have a header (path, attribute names...) '
+                      f'and one row per image.')
+    return rows[0][1:], rows[1:]
+  lines = [line.split() for line in text.splitlines() if line.strip()]
   if not has_header:
     return [], lines
   if len(lines) < 2 or len(lines[0]) != 1 or not lines[0][0].isdigit():
@@ -160,11 +211,11 @@ def attribute_kind(attributes: np.ndarray) -> str:
 class CelebAFiles(Source):
   """CelebA's raw release in `raw_dir`: the images (zip or folder), attributes and partition."""
 
-  def __init__(self, raw_dir: str, name: str = 'celeba'):
+  def __init__(self, raw_dir: str, name: str = 'celeba', limits: ImageLimits = ImageLimits()):
     if not os.path.isdir(raw_dir):
       raise DataError(f'raw_dir {raw_dir} is not a folder. Point it at the folder holding '
                       f'img_align_celeba.zip, list_attr_celeba.txt and list_eval_partition.txt.')
-    self.name, self.crop = name, 'celeba'
+    self.name, self.crop, self.limits = name, 'celeba', limits
     self.images_path = find_first(raw_dir, celeba.IMAGES, 'the images')
     attributes_path = find_first(raw_dir, celeba.ATTRIBUTE_FILES, 'the attribute file')
     partition_path = find_first(raw_dir, celeba.PARTITION_FILES, 'the partition file')
@@ -194,34 +245,32 @@ class CelebAFiles(Source):
     check_not_web_page(self.images_path)
     try:
       with zipfile.ZipFile(self.images_path) as archive:
-        self._members = {os.path.basename(member): member for member in archive.namelist()
-                         if member.lower().endswith('.jpg') and not is_resource_fork(member)}
+        members = [member for member in archive.namelist()
+                   if member.lower().endswith('.jpg') and not is_resource_fork(member)]
     except zipfile.BadZipFile as error:
       raise DataError(f'{self.images_path} is not a readable zip ({error}); the download is '
                       f'incomplete or damaged. Download it again.') from error
+    self._members = {}
+    for member in members:
+      first = self._members.setdefault(os.path.basename(member), member)
+      if first != member:
+        raise DataError(f'{self.images_path} holds two images named '
+                        f'{os.path.basename(member)} ({first} and {member}), so which one it '
+                        f'names is ambiguous. Use the zip of one CelebA download.')
     return sorted(self._members)
 
   def load(self, example: Example) -> tuple[Image.Image, np.ndarray]:
     if os.path.isdir(self.images_path):
-      with open(os.path.join(self.images_path, example.key), 'rb') as file:
-        data = file.read()
-    else:
-      if getattr(self, '_archive', None) is None:
-        self._archive = zipfile.ZipFile(self.images_path)
-      data = self._archive.read(self._members[example.key])
-    return decode(data), example.attributes
+      return self.limits.read_file(os.path.join(self.images_path, example.key)), \
+          example.attributes
+    if getattr(self, '_archive', None) is None:
+      self._archive = zipfile.ZipFile(self.images_path)
+    return self.limits.read_member(self._archive, self._members[example.key]), example.attributes
 
 
 def is_resource_fork(path: str) -> bool:
   """macOS's zip metadata (__MACOSX/... and ._NAME files): not images, whatever the suffix."""
   return '__MACOSX' in path.split('/') or os.path.basename(path).startswith('._')
-
-
-def decode(data: bytes) -> Image.Image:
-  """Decode fully now (PIL is lazy), so a corrupt file fails here."""
-  image = Image.open(io.BytesIO(data))
-  image.load()
-  return image
 
 
 # ---------------------------------------------------------------- a folder of images
@@ -249,12 +298,16 @@ class ImageFolder(Source):
   """
 
   def __init__(self, root: str, attributes_csv: str | None = None, test_fraction: float = 0.05,
-               name: str | None = None, split_by: str = 'auto'):
+               name: str | None = None, split_by: str = 'auto',
+               limits: ImageLimits = ImageLimits()):
     if not os.path.isdir(root):
       raise DataError(f'Image folder {root} does not exist or is not a folder.')
     if split_by not in SPLIT_BY:
       raise DataError(f'split_by={split_by!r}: choose one of {", ".join(SPLIT_BY)}.')
-    self.root, self.crop = root, 'centre'
+    if not 0 < test_fraction < 1:
+      raise DataError(f'test_fraction={test_fraction} must lie strictly between 0 and 1 (the '
+                      f'share of images held out for testing, e.g. 0.05).')
+    self.root, self.crop, self.limits = root, 'centre', limits
     self.name = name or os.path.basename(os.path.normpath(root))
     paths = sorted(
         os.path.relpath(os.path.join(folder, file), root).replace(os.sep, '/')
@@ -293,8 +346,7 @@ class ImageFolder(Source):
                      for path in paths]
 
   def load(self, example: Example) -> tuple[Image.Image, np.ndarray]:
-    with open(os.path.join(self.root, example.key), 'rb') as file:
-      return decode(file.read()), example.attributes
+    return self.limits.read_file(os.path.join(self.root, example.key)), example.attributes
 
 
 def test_split(key: str, test_fraction: float) -> str:

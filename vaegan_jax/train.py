@@ -19,8 +19,8 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from vaegan_jax import (checkpoints, extractors, input_pipeline, metric_writers, prepare, state,
-                        steps, workdir_lock)
+from vaegan_jax import (checkpoints, extractors, files, input_pipeline, metric_writers, prepare,
+                        state, steps, workdir_lock)
 from vaegan_jax.configs import schema
 from vaegan_jax.dataset_layout import DataError
 from vaegan_jax.sharding import DEVICE_AXIS, device_sharding
@@ -52,11 +52,7 @@ def is_due(step: int, every: int, total: int) -> bool:
 
 def check_workdir(workdir: str) -> None:
   """The workdir exists (or is made) and takes a file: a clear error now, not after compiling."""
-  try:
-    prepare.make_writable_folder(workdir, str(jax.process_index()))
-  except OSError as error:
-    raise OSError(f'Cannot write to the workdir {workdir}: {error}. Give a --workdir this user '
-                  f'can write.') from error
+  files.check_writable_folder(workdir, 'the workdir', '--workdir')
 
 
 def open_data(config: ml_collections.ConfigDict
@@ -198,7 +194,8 @@ def quality_probe(config: ml_collections.ConfigDict, eval_split: input_pipeline.
   folder = extractors.cache_dir(os.path.expanduser(data.data_dir), data.name, model.resolution,
                                 model.image_channels, config.quality.extractor)
   if config.quality.extractor == 'inception':
-    extractor = extractors.inception_extractor(config.quality.inception_weights)
+    extractor = extractors.inception_extractor(config.quality.inception_weights,
+                                                   config.quality.inception_sha256)
   else:
     extractor = extractors.domain_extractor(
         input_pipeline.open_configured(config, data.train_split), folder,
@@ -363,6 +360,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
         break
   finally:
     signal.signal(signal.SIGTERM, previous_handler)
-    checkpointer.close()           # waits for the last save, reads it back and rotates
-    writer.close()
+    try:
+      checkpointer.close()         # waits for the last save, reads it back and rotates
+    finally:
+      writer.close()               # even when that failed: its threads must not outlive us
   return train_state

@@ -1,16 +1,13 @@
-"""One trainer per workdir: an exclusive lock on WORKDIR/.lock, released when the process ends.
-
-The operating system holds the lock (fcntl.flock), so a process that dies, even by SIGKILL,
-releases it: a stale lock never blocks a resume. The file names the holder (pid, host, start
-time) for the message a second trainer gets.
+"""One trainer per workdir: an exclusive lock on WORKDIR/.lock (files.FileLock), released when
+the process ends, even by SIGKILL, so a stale lock never blocks a resume. The file names the
+holder (pid, host, start time) for the message a second trainer gets; a link planted at
+WORKDIR/.lock is refused, never written through.
 """
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import socket
-import time
+
+from vaegan_jax import files
 
 LOCK_NAME = '.lock'
 
@@ -21,41 +18,20 @@ class WorkdirBusy(RuntimeError):
 
 class WorkdirLock:
   """`with WorkdirLock(workdir):` holds the workdir's lock; raises WorkdirBusy if another
-  process holds it."""
+  process holds it, and files.UnsafeFile if .lock is a link."""
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, LOCK_NAME)
-    self._file = None
+    self._lock = files.FileLock(self.path, wait=False, what=f'the workdir {workdir}')
 
   def __enter__(self) -> WorkdirLock:
-    file = open(self.path, 'a+')
     try:
-      fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      file.seek(0)
-      holder = _describe(file.read())
-      file.close()
+      self._lock.__enter__()
+    except files.LockBusy as busy:
       raise WorkdirBusy(
-          f'{os.path.dirname(self.path)} is in use by {holder}. One run trains in a workdir at '
+          f'{os.path.dirname(self.path)} is in use by {busy}. One run trains in a workdir at '
           f'a time: wait for it to finish or stop it, or give another --workdir.') from None
-    file.seek(0)
-    file.truncate()
-    file.write(json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
-                           'since': time.strftime('%Y-%m-%d %H:%M:%S')}))
-    file.flush()
-    self._file = file
     return self
 
   def __exit__(self, *exc_info) -> None:
-    if self._file is not None:
-      fcntl.flock(self._file, fcntl.LOCK_UN)
-      self._file.close()
-      self._file = None
-
-
-def _describe(content: str) -> str:
-  try:
-    holder = json.loads(content)
-    return f'process {holder["pid"]} on {holder["host"]} (since {holder["since"]})'
-  except (ValueError, KeyError, TypeError):
-    return 'another process'
+    self._lock.__exit__(*exc_info)

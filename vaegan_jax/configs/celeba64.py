@@ -25,6 +25,7 @@ from __future__ import annotations
 import ml_collections
 
 from vaegan_jax.celeba import ATTRIBUTE_NAMES as CELEBA_ATTRIBUTE_NAMES
+from vaegan_jax.dataset_layout import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 # Channel widths per resolution. 64 is the paper's table; 32 removes and 128 adds the stride-2
 # stage next to the image, the added one half as wide as its neighbour. [paper] for 64, [ours] else.
@@ -136,6 +137,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       order='sequential',                  # [code] batches in record order; 'shuffled' [ours]
       flip='batch',                        # [code] whole batches, p = 0.5; 'example' | 'none'
       reader_threads=2,                    # [ours] grain threads reading batches ahead
+      max_image_bytes=MAX_IMAGE_BYTES,     # [ours] preparing on first use: the largest image
+      max_image_pixels=MAX_IMAGE_PIXELS,   # file, and the most pixels one may decode to
   ))
 
   config.log_every_steps = 50              # [ours] metrics to the console, metrics.jsonl, TB
@@ -152,6 +155,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       extractor='domain',                  # [ours]
       extractor_steps=1500,                # [ours] training steps of the domain extractor
       inception_weights='',                # [ours] the .pth file ('': download once, cached)
+      inception_sha256='',                 # [ours] its full SHA-256 ('': pytorch-fid's file's)
   ))
   config.checkpoint_every_steps = 2500     # [ours] also on SIGTERM and at the end
   config.keep_checkpoints = 3              # [ours] the last K are kept

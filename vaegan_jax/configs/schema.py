@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
+import re
 from typing import Any, Callable
 
 import ml_collections
@@ -82,6 +83,12 @@ def boolean(key: str, value: Any) -> str | None:
 
 def text(key: str, value: Any) -> str | None:
   return None if isinstance(value, str) else f'{key}={value!r}: must be a string.'
+
+
+def sha256_or_empty(key: str, value: Any) -> str | None:
+  ok = isinstance(value, str) and (value == '' or re.fullmatch('[0-9a-fA-F]{64}', value))
+  return None if ok else (f'{key}={value!r} must be the full SHA-256 (64 hex digits, as '
+                          f'sha256sum prints it), or empty for the default file\'s.')
 
 
 def widths(key: str, value: Any) -> str | None:
@@ -165,6 +172,8 @@ SCHEMA: dict[str, Setting] = {
     'data.order': Setting(choice(*ORDERS)),
     'data.flip': Setting(choice(*FLIP_MODES)),
     'data.reader_threads': Setting(positive_int, resumable=True),
+    'data.max_image_bytes': Setting(positive_int, resumable=True),
+    'data.max_image_pixels': Setting(positive_int, resumable=True),
     'log_every_steps': Setting(positive_int, resumable=True),
     'image_every_steps': Setting(positive_int, resumable=True),
     'eval_every_steps': Setting(positive_int, resumable=True),
@@ -174,6 +183,7 @@ SCHEMA: dict[str, Setting] = {
     'quality.extractor': Setting(choice(*EXTRACTORS), resumable=True),
     'quality.extractor_steps': Setting(positive_int, resumable=True),
     'quality.inception_weights': Setting(text, resumable=True),
+    'quality.inception_sha256': Setting(sha256_or_empty, resumable=True),
     'checkpoint_every_steps': Setting(positive_int, resumable=True),
     'keep_checkpoints': Setting(positive_int, resumable=True),
     'grid_size': Setting(positive_int, resumable=True),
@@ -196,6 +206,22 @@ def flatten_config(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
       flat[prefix[:-1]] = value
   walk('', json.loads(json.dumps(as_dict)))
   return flat
+
+
+def with_added_keys(saved: dict[str, Any], defaults: ml_collections.ConfigDict
+                    ) -> ml_collections.ConfigDict:
+  """A config saved before some resumable keys existed, completed with `defaults`' values of
+  them: such keys shape neither the state nor the batches, so an old run still reads."""
+  config = ml_collections.ConfigDict(saved)
+  present = flatten_config(saved)
+  for key in RESUMABLE:
+    if key not in present:
+      *sections, name = key.split('.')
+      node, default = config, defaults
+      for section in sections:
+        node, default = node[section], default[section]
+      node[name] = default[name]
+  return config
 
 
 def unknown_key_message(config: ml_collections.ConfigDict | dict, key: str) -> str | None:
