@@ -4,8 +4,8 @@ r"""Times the input side: preparing synthetic CelebA, and the training input rea
   python benchmarks/input_pipeline.py --num_images=5000 --batches=200
   python benchmarks/input_pipeline.py --smoke                 # 200 images, a few batches
 
-1. Writes --num_images synthetic faces in CelebA's raw format (vaegan_jax.synthetic) and prepares
-   them (vaegan_jax.prepare, all cores): prints images/s of each.
+1. Writes --num_images synthetic faces in CelebA's raw format (vaegan_jax.data.synthetic_celeba) and prepares
+   them (vaegan_jax.data.prepare, all cores): prints images/s of each.
 2. Reads the prepared train split with the training input (shuffled global batches of
    --global_batch_size, per-example flips, grain's reader threads) and prints images/s over
    --batches batches after --warmup_batches, median of --runs runs: as host batches (what feeds
@@ -27,7 +27,7 @@ import dataclasses
 import jax
 from absl import app, flags
 
-from vaegan_jax import input_pipeline, preprocess, prepare, sources, synthetic
+from vaegan_jax.data import input_pipeline, prepare, preprocess, sources, synthetic_celeba
 
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 30_000, 'Synthetic images to write and prepare.')
 _RESOLUTION = flags.DEFINE_integer('resolution', 64, 'Prepared resolution.')
@@ -86,7 +86,7 @@ def main(argv: list[str]) -> None:
   setup = settings()
   with tempfile.TemporaryDirectory() as scratch:
     start = time.perf_counter()
-    synthetic.write_celeba(f'{scratch}/raw', setup.num_images, seed=0)
+    synthetic_celeba.write_celeba(f'{scratch}/raw', setup.num_images, seed=0)
     synthetic_rate = setup.num_images / (time.perf_counter() - start)
     summary = prepare.prepare(
         sources.CelebAFiles(f'{scratch}/raw', name='synthetic'), f'{scratch}/data',

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from vaegan_jax import attribute_predictor, inception, quality
+from vaegan_jax.metrics import attribute_predictor, inception, quality
 
 _IMAGES = flags.DEFINE_integer('images', 1000, 'Images to extract features from (timed).')
 _RESOLUTION = flags.DEFINE_integer('resolution', 64, 'Image side.')

@@ -22,9 +22,9 @@ import jax
 import ml_collections
 from absl import app, flags
 
-from vaegan_jax import state, steps
 from vaegan_jax.configs import celeba64, schema, tiny
 from vaegan_jax.sharding import DEVICE_AXIS
+from vaegan_jax.training import state, steps
 
 _DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes to time.')
 _BATCH = flags.DEFINE_integer('per_device_batch', 64, 'Images per device per step.')

@@ -34,8 +34,8 @@ import os, sys
 os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
 os.environ['JAX_PLATFORMS'] = 'cpu'
 import jax, numpy as np
-from vaegan_jax import train
 from vaegan_jax.configs import tiny
+from vaegan_jax.training import train
 config = tiny.get_config()
 config.data.data_dir, config.num_train_steps = sys.argv[2], int(sys.argv[3])
 config.checkpoint_every_steps, config.log_every_steps = 2, 3

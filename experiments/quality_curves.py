@@ -23,8 +23,9 @@ import os
 from absl import app, flags, logging
 from PIL import Image
 
-from vaegan_jax import metric_writers, plots, train
+from vaegan_jax.analysis import plots
 from vaegan_jax.configs import synthetic, tiny
+from vaegan_jax.training import metric_writers, train
 
 _OUT = flags.DEFINE_string('out', 'curves', 'Folder for the runs, curves.json and curves.png.')
 _STEPS = flags.DEFINE_integer('steps', 4000, 'Training steps of each model.')

@@ -24,9 +24,11 @@ import os
 import ml_collections
 from absl import app, flags, logging
 
-from vaegan_jax import (attribute_predictor, figures, input_pipeline, metric_writers,
-                        train)
+from vaegan_jax.analysis import figures
 from vaegan_jax.configs import celeba64, synthetic
+from vaegan_jax.data import input_pipeline
+from vaegan_jax.metrics import attribute_predictor
+from vaegan_jax.training import metric_writers, train
 
 _OUT = flags.DEFINE_string('out', 'reproduction', 'Folder for runs, figures and index.md.')
 _DATASET = flags.DEFINE_enum('dataset', 'synthetic', ['synthetic', 'celeba'], 'Which data.')

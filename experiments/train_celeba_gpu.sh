@@ -22,5 +22,5 @@ WORKDIR=${WORKDIR:-runs/celeba64}
   echo "No GPU visible to jax: install jax with CUDA (pip install 'jax[cuda12]') first." >&2
   exit 1
 }
-"$python" -m vaegan_jax.main --config=vaegan_jax/configs/celeba64.py --workdir="$WORKDIR" \
+"$python" -m vaegan_jax.training.main --config=vaegan_jax/configs/celeba64.py --workdir="$WORKDIR" \
     --config.data.raw_dir="$CELEBA_RAW" --config.data.data_dir="$DATA_DIR" "$@"

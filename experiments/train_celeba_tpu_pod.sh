@@ -21,7 +21,7 @@ gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command
   [ -d vaegan_jax ] || git clone $REPO vaegan_jax
   cd vaegan_jax
   [ -d .venv ] || (python3 -m venv .venv && .venv/bin/pip install -e . 'jax[tpu]')
-  .venv/bin/python -m vaegan_jax.main --distributed=true \
+  .venv/bin/python -m vaegan_jax.training.main --distributed=true \
       --config=vaegan_jax/configs/celeba64.py --workdir=$SHARED/runs/celeba64 \
       --config.data.data_dir=$SHARED/tensorflow_datasets \
       --config.global_batch_size=$GLOBAL_BATCH"

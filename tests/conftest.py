@@ -17,7 +17,7 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + (
 import jax  # noqa: E402  (must come after XLA_FLAGS)
 import pytest  # noqa: E402
 
-from vaegan_jax import state  # noqa: E402
+from vaegan_jax.training import state  # noqa: E402
 from vaegan_jax.configs import tiny  # noqa: E402
 
 

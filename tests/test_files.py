@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from vaegan_jax import files, workdir_lock
+from vaegan_jax import files
+from vaegan_jax.training import workdir_lock
 
 HOLD_SCRIPT = '''
 import sys, time
@@ -70,7 +71,8 @@ def test_the_write_probe_never_writes_through_a_planted_link(tmp_path):
 def test_a_lock_held_by_another_process_names_it_then_frees_when_it_dies(tmp_path):
   path = str(tmp_path / '.lock')
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [os.path.dirname(os.path.dirname(__file__)), os.environ.get('PYTHONPATH', '')]))
+      [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+       os.environ.get('PYTHONPATH', '')]))
   holder = subprocess.Popen([sys.executable, '-c', HOLD_SCRIPT, path], stdout=subprocess.PIPE,
                             text=True, env=env)
   try:

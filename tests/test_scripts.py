@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 
-REPO = os.path.dirname(os.path.dirname(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(command, returncode=0, **env):

@@ -26,8 +26,8 @@ RUN_SCRIPT = '''
 import os, sys
 os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
 os.environ['JAX_PLATFORMS'] = 'cpu'
-from vaegan_jax import train
 from vaegan_jax.configs import tiny
+from vaegan_jax.training import train
 config = tiny.get_config()
 config.data.data_dir = sys.argv[2]
 config.num_train_steps = int(sys.argv[3])

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from vaegan_jax.celeba import ATTRIBUTE_NAMES as CELEBA_ATTRIBUTE_NAMES
-from vaegan_jax.dataset_layout import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from vaegan_jax.data.celeba import ATTRIBUTE_NAMES as CELEBA_ATTRIBUTE_NAMES
+from vaegan_jax.data.dataset_layout import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 # Channel widths per resolution. 64 is the paper's table; 32 removes and 128 adds the stride-2
 # stage next to the image, the added one half as wide as its neighbour. [paper] for 64, [ours] else.

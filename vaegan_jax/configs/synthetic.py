@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from vaegan_jax import synthetic
 from vaegan_jax.configs import celeba64
+from vaegan_jax.data.celeba import RENDERED_ATTRIBUTES
 
 
 def parse_arg(arg: str | None) -> tuple[str, bool]:
@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.num_train_steps = 800
   config.model.update(dict(
       kind=kind,
-      condition_on=synthetic.RENDERED_ATTRIBUTES if conditional else (),
+      condition_on=RENDERED_ATTRIBUTES if conditional else (),
       latent_dim=32,
       encoder_hidden_features=256,
       decoder_dense_channels=64,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from vaegan_jax import synthetic as synthetic_faces
 from vaegan_jax.configs import celeba64, synthetic
+from vaegan_jax.data.celeba import RENDERED_ATTRIBUTES
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -16,7 +16,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.num_train_steps = 20
   config.model.update(dict(
       kind=kind,
-      condition_on=synthetic_faces.RENDERED_ATTRIBUTES[:4] if conditional else (),
+      condition_on=RENDERED_ATTRIBUTES[:4] if conditional else (),
       resolution=16,
       latent_dim=8,
       encoder_hidden_features=32,

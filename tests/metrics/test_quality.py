@@ -1,0 +1,102 @@
+"""The sample-quality metrics against hand computation and independent references."""
+import itertools
+
+import numpy as np
+import pytest
+from scipy import linalg
+
+from vaegan_jax.metrics import quality
+
+
+def random_covariance(rng, dim):
+  factor = rng.normal(size=(dim, dim))
+  return factor @ factor.T / dim + 0.1 * np.eye(dim)
+
+
+def test_frechet_distance_against_a_direct_scipy_computation():
+  rng = np.random.default_rng(0)
+  for dim in (2, 5, 16):
+    mean_a, mean_b = rng.normal(size=dim), rng.normal(size=dim)
+    cov_a, cov_b = random_covariance(rng, dim), random_covariance(rng, dim)
+    root = linalg.sqrtm(cov_a @ cov_b).real
+    expected = (np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a) + np.trace(cov_b)
+                - 2 * np.trace(root))
+    assert quality.frechet_distance(mean_a, cov_a, mean_b, cov_b) == pytest.approx(expected,
+                                                                                 rel=1e-9)
+
+
+def test_frechet_distance_of_diagonal_gaussians_by_hand():
+  # ||mu_a - mu_b||^2 + sum (sqrt(a_i) - sqrt(b_i))^2 = (1 + 4) + (1 - 2)^2 + (3 - 1)^2 = 10
+  got = quality.frechet_distance(np.array([0.0, 0.0]), np.diag([1.0, 9.0]),
+                                 np.array([1.0, 2.0]), np.diag([4.0, 1.0]))
+  assert got == pytest.approx(10.0, abs=1e-9)
+
+
+def test_a_set_against_itself_scores_zero_even_when_singular():
+  rng = np.random.default_rng(1)
+  features = rng.normal(size=(20, 50))            # 20 points in 50-d: a singular covariance
+  stats = quality.statistics_of(features)
+  assert abs(quality.fid(stats, stats)) < 1e-5                # round-off of a trace of 50
+  other = quality.statistics_of(features + 0.5)   # singular too: the offset retry keeps it finite
+  assert quality.fid(stats, other) == pytest.approx(50 * 0.25, rel=1e-3)
+
+
+def test_streaming_statistics_equal_the_batch_statistics(tmp_path):
+  rng = np.random.default_rng(2)
+  features = rng.normal(size=(101, 7)) * np.arange(1, 8) + 3.0
+  stats = quality.FeatureStatistics.empty(7)
+  for chunk in np.array_split(features, 4):
+    stats = stats.add(chunk)
+  assert stats.count == 101
+  np.testing.assert_allclose(stats.mean, features.mean(axis=0), rtol=1e-12)
+  np.testing.assert_allclose(stats.covariance, np.cov(features, rowvar=False), rtol=1e-10)
+  stats.save(str(tmp_path / 'stats.npz'))
+  loaded = quality.FeatureStatistics.load(str(tmp_path / 'stats.npz'))
+  np.testing.assert_array_equal(loaded.outer, stats.outer)
+  assert loaded.count == 101 and not list(tmp_path.glob('*incomplete*'))
+
+
+def test_unbiased_mmd2_against_a_double_loop():
+  rng = np.random.default_rng(3)
+  a, b = rng.normal(size=(6, 4)), rng.normal(size=(6, 4)) + 0.3
+  kernel = lambda x, y: (np.dot(x, y) / 4 + 1) ** 3
+  m = len(a)
+  within = lambda s: sum(kernel(s[i], s[j]) for i, j in itertools.permutations(range(m), 2))
+  across = sum(kernel(a[i], b[j]) for i in range(m) for j in range(m))
+  expected = (within(a) + within(b)) / (m * (m - 1)) - 2 * across / m**2
+  assert quality.unbiased_mmd2(a, b) == pytest.approx(expected, rel=1e-12)
+  mean, std = quality.kid(a, b, subsets=5, subset_size=6)   # every subset is the whole set
+  assert mean == pytest.approx(expected, rel=1e-12) and std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+  rng = np.random.default_rng(4)
+  real, same = rng.normal(size=(600, 8)), rng.normal(size=(600, 8))
+  near, _ = quality.kid(real, same, subsets=20, subset_size=300)
+  far, _ = quality.kid(real, same + 1.0, subsets=20, subset_size=300)
+  assert abs(near) < 0.01 < far
+
+
+def two_clusters(rng, count):
+  return np.concatenate([rng.normal(size=(count, 2)) * 0.1,
+                         rng.normal(size=(count, 2)) * 0.1 + [5.0, 0.0]])
+
+
+def test_precision_and_recall_on_constructed_sets():
+  rng = np.random.default_rng(5)
+  real = two_clusters(rng, 200)
+  both = two_clusters(rng, 200)
+  assert quality.precision_recall(real, both) >= (0.95, 0.95)
+  # A dropped mode: every sample is realistic, half of the data is never drawn.
+  one_mode = rng.normal(size=(400, 2)) * 0.1
+  precision, recall = quality.precision_recall(real, one_mode)
+  assert precision > 0.95 and 0.45 < recall < 0.55
+  # Off the manifold: a shifted cluster is neither precise nor covering.
+  assert quality.precision_recall(real, both + [0.0, 3.0]) == (0.0, 0.0)
+
+
+def test_nearest_neighbour_radii_by_hand():
+  points = np.array([[0.0], [1.0], [3.0], [7.0]])
+  # squared distances to the 1st and 2nd nearest other points
+  np.testing.assert_allclose(quality.nearest_neighbour_radii(points, k=1), [1, 1, 4, 16])
+  np.testing.assert_allclose(quality.nearest_neighbour_radii(points, k=2), [9, 4, 9, 36])

@@ -1,0 +1,103 @@
+"""Conv geometry (padding 2 on every side), the transposed conv, and its custom VJP."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vaegan_jax.model import layers
+
+
+def centre_impulse_kernel(channels_in=1, channels_out=1, size=5):
+  kernel = np.zeros((size, size, channels_in, channels_out), np.float32)
+  kernel[size // 2, size // 2] = 1.0
+  return jnp.asarray(kernel)
+
+
+def impulse_image(size, row, col):
+  image = np.zeros((1, size, size, 1), np.float32)
+  image[0, row, col, 0] = 1.0
+  return jnp.asarray(image)
+
+
+def test_stride2_conv_keeps_a_centred_impulse_centred():
+  out = layers.conv2d(impulse_image(16, 8, 8), centre_impulse_kernel(), stride=2)
+  expected = np.zeros((1, 8, 8, 1), np.float32)
+  expected[0, 4, 4, 0] = 1.0
+  np.testing.assert_array_equal(out, expected)
+  # XLA's 'SAME' pads (1, 2) here and would sample odd pixels: the impulse would vanish.
+  same = jax.lax.conv_general_dilated(impulse_image(16, 8, 8), centre_impulse_kernel(), (2, 2),
+                                      'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  assert float(jnp.abs(same).sum()) == 0.0
+
+
+def test_transposed_conv_maps_a_centred_impulse_to_the_centre():
+  out = layers.conv_transpose2d(impulse_image(8, 4, 4), centre_impulse_kernel())
+  expected = np.zeros((1, 16, 16, 1), np.float32)
+  expected[0, 8, 8, 0] = 1.0
+  np.testing.assert_array_equal(out, expected)
+
+
+def torch_conv_transpose_reference(x, torch_weight, stride=2, padding=2, output_padding=1):
+  """PyTorch's ConvTranspose2d by its definition: y[i*s - p + a] += x[i] * w[a] (numpy loops)."""
+  batch, height, width, _ = x.shape
+  channels_in, channels_out, k, _ = torch_weight.shape
+  out_size = (height - 1) * stride - 2 * padding + k + output_padding
+  y = np.zeros((batch, out_size, out_size, channels_out))
+  for i in range(height):
+    for j in range(width):
+      for a in range(k):
+        for b in range(k):
+          row, col = i * stride - padding + a, j * stride - padding + b
+          if 0 <= row < out_size and 0 <= col < out_size:
+            y[:, row, col, :] += x[:, i, j, :] @ torch_weight[:, :, a, b]
+  return y
+
+
+def test_transposed_conv_equals_pytorch_convtranspose2d_k5_s2_p2_op1():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 4, 4, 3))
+  torch_weight = rng.normal(size=(3, 2, 5, 5))            # [C_in, C_out, k, k]
+  kernel = jnp.asarray(torch_weight.transpose(2, 3, 1, 0), jnp.float32)  # [k, k, C_out, C_in]
+  ours = layers.conv_transpose2d(jnp.asarray(x, jnp.float32), kernel)
+  assert ours.shape == (2, 8, 8, 2)
+  np.testing.assert_allclose(ours, torch_conv_transpose_reference(x, torch_weight),
+                             rtol=1e-5, atol=1e-5)
+
+
+def plain_adjoint(x, kernel):
+  """The transposed conv by JAX's own transpose of the strided conv: the autodiff reference."""
+  shape = (x.shape[0], 2 * x.shape[1], 2 * x.shape[2], kernel.shape[2])
+  (result,) = jax.linear_transpose(lambda u: layers.conv2d(u, kernel, 2),
+                                   jax.ShapeDtypeStruct(shape, x.dtype))(x)
+  return result
+
+
+@pytest.mark.parametrize('gradients', ['xla', 'matmul'])
+@pytest.mark.parametrize('op', ['strided_conv', 'conv_transpose'])
+def test_custom_vjps_match_autodiff_of_the_plain_ops(op, gradients):
+  keys = jax.random.split(jax.random.key(1), 3)
+  if op == 'strided_conv':
+    ours = lambda x, k: layers.strided_conv2d(x, k, gradients)
+    plain = lambda x, k: layers.conv2d(x, k, 2)
+    x_shape, kernel_shape, out_shape = (2, 8, 8, 3), (5, 5, 3, 4), (2, 4, 4, 4)
+  else:
+    ours = lambda x, k: layers.conv_transpose2d(x, k, gradients)
+    plain = plain_adjoint
+    x_shape, kernel_shape, out_shape = (2, 4, 4, 3), (5, 5, 2, 3), (2, 8, 8, 2)
+  x = jax.random.normal(keys[0], x_shape)
+  kernel = jax.random.normal(keys[1], kernel_shape)
+  cotangent = jax.random.normal(keys[2], out_shape)
+  np.testing.assert_allclose(ours(x, kernel), plain(x, kernel), rtol=1e-5, atol=1e-5)
+  objective = lambda fn: (lambda x, k: jnp.sum(fn(x, k) * cotangent))
+  got = jax.grad(objective(ours), argnums=(0, 1))(x, kernel)
+  want = jax.grad(objective(plain), argnums=(0, 1))(x, kernel)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('fan_in', [75, 6400])
+def test_fan_in_uniform_init_bounds(fan_in):
+  values = layers.fan_in_uniform(fan_in)(jax.random.key(0), (200, 50))
+  limit = 1.0 / np.sqrt(3.0 * fan_in)
+  assert float(jnp.max(jnp.abs(values))) <= limit
+  assert float(jnp.max(jnp.abs(values))) > 0.95 * limit   # fills the whole range

@@ -1,0 +1,287 @@
+"""The training loop end to end on the tiny config: reports, checkpoints, exact resume after
+SIGKILL, the NaN stop, and the messages for bad configs, workdirs, data and checkpoints."""
+import glob
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboardX.proto import event_pb2
+
+from tiny_runs import REPO, leaves, run_in_subprocess, tiny_run_config
+from vaegan_jax.analysis import runs
+from vaegan_jax.configs import tiny
+from vaegan_jax.data.dataset_layout import DataError
+from vaegan_jax.training import checkpoints, metric_writers, state, train
+
+def read_events(path):
+  """Every Event in a TensorBoard file (TFRecord framing: length, crc, data, crc)."""
+  events = []
+  with open(path, 'rb') as file:
+    while header := file.read(12):
+      length = struct.unpack('<Q', header[:8])[0]
+      events.append(event_pb2.Event.FromString(file.read(length)))
+      file.read(4)
+  return events
+
+
+def test_end_to_end_writes_every_report(tmp_path, data_dir):
+  workdir = str(tmp_path / 'run')
+  final = train.train_and_evaluate(tiny_run_config(data_dir, num_train_steps=6), workdir)
+  assert int(final.step) == 6
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
+
+  lines = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  train_lines = [line for line in lines if line['kind'] == 'train']
+  assert [line['step'] for line in train_lines] == [2, 4, 6]
+  for name in ('prior', 'llike', 'decoder_gan', 'discriminator', 'd_real', 'd_prior',
+               'd_reconstruction', 'encoder_grad_norm', 'images_per_s'):
+    assert np.isfinite(train_lines[-1][name]), name
+  assert [line['step'] for line in lines if line['kind'] == 'eval'] == [3, 6]
+
+  for name in ('samples', 'reconstructions', 'test_images'):
+    grid = Image.open(os.path.join(workdir, 'images', f'{name}_00000006.png'))
+    # 4x4 images of 16 px with 1-px borders, each pixel shown 6x6 (16 * 6 >= 96), and a caption.
+    side = 6 * (4 * 17 + 1)
+    assert grid.size == (side, side + metric_writers.CAPTION_HEIGHT) and grid.mode == 'RGB'
+
+  (event_file,) = glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*'))
+  tags = {value.tag for event in read_events(event_file) for value in event.summary.value}
+  assert {'train/llike', 'train/d_real', 'eval/kl', 'samples', 'reconstructions'} <= tags
+
+  # Rerunning the finished command restores step 6 and does nothing more.
+  again = train.train_and_evaluate(tiny_run_config(data_dir, num_train_steps=6), workdir)
+  for a, b in zip(leaves(final), leaves(again)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_killed_run_resumes_to_identical_parameters(tmp_path, data_dir):
+  steps = 7
+  config = tiny_run_config(data_dir, num_train_steps=steps, checkpoint_every_steps=2)
+  uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+
+  workdir = str(tmp_path / 'killed')
+  process = run_in_subprocess(workdir, data_dir, steps, checkpoint_every=2)
+  deadline = time.time() + 300
+  while time.time() < deadline and not os.path.isdir(os.path.join(workdir, 'checkpoints', '4')):
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)         # somewhere between steps 4 and 7
+  process.wait()
+  saved = sorted(int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
+                 if name.isdigit())
+  assert saved and saved[-1] < steps, f'the run finished before the kill: {saved}'
+
+  resumed = train.train_and_evaluate(config, workdir)
+  assert int(resumed.step) == steps
+  for a, b in zip(leaves(uninterrupted), leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_saves_and_stops(tmp_path, data_dir):
+  workdir = str(tmp_path / 'preempted')
+  process = run_in_subprocess(workdir, data_dir, 10_000, checkpoint_every=10_000)
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  deadline = time.time() + 300
+  while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
+    time.sleep(0.05)                          # training has logged step 2
+  process.send_signal(signal.SIGTERM)
+  assert process.wait(timeout=120) == 0
+  saved = [int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
+           if name.isdigit()]
+  assert len(saved) == 1 and 2 <= saved[0] < 10_000, saved     # saved where it stopped
+
+
+def saved_steps(workdir):
+  return sorted(int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
+                if name.isdigit())
+
+
+@pytest.mark.parametrize('intervals', [dict(checkpoint_every_steps=1, eval_every_steps=1,
+                                            log_every_steps=1), {}])
+def test_divergence_is_never_saved_and_the_message_says_what_was_kept(tmp_path, data_dir,
+                                                                      intervals):
+  # The issue's run: the decoder's learning rate at 1e30 makes its weights ~1e30 after step 1
+  # and the eval at step 1 NaN; with the tiny config's intervals the first check is at step 2.
+  config = tiny_run_config(data_dir, num_train_steps=6, **intervals)
+  config.optimizer.decoder.learning_rate = 1e30
+  workdir = str(tmp_path / 'diverged')
+  with pytest.raises(train.NonFiniteLoss) as error:
+    train.train_and_evaluate(config, workdir)
+  message = str(error.value)
+  saved = saved_steps(workdir) if os.path.isdir(os.path.join(workdir, 'checkpoints')) else []
+  if saved:
+    assert f'the last checkpoint, step {saved[-1]}, is kept' in message, message
+  else:
+    assert 'no checkpoint was saved' in message, message
+  # The logit form is advised only where the config does not use it already.
+  assert ('gan_form="logit"' in message) == (config.loss.gan_form != 'logit')
+  target = state.create_training(config).initial_state
+  with checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True) as reader:
+    for step in saved:                     # whatever was saved is finite
+      restored = reader._read(step, jax.device_get(target))[0]
+      assert checkpoints.first_non_finite_leaf(restored) is None
+
+  # As the message advises: a lower learning rate resumes (or starts) the same workdir.
+  config.optimizer.decoder.learning_rate = 1e-4
+  assert int(train.train_and_evaluate(config, workdir).step) == 6
+
+
+def test_a_non_finite_state_is_refused_by_save(tmp_path, data_dir):
+  config = tiny_run_config(data_dir)
+  good = state.create_training(config).initial_state
+  bad = good.replace(decoder=good.decoder.replace(params=jax.tree.map(
+      lambda leaf: leaf.at[..., 0].set(np.nan), good.decoder.params)))
+  checkpointer = checkpoints.Checkpointer(str(tmp_path / 'checkpoints'), keep=2)
+  checkpointer.save(1, good, {'next_batch': 1}, config)
+  with pytest.raises(checkpoints.NonFiniteState, match=r'step 2 .*decoder'):
+    checkpointer.save(2, bad, {'next_batch': 2}, config)
+  checkpointer.close()
+  assert saved_steps(str(tmp_path)) == [1]
+
+
+def test_incompatible_checkpoint_names_the_difference(tmp_path, data_dir):
+  config = tiny_run_config(data_dir, num_train_steps=1, checkpoint_every_steps=1)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  changed = tiny_run_config(data_dir, num_train_steps=2)
+  changed.model.latent_dim = 16
+  changed.loss.gamma = 1.0
+  with pytest.raises(checkpoints.IncompatibleCheckpoint) as error:
+    train.train_and_evaluate(changed, workdir)
+  message = str(error.value)
+  assert 'model.latent_dim: checkpoint 8, config 16' in message
+  assert 'loss.gamma: checkpoint 1e-05, config 1.0' in message
+  assert 'new --workdir' in message and 'num_train_steps' not in message
+
+  # The learning rate and its schedule change neither the state's arrays nor the batches.
+  lowered = tiny_run_config(data_dir, num_train_steps=2)
+  lowered.optimizer.encoder.learning_rate = 1e-5
+  lowered.optimizer.discriminator.schedule = 'anneal'
+  assert int(train.train_and_evaluate(lowered, workdir).step) == 2
+
+
+def test_bad_config_values_fail_before_compiling(tmp_path, data_dir):
+  config = tiny_run_config(data_dir)
+  config.model.kind = 'vaegans'
+  with pytest.raises(ValueError, match=r"model.kind='vaegans' is not a valid choice; choose one"):
+    train.train_and_evaluate(config, str(tmp_path / 'a'))
+  config = tiny_run_config(data_dir)
+  config.loss.feature_layer = 'conv9'
+  with pytest.raises(ValueError, match='conv9'):
+    train.train_and_evaluate(config, str(tmp_path / 'b'))
+  config = tiny_run_config(data_dir)
+  config.data.flip = 'vertical'
+  with pytest.raises(ValueError, match="data.flip='vertical' is not a valid choice; choose one"):
+    train.train_and_evaluate(config, str(tmp_path / 'c'))
+  if 12 % jax.local_device_count():  # always on the CPU run's 8 devices; one GPU takes any batch
+    config = tiny_run_config(data_dir, global_batch_size=12)
+    with pytest.raises(ValueError, match=f'does not split over {jax.local_device_count()} devices'):
+      train.train_and_evaluate(config, str(tmp_path / 'd'))
+  assert not os.path.exists(str(tmp_path / 'a' / 'checkpoints'))
+
+
+def test_unwritable_workdir_and_missing_data_are_reported(tmp_path, data_dir):
+  blocker = tmp_path / 'file'
+  blocker.write_text('')
+  with pytest.raises(OSError, match='Cannot write to the workdir'):
+    train.train_and_evaluate(tiny_run_config(data_dir), str(blocker / 'run'))
+  config = tiny_run_config(str(tmp_path / 'empty'))
+  config.data.synthetic_images = 0
+  with pytest.raises(DataError, match='No prepared dataset synthetic_16'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_command_line_rejects_unknown_keys(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'vaegan_jax.training.main', f'--workdir={tmp_path}',
+       '--config=vaegan_jax/configs/tiny.py', '--config.model.latent_dimm=3'],
+      cwd=REPO, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+  assert result.returncode != 0
+  assert "Unknown config key 'model.latent_dimm'" in result.stderr
+  assert 'model.latent_dim,' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_conditional_run_trains_on_the_batch_attributes_and_reloads(tmp_path, data_dir):
+  config = tiny.get_config('vaegan,conditional')
+  config.data.data_dir = data_dir
+  config.num_train_steps = 3
+  workdir = str(tmp_path / 'conditional')
+  final = train.train_and_evaluate(config, workdir)
+  assert int(final.step) == 3
+  lines = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert all(np.isfinite(line['llike']) for line in lines if line['kind'] == 'train')
+  assert os.path.exists(os.path.join(workdir, 'images', 'samples_00000003.png'))
+  run = runs.load_run(workdir)
+  assert run.condition_on == tuple(config.model.condition_on)
+  for a, b in zip(leaves(final), leaves(run.state)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_condition_on_an_attribute_the_data_lacks_is_named(tmp_path, data_dir):
+  config = tiny.get_config('gan,conditional')
+  config.data.data_dir = data_dir
+  config.model.condition_on = ('Male', 'Sunglasses')
+  with pytest.raises(DataError, match=r"model.condition_on names \['Sunglasses'\], which "
+                                              r'this dataset does not have. Its attributes: '
+                                              r'5_o_Clock_Shadow'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(str(tmp_path / 'run' / 'checkpoints'))
+
+
+def test_the_loop_measures_sample_quality_in_the_domain_feature_space(tmp_path, data_dir):
+  config = tiny_run_config(data_dir, num_train_steps=3)
+  config.quality.extractor = 'domain'
+  workdir = str(tmp_path / 'quality')
+  train.train_and_evaluate(config, workdir)
+  lines = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  (measured,) = [line for line in lines if line['kind'] == 'quality']
+  assert measured['step'] == 3
+  for label in ('samples', 'reconstructions'):
+    for metric in ('fid', 'kid', 'kid_std', 'precision', 'recall'):
+      assert np.isfinite(measured[f'{metric}_domain_{label}']), (metric, label)
+    assert 0 <= measured[f'precision_domain_{label}'] <= 1
+    assert measured[f'fid_domain_{label}'] > 0
+  folder = os.path.join(data_dir, 'vaegan_extractors', 'synthetic_16', 'domain')
+  assert os.path.exists(os.path.join(folder, 'predictor.json'))      # trained once, cached
+  assert os.path.exists(os.path.join(folder, 'reference_test_32.npz'))
+
+
+def records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as file:
+    lines = [json.loads(line) for line in file]
+  for line in lines:
+    line.pop('images_per_s', None)           # the one value that depends on the clock
+  return lines
+
+
+def test_metrics_after_a_kill_and_resume_equal_the_uninterrupted_run(tmp_path, data_dir):
+  # Checkpoints every 2 steps and reports every 3, so that the report window in progress is
+  # saved with a checkpoint and continued after the resume.
+  steps, checkpoint_every, log_every = 9, 2, 3
+  config = tiny_run_config(data_dir, num_train_steps=steps,
+                           checkpoint_every_steps=checkpoint_every, log_every_steps=log_every)
+  train.train_and_evaluate(config, str(tmp_path / 'whole'))
+
+  workdir = str(tmp_path / 'killed')
+  for kill_after in (4, 6):
+    process = run_in_subprocess(workdir, data_dir, steps, checkpoint_every, log_every)
+    deadline = time.time() + 300
+    while time.time() < deadline and not os.path.isdir(
+        os.path.join(workdir, 'checkpoints', str(kill_after))):
+      time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+  train.train_and_evaluate(config, workdir)
+
+  whole, resumed = records(str(tmp_path / 'whole')), records(workdir)
+  assert [(line['step'], line['kind']) for line in resumed] == [
+      (line['step'], line['kind']) for line in whole]
+  for expected, got in zip(whole, resumed):
+    assert got == expected, (got['step'], got['kind'])

@@ -1,0 +1,1 @@
+"""Trained runs read back: figures, pretraining probes, attribute arithmetic."""

@@ -1,0 +1,453 @@
+r"""The paper's CelebA figures from trained runs: one command each, a PNG plus its numbers as JSON.
+
+  python -m vaegan_jax.analysis.figures --figure=samples --out=figures \
+      --run=VAE=runs/vae --run=VAE_Dis_l=runs/vae_disl --run=GAN=runs/gan --run=VAE/GAN=runs/vaegan
+  python -m vaegan_jax.analysis.figures --figure=reconstructions --out=figures \
+      --run=VAE=runs/vae --run=VAE_Dis_l=runs/vae_disl --run=VAE/GAN=runs/vaegan
+  python -m vaegan_jax.analysis.figures --figure=attributes --out=figures --run=VAE/GAN=runs/vaegan
+  python -m vaegan_jax.analysis.figures --figure=conditional --out=figures --predictor=runs/predictor \
+      --run=cVAE=runs/cond_vae --run=cGAN=runs/cond_gan --run=cVAE/GAN=runs/cond_vaegan
+  python -m vaegan_jax.analysis.figures --figure=quality --out=figures --extractor=domain \
+      --run=VAE=runs/vae --run=VAE_Dis_l=runs/vae_disl --run=GAN=runs/gan --run=VAE/GAN=runs/vaegan
+
+samples          Fig. 3: one labelled row of samples from a fixed z ~ N(0, I) per run.
+reconstructions  Fig. 4: the first test images, then each run's reconstructions of them.
+attributes       Fig. 5: attribute vectors (mean z with an attribute minus mean z without, over
+                 --num_encode training images) added to the first --num_test test images, one row
+                 per attribute; a strength sweep z + a v; interpolations between test images.
+conditional      Fig. 6 and the attribute-similarity table: conditional runs generate from
+                 z ~ N(0, I) and the attributes y of --num_requests test images; an attribute
+                 predictor (vaegan-attribute-predictor) judges the images, and the table gives the
+                 cosine similarity and mean squared error between the requested y and the
+                 predicted 2 P(attribute) - 1, with the test images themselves as the reference
+                 row, and the test images scored against another image's y (what ignoring the
+                 request scores). Per run, a second figure switches one attribute at a time.
+quality          FID, KID, precision and recall (quality.py) of each run's --num_samples samples
+                 from p(z) and of its reconstructions of as many test images, against the test
+                 split, in the --extractor feature space (extractors.py: 'domain', an attribute
+                 predictor trained once on the runs' dataset, or 'inception', the standard FID
+                 network); bar charts of FID.
+
+Runs are read from their workdirs (the checkpoint holds the config); the test and training images
+come from the dataset the first run was trained on (--data_dir overrides where it lies).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Sequence
+
+import numpy as np
+from absl import app, flags
+from PIL import Image, ImageDraw, ImageFont
+
+from vaegan_jax.analysis import attributes, plots, runs
+from vaegan_jax.data import input_pipeline, preprocess
+from vaegan_jax.metrics import attribute_predictor, extractors
+from vaegan_jax.training import checkpoints, metric_writers
+
+# The 18 attributes the authors' code edited (celeba_aegan.py, `selected_attributes`).
+PAPER_ATTRIBUTES = (
+    'Bald', 'Bangs', 'Black_Hair', 'Blond_Hair', 'Bushy_Eyebrows', 'Eyeglasses', 'Gray_Hair',
+    'Heavy_Makeup', 'High_Cheekbones', 'Male', 'Mustache', 'Pale_Skin', 'Rosy_Cheeks', 'Smiling',
+    'Straight_Hair', 'Wavy_Hair', 'Wearing_Lipstick', 'Young')
+FIGURES = ('samples', 'reconstructions', 'attributes', 'conditional', 'quality')
+QUALITY_METRICS = ('fid', 'kid', 'kid_std', 'precision', 'recall')
+
+
+# ---------------------------------------------------------------- drawing
+def labelled_rows(rows: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
+  """Rows of images ([K, R, R, C] in [-1, 1]) side by side, each with its label on the left."""
+  font = ImageFont.load_default()
+  probe = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+  margin = 8 + int(max(probe.textlength(label, font=font) for label, _ in rows))
+  strips = [metric_writers.image_grid(images, columns=len(images)) for _, images in rows]
+  width = margin + max(strip.shape[1] for strip in strips)
+  canvas = Image.new('RGB', (width, sum(strip.shape[0] for strip in strips)), 'white')
+  draw = ImageDraw.Draw(canvas)
+  top = 0
+  for (label, _), strip in zip(rows, strips):
+    canvas.paste(Image.fromarray(strip), (margin, top))
+    draw.text((4, top + strip.shape[0] // 2 - 6), label, fill='black', font=font)
+    top += strip.shape[0]
+  return np.asarray(canvas)
+
+
+def save(out_dir: str, name: str, image: np.ndarray, numbers: dict) -> dict[str, str]:
+  """out_dir/NAME.png and out_dir/NAME.json; returns their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {'png': os.path.join(out_dir, f'{name}.png'), 'json': os.path.join(out_dir, f'{name}.json')}
+  Image.fromarray(image).save(paths['png'])
+  with open(paths['json'], 'w') as file:
+    json.dump(numbers, file, indent=2)
+  return paths
+
+
+# ---------------------------------------------------------------- data
+def check_runs_fit(loaded: dict[str, runs.Run], what: str) -> None:
+  """Raises ValueError unless the runs share image shape, latent size and conditioning, and are
+  conditional exactly when the figure is 'conditional'. The quality figure takes any mix of
+  conditional and unconditional runs: each is scored on its own."""
+  scored_alone = what == 'quality'
+  shapes = {label: (run.config.model.resolution, run.config.model.image_channels,
+                    run.config.model.latent_dim) + (() if scored_alone else (run.condition_on,))
+            for label, run in loaded.items()}
+  if len(set(shapes.values())) > 1:
+    raise ValueError(f'The runs of one {what} figure must share resolution, channels, '
+                     f'latent size and model.condition_on; got {shapes}.')
+  wrong = [label for label, run in loaded.items() if not scored_alone and bool(
+      run.condition_on) != (what == 'conditional')]
+  if wrong:
+    raise ValueError(f'{wrong}: the {what} figure takes ' + (
+        'conditional runs (model.condition_on set).' if what == 'conditional' else
+        'unconditional runs; conditional ones go to --figure=conditional.'))
+
+
+# ---------------------------------------------------------------- the figures
+def samples_figure(loaded: dict[str, runs.Run], count: int, seed: int) -> tuple[np.ndarray, dict]:
+  """Fig. 3: every run decodes the same z ~ N(0, I)."""
+  check_runs_fit(loaded, 'samples')
+  latent_dim = next(iter(loaded.values())).config.model.latent_dim
+  latents = np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
+  rows = [(label, run.decode(latents)) for label, run in loaded.items()]
+  numbers = {'seed': seed, 'count': count,
+             'runs': {label: {'workdir': run.workdir, 'kind': run.config.model.kind,
+                              'step': run.step} for label, run in loaded.items()}}
+  return labelled_rows(rows), numbers
+
+
+def reconstructions_figure(loaded: dict[str, runs.Run], test_images: np.ndarray
+                           ) -> tuple[np.ndarray, dict]:
+  """Fig. 4: test images, then each run's reconstruction; the JSON holds each run's mean
+  squared error per pixel on these images (pixels in [-1, 1])."""
+  check_runs_fit(loaded, 'reconstructions')
+  targets = preprocess.to_model_range(test_images)
+  rows, errors = [('test images', targets)], {}
+  for label, run in loaded.items():
+    reconstructions = run.decode(run.encode(test_images))
+    rows.append((label, reconstructions))
+    errors[label] = float(np.mean((reconstructions - targets) ** 2))
+  return labelled_rows(rows), {'count': len(test_images), 'mean_squared_error': errors}
+
+
+def resolve_attributes(requested: Sequence[str], available: Sequence[str]) -> list[str]:
+  """The requested names ('paper' = the authors' 18) that the dataset has; a ValueError listing
+  the available ones for any other name."""
+  names = list(PAPER_ATTRIBUTES) if list(requested) == ['paper'] else list(requested)
+  unknown = [name for name in names if name not in available]
+  if unknown:
+    raise ValueError(f'Unknown attribute(s) {unknown}; this dataset has: '
+                     f'{", ".join(available) or "no attributes"}.')
+  return names
+
+
+def slug(label: str) -> str:
+  """A run label as part of a file name: 'cVAE/GAN' -> 'cvae_gan'."""
+  return re.sub(r'[^a-z0-9]+', '_', label.lower()).strip('_')
+
+
+def similarity(requested: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict:
+  """The attribute-similarity numbers of one row of the table: requested y [N, A] against the
+  predictor's predicted attributes [N, A] on the same scale (binary: y in {-1, +1} against
+  2 P(attribute) - 1, as in Attribute2Image's protocol; real-valued: the scores against the
+  regressed ones, as the paper's LFW table); with each attribute's agreement (the predicted
+  sign equals the requested sign)."""
+  agreement = np.mean(np.sign(predicted) == np.sign(requested), axis=0)
+  return {'cosine_similarity': attributes.cosine_similarity(requested, predicted),
+          'mean_squared_error': attributes.mean_squared_error(requested, predicted),
+          'agreement': {name: float(value) for name, value in zip(names, agreement)}}
+
+
+def conditional_figures(loaded: dict[str, runs.Run], test_split: input_pipeline.PreparedSplit,
+                        predictor: attribute_predictor.Predictor, num_requests: int, count: int,
+                        seed: int) -> dict[str, tuple[np.ndarray, dict]]:
+  """Fig. 6 ('conditional_samples', with the similarity table in its JSON) and, per run,
+  'conditional_toggles_LABEL': the first test image's y, then each attribute set to the opposite
+  of its value there, one row each, for the same `count` z in every row."""
+  check_runs_fit(loaded, 'conditional')
+  first = next(iter(loaded.values()))
+  if predictor.image_shape != tuple(first.config.model[key] for key in (
+      'resolution', 'resolution', 'image_channels')):
+    raise ValueError(f'The predictor judges {predictor.image_shape} images; the runs make '
+                     f'{first.config.model.resolution}x{first.config.model.resolution} ones. '
+                     f'Train the predictor on the runs\' dataset.')
+  condition_on = first.condition_on
+  judged = [name for name in condition_on if name in predictor.attribute_names
+            and predictor.trained[predictor.attribute_names.index(name)]]
+  if not judged:
+    raise ValueError(f'The predictor was trained on none of the conditioned attributes '
+                     f'{list(condition_on)}; train it on the runs\' dataset.')
+  predictor_columns = [predictor.attribute_names.index(name) for name in judged]
+  request_columns = [condition_on.index(name) for name in judged]
+  test = test_split.read(np.arange(min(num_requests, len(test_split))))
+  requested = first.conditions(test['attributes'], test_split.attribute_names)
+  latents = np.random.default_rng(seed).standard_normal(
+      (len(requested), first.config.model.latent_dim)).astype(np.float32)
+
+  def judge(images, wanted=requested):
+    return similarity(wanted[:, request_columns],
+                      predictor.predicted_attributes(images)[:, predictor_columns], judged)
+
+  shown = preprocess.to_model_range(test['image'][:count])
+  rows = [('test images (their y)', shown)]
+  # The second reference row pairs each test image with the next image's y: the score of real
+  # faces that ignore the request, so a model must beat it to show that it follows y.
+  table = {'test images': judge(test['image']),
+           'test images, y of another image': judge(test['image'], np.roll(requested, 1, axis=0))}
+  for label, run in loaded.items():
+    generated = run.decode(latents, requested)
+    table[label] = judge(generated)
+    rows.append((label, generated[:count]))
+  numbers = {'requests': len(requested), 'seed': seed, 'judged_attributes': judged,
+             'coding': ('requested y in {-1, +1}; predicted 2 P(attribute) - 1'
+                        if predictor.kind == 'binary' else
+                        'requested y: the real-valued scores; predicted: the regressed scores'),
+             'table': table,
+             'runs': {label: {'workdir': run.workdir, 'kind': run.config.model.kind,
+                              'step': run.step} for label, run in loaded.items()}}
+  figures = {'conditional_samples': (labelled_rows(rows), numbers)}
+
+  base = requested[0]
+  toggled = np.repeat(base[None], len(condition_on) + 1, axis=0)
+  for index in range(len(condition_on)):
+    toggled[index + 1, index] = -base[index]
+  labels = ['as requested'] + [f'{name} {"off" if base[index] > 0 else "on"}'
+                               for index, name in enumerate(condition_on)]
+  for label, run in loaded.items():
+    toggle_rows = [(row_label, run.decode(latents[:count], np.repeat(y[None], count, axis=0)))
+                   for row_label, y in zip(labels, toggled)]
+    figures[f'conditional_toggles_{slug(label)}'] = (labelled_rows(toggle_rows), {
+        'run': label, 'requested': dict(zip(condition_on, base.tolist())), 'rows': labels})
+  return figures
+
+
+def quality_figure(loaded: dict[str, runs.Run], extractor: extractors.Extractor,
+                   reference: extractors.Reference, test_split: input_pipeline.PreparedSplit,
+                   num_samples: int, seed: int) -> tuple[np.ndarray, dict]:
+  """FID, KID, precision and recall of each run's samples from p(z) and of its reconstructions
+  of the first test images, against the test split, in one feature space; bar charts of FID.
+  Conditional runs draw their samples for the test images' attributes."""
+  check_runs_fit(loaded, 'quality')
+  test = test_split.read(np.arange(min(num_samples, len(test_split))))
+  latent_dim = next(iter(loaded.values())).config.model.latent_dim
+  latents = np.random.default_rng(seed).standard_normal((len(test['image']), latent_dim)
+                                                        ).astype(np.float32)
+  table = {}
+  for label, run in loaded.items():
+    conditions = (run.conditions(test['attributes'], test_split.attribute_names)
+                  if run.condition_on else None)
+    sets = {'samples': run.decode(latents, conditions)}
+    if run.networks.encoder is not None:
+      sets['reconstructions'] = run.decode(run.encode(test['image'], conditions), conditions)
+    table[label] = {}
+    for name, images in sets.items():
+      measured = extractors.compare(extractor, reference, images, name)
+      table[label][name] = {metric: measured[f'{metric}_{extractor.name}_{name}']
+                            for metric in QUALITY_METRICS}
+  charts = [plots.bar_chart(f'FID ({extractor.name} features) of {name}, lower is better',
+                      {label: row[name]['fid'] for label, row in table.items() if name in row})
+            for name in ('samples', 'reconstructions')
+            if any(name in row for row in table.values())]
+  image = np.concatenate([np.pad(chart, ((0, 0), (0, max(c.shape[1] for c in charts)
+                                                   - chart.shape[1]), (0, 0)),
+                                 constant_values=255) for chart in charts])
+  numbers = {'extractor': extractor.name, 'extractor_checkpoint': extractor.checkpoint,
+             'reference': {'split': test_split.split, 'images': reference.statistics.count},
+             'num_samples': len(test['image']), 'seed': seed, 'table': table,
+             'runs': {label: {'workdir': run.workdir, 'kind': run.config.model.kind,
+                              'step': run.step} for label, run in loaded.items()}}
+  return image, numbers
+
+
+def edit_numbers(run: runs.Run, predictor: attribute_predictor.Predictor,
+                 test_latents: np.ndarray, present: np.ndarray, names: Sequence[str],
+                 vectors: np.ndarray) -> dict[str, dict[str, float]]:
+  """Per attribute, how often adding / subtracting its vector moves the predictor as intended,
+  measured against the unedited reconstruction decode(z)."""
+  column = {name: predictor.attribute_names.index(name) for name in names}
+  before = predictor.predicted_attributes(run.decode(test_latents))
+  results = {}
+  for index, (name, vector) in enumerate(zip(names, vectors)):
+    if not predictor.trained[column[name]]:
+      continue
+    predicted = lambda latents: predictor.predicted_attributes(run.decode(latents))[
+        :, column[name]]
+    results[name] = attributes.edit_success(
+        before[:, column[name]], predicted(test_latents + vector),
+        predicted(test_latents - vector), present[:, index])
+  return results
+
+
+def attribute_figures(run: runs.Run, train_split: input_pipeline.PreparedSplit,
+                      test_split: input_pipeline.PreparedSplit, names: Sequence[str],
+                      num_encode: int, num_test: int, strengths: Sequence[float],
+                      interpolation_steps: int,
+                      predictor: attribute_predictor.Predictor | None = None
+                      ) -> dict[str, tuple[np.ndarray, dict]]:
+  """Fig. 5 and its companions: 'attribute_vectors', 'attribute_sweep', 'interpolation'. With a
+  predictor, the vectors' JSON also holds each attribute's edit success (attributes.edit_success)
+  over the test images."""
+  paper_default = list(names) == ['paper']
+  names = resolve_attributes(names, train_split.attribute_names)
+  encoded = train_split.read(np.arange(min(num_encode, len(train_split))))
+  encoded['attributes'] = attributes.presence(encoded['attributes'])
+  counts, total = encoded['attributes'].sum(axis=0), len(encoded['attributes'])
+  constant = [name for name in names
+              if not 0 < counts[train_split.attribute_names.index(name)] < total]
+  if constant and not paper_default:
+    raise ValueError(f'{constant} never vary over the {total} encoded images, so they have no '
+                     f'vector; choose other attributes or raise --num_encode.')
+  names = [name for name in names if name not in constant]   # the 18: keep those drawn
+  skipped = constant
+  columns = [train_split.attribute_names.index(name) for name in names]
+  vectors = attributes.attribute_vectors(run.encode(encoded['image']),
+                                         encoded['attributes'][:, columns])
+  test = test_split.read(np.arange(min(num_test, len(test_split))))
+  test['attributes'] = attributes.presence(test['attributes'])
+  test_latents = run.encode(test['image'])
+  shown = preprocess.to_model_range(test['image'])
+  rows = [('test images', shown), ('reconstructions', run.decode(test_latents))]
+  rows += [(f'+ {name}', run.decode(test_latents + vector)) for name, vector in zip(names, vectors)]
+  present = encoded['attributes'][:, columns].sum(axis=0)
+  numbers = {'encoded_images': len(encoded['image']), 'test_images': len(shown),
+             'skipped_constant': skipped,
+             'attributes': {name: {'present': int(count), 'vector_norm': float(np.linalg.norm(v))}
+                            for name, count, v in zip(names, present, vectors)}}
+  if predictor is not None:
+    numbers['edit_success'] = edit_numbers(run, predictor, test_latents,
+                                           test['attributes'][:, columns], names, vectors)
+  figures = {'attribute_vectors': (labelled_rows(rows), numbers)}
+
+  sweep_rows = [(f'{name} x ({", ".join(f"{a:g}" for a in strengths)})',
+                 run.decode(attributes.strength_sweep(test_latents[0], vector, strengths)))
+                for name, vector in zip(names, vectors)]
+  figures['attribute_sweep'] = (labelled_rows(sweep_rows), {'strengths': list(strengths),
+                                                            'attributes': names})
+  pairs = [(index, index + 1) for index in range(0, min(len(shown) - 1, 8), 2)]
+  interpolation_rows = [(f'test {a} -> {b}', run.decode(attributes.interpolate(
+      test_latents[a], test_latents[b], interpolation_steps))) for a, b in pairs]
+  figures['interpolation'] = (labelled_rows(interpolation_rows),
+                              {'pairs': pairs, 'steps': interpolation_steps})
+  return figures
+
+
+# ---------------------------------------------------------------- command line
+def define_flags() -> None:
+  flags.DEFINE_enum('figure', None, FIGURES, 'Which figure.', required=True)
+  flags.DEFINE_multi_string('run', None, 'LABEL=WORKDIR of a trained run (repeat).',
+                            required=True)
+  flags.DEFINE_string('out', 'figures', 'Folder for the PNG and JSON files.')
+  flags.DEFINE_string('data_dir', None, "Where the runs' dataset is prepared (default: theirs).")
+  flags.DEFINE_integer('count', 8, 'samples: images per row; reconstructions: test images.',
+                       lower_bound=1)
+  flags.DEFINE_integer('seed', 0, 'samples: seed of the shared z.', lower_bound=0)
+  flags.DEFINE_list('attributes', ['paper'], "attributes: names, or 'paper' for the 18.")
+  flags.DEFINE_integer('num_encode', 10_000, 'attributes: training images encoded.', lower_bound=1)
+  flags.DEFINE_integer('num_test', 64, 'attributes: test images edited.', lower_bound=1)
+  flags.DEFINE_list('strengths', ['-2', '-1', '0', '1', '2'], 'attributes: sweep strengths a.')
+  flags.DEFINE_integer('interpolation_steps', 8, 'attributes: images per interpolation.',
+                       lower_bound=2)
+  flags.DEFINE_string('predictor', None, 'attributes: a trained attribute predictor (its --out '
+                      'folder) to measure how often each edit works; conditional: the judge '
+                      '(required).')
+  flags.DEFINE_enum('extractor', 'domain', ['domain', 'inception'], 'quality: the feature '
+                    'space: an attribute predictor trained on the runs\' dataset (made once) or '
+                    'the standard FID Inception network.')
+  flags.DEFINE_string('inception_weights', None, "quality: pytorch-fid's Inception weights file "
+                      '(default: downloaded once into ~/.cache/vaegan_jax).')
+  flags.DEFINE_string('inception_sha256', None, 'quality: the full SHA-256 of another release '
+                      "of the Inception weights (default: pytorch-fid's file's).")
+  flags.DEFINE_integer('num_samples', 10_000, 'quality: images per set (samples, and test '
+                       'images reconstructed).', lower_bound=1)
+  flags.DEFINE_integer('extractor_steps', 1500, 'quality: training steps of the domain '
+                       'extractor when it is made (once per dataset).', lower_bound=1)
+  flags.DEFINE_integer('num_requests', 1000, 'conditional: test attribute vectors to generate '
+                       'from and judge.', lower_bound=1)
+
+
+def quality_space(run: runs.Run, options: dict
+                  ) -> tuple[extractors.Extractor, extractors.Reference]:
+  """The feature extractor options name, and the run's test split's reference statistics in it
+  (both cached next to the prepared dataset)."""
+  data, model = run.config.data, run.config.model
+  data_dir = os.path.expanduser(options.get('data_dir') or data.data_dir)
+  folder = extractors.cache_dir(data_dir, data.name, model.resolution, model.image_channels,
+                                options['extractor'])
+  if options['extractor'] == 'inception':
+    extractor = extractors.inception_extractor(options.get('inception_weights'),
+                                                   options.get('inception_sha256'))
+  else:
+    extractor = extractors.domain_extractor(
+        input_pipeline.open_configured(run.config, data.train_split, data_dir), folder,
+        options.get('extractor_steps', extractors.DOMAIN_PREDICTOR_STEPS))
+    if extractor is None:
+      raise ValueError(f'{data.name} has no attribute that varies, so no domain feature '
+                       f'extractor can be trained on it; use --extractor=inception.')
+  test_split = input_pipeline.open_configured(run.config, data.eval_split, data_dir)
+  return extractor, extractors.reference(extractor, test_split, folder, options['num_samples'])
+
+
+def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) -> dict:
+  """Writes the figure's files; returns {name: {'png': path, 'json': path}}."""
+  loaded = {label: runs.load_run(workdir) for label, workdir in run_dirs.items()}
+  first = next(iter(loaded.values()))
+  split = lambda which: input_pipeline.open_configured(first.config, first.config.data[which],
+                                                       options.get('data_dir'))
+  if figure == 'samples':
+    made = {'samples': samples_figure(loaded, options['count'], options['seed'])}
+  elif figure == 'conditional':
+    if not options.get('predictor'):
+      raise ValueError('The conditional figure needs --predictor: a folder written by '
+                       'vaegan-attribute-predictor on the runs\' dataset.')
+    made = conditional_figures(
+        loaded, split('eval_split'),
+        attribute_predictor.load(options['predictor']), options['num_requests'],
+        options['count'], options['seed'])
+  elif figure == 'quality':
+    made = {'quality': quality_figure(loaded, *quality_space(first, options), split('eval_split'),
+                                      options['num_samples'], options['seed'])}
+  elif figure == 'reconstructions':
+    test = split('eval_split')
+    images = test.read(np.arange(min(options['count'], len(test))))['image']
+    made = {'reconstructions': reconstructions_figure(loaded, images)}
+  else:
+    if len(loaded) != 1:
+      raise ValueError('The attributes figure takes one --run.')
+    check_runs_fit(loaded, 'attributes')
+    made = attribute_figures(
+        first, split('train_split'), split('eval_split'),
+        options['attributes'], options['num_encode'], options['num_test'],
+        [float(a) for a in options['strengths']], options['interpolation_steps'],
+        attribute_predictor.load(options['predictor']) if options.get('predictor') else None)
+  return {name: save(out_dir, name, image, numbers) for name, (image, numbers) in made.items()}
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  args = flags.FLAGS
+  try:
+    written = make_figure(
+        args.figure, runs.parse_runs(args.run), args.out, data_dir=args.data_dir, count=args.count,
+        seed=args.seed, attributes=args.attributes, num_encode=args.num_encode,
+        num_test=args.num_test, strengths=args.strengths,
+        interpolation_steps=args.interpolation_steps, predictor=args.predictor,
+        num_requests=args.num_requests, extractor=args.extractor,
+        inception_weights=args.inception_weights,
+        inception_sha256=args.inception_sha256, num_samples=args.num_samples,
+        extractor_steps=args.extractor_steps)
+  # WeightsError and DataError are ValueErrors; a run whose checkpoints are all unusable too.
+  except (ValueError, FileNotFoundError, checkpoints.UnusableCheckpoints) as error:
+    raise SystemExit(f'vaegan-figures: {error}') from None
+  for name, paths in written.items():
+    print(f'{name}: {paths["png"]} {paths["json"]}')
+
+
+def run() -> None:
+  """Console script `vaegan-figures`."""
+  define_flags()
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

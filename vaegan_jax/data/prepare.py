@@ -1,0 +1,359 @@
+r"""Prepare a dataset once: decode, crop, blur and resize every image, and write it with tfds.
+
+    python -m vaegan_jax.data.prepare --raw_dir=RAW --data_dir=DATA [--resolution=64]   # vaegan-prepare
+
+Sources (exactly one):
+  --raw_dir       CelebA's raw files: img_align_celeba.zip (or the extracted folder),
+                  list_attr_celeba.txt and list_eval_partition.txt (Kaggle's .csv also work).
+  --image_folder  any folder of images (recursive), with --attributes_csv optionally.
+  --lfw_dir       LFW's images (lfw/ or lfw-deepfunneled/) with Kumar et al.'s real-valued
+                  attribute scores, lfw_attributes.txt, and optionally peopleDevTest.txt (lfw.py).
+  --tfds_name     a tfds image dataset prepared as array_record in --tfds_data_dir (celeb_a, mnist,
+                  cifar10, ...); --download asks tfds to download and prepare it first.
+
+The output is the tfds dataset `vaegan_images/NAME_R` (NAME_R_grey with --channels=1) in
+--data_dir, in the array_record format, which reads without TensorFlow: per example the uint8
+image [R, R, C], the attributes [A] (bool, or float32 where real-valued) and the source file
+name. Splits are the source's (CelebA: train, validation, test). Records keep the source order. Decoding runs on --workers
+threads. tfds writes into a temporary folder and renames it when complete, so a failed or
+interrupted prepare never leaves anything that reads as a dataset.
+
+--augmented_copies=N also writes the authors' augmented training set (augment.py): N copies of
+the --augment_splits images, each with its own random warp, gamma, contrast and hue, as the
+dataset NAME_augmentedN_seedS with one split 'train'. The authors trained CelebA on 600,000.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import glob
+import functools
+import os
+import shutil
+import time
+import zipfile
+import zlib
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+import threadpoolctl
+from absl import app, flags, logging
+from PIL import Image
+
+from vaegan_jax import files
+from vaegan_jax.data import (augment, celeba, dataset_layout, lfw, preprocess, sources,
+                             synthetic_celeba)
+from vaegan_jax.data.dataset_layout import (ATTRIBUTE_DTYPES, DataError, MAX_IMAGE_BYTES,
+                                            MAX_IMAGE_PIXELS, SPLITS, VERSION, augmented_name,
+                                            config_name, dataset_dir)
+
+@dataclasses.dataclass
+class PrepareSummary:
+  path: str
+  examples: dict[str, int]
+  skipped_corrupt: list[str]
+  seconds: float
+  bytes: int
+
+  def __str__(self) -> str:
+    total = sum(self.examples.values())
+    splits = ', '.join(f'{split} {count}' for split, count in self.examples.items())
+    return (f'Prepared {total} images ({splits}) in {self.seconds:.1f} s '
+            f'({total / max(self.seconds, 1e-9):.0f} images/s), {self.bytes / 2**20:.1f} MiB, '
+            f'{len(self.skipped_corrupt)} corrupt skipped -> {self.path}')
+
+
+# ---------------------------------------------------------------- decoding
+def load_example(source: sources.Source, spec: preprocess.PreprocessSpec,
+                 example: sources.Example
+                 ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+  """(image [R, R, C] uint8, attributes, None), or (None, None, why) for a corrupt image."""
+  try:
+    image, attributes = source.load(example)
+    return preprocess.preprocess(image, spec), attributes, None
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+          zipfile.BadZipFile, zlib.error) as error:   # the last two: a damaged member of a zip
+    return None, None, f'{type(error).__name__}: {error}'
+
+
+def ordered_map(pool: concurrent.futures.Executor, function: Callable, items: Iterable,
+                window: int) -> Iterator:
+  """pool.map, in order, with at most `window` results waiting: memory stays flat however
+  slowly the results are consumed."""
+  pending: collections.deque = collections.deque()
+  for item in items:
+    pending.append(pool.submit(function, item))
+    if len(pending) >= window:
+      yield pending.popleft().result()
+  while pending:
+    yield pending.popleft().result()
+
+
+# ---------------------------------------------------------------- the tfds builder
+class VaeganImages(tfds.core.GeneratorBasedBuilder):
+  """Preprocessed images at the training resolution, for the input pipeline."""
+
+  VERSION = tfds.core.Version(VERSION)
+
+  def __init__(self, *, source: sources.Source, spec: preprocess.PreprocessSpec,
+               load_all: Callable[[list[sources.Example]], Iterator], skip_corrupt: bool,
+               **kwargs: Any):
+    self.source, self.spec, self.load_all = source, spec, load_all
+    self.skip_corrupt = skip_corrupt
+    self.corrupt: list[str] = []
+    self.splits = [split for split in SPLITS
+                   if any(example.split == split for example in source.examples)]
+    name = config_name(source.name, spec.resolution, spec.channels)
+    super().__init__(config=tfds.core.BuilderConfig(name=name), file_format='array_record',
+                     **kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    shape = (self.spec.resolution, self.spec.resolution, self.spec.channels)
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=f'{self.source.name} preprocessed by vaegan_jax.data.prepare: {self.spec}.',
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Tensor(shape=shape, dtype=np.uint8,
+                                          encoding=tfds.features.Encoding.BYTES),
+            'attributes': tfds.features.Tensor(shape=(len(self.source.attribute_names),),
+                                               dtype=ATTRIBUTE_DTYPES[self.source.attribute_kind],
+                                               encoding=tfds.features.Encoding.BYTES),
+            'name': tfds.features.Text(),
+        }),
+        disable_shuffling=True,      # record i of a split is the source's i-th image
+        metadata=tfds.core.MetadataDict(
+            attribute_names=list(self.source.attribute_names),
+            attribute_kind=self.source.attribute_kind, crop=self.spec.crop,
+            resolution=self.spec.resolution, channels=self.spec.channels,
+            source=self.source.name, skipped_corrupt=self.corrupt))
+
+  def _split_generators(self, dl_manager):
+    return {split: self._generate_examples(split) for split in self.splits}
+
+  def _generate_examples(self, split: str):
+    examples = [example for example in self.source.examples if example.split == split]
+    index = 0
+    for example, (image, attributes, error) in zip(examples, self.load_all(examples)):
+      if error is not None:
+        self.corrupt.append(f'{example.key} ({error})')
+        continue
+      yield index, {'image': image, 'attributes': attributes, 'name': example.key}
+      index += 1
+    if self.corrupt and not self.skip_corrupt and split == self.splits[-1]:
+      listing = '\n  '.join(self.corrupt)
+      raise DataError(
+          f'{len(self.corrupt)} corrupt image(s) in {self.source.name}; nothing was written:\n'
+          f'  {listing}\nReplace them from a fresh download, or pass --skip_corrupt to leave '
+          f'them out (the summary counts them).')
+
+
+# ---------------------------------------------------------------- preparing
+def check_writable(data_dir: str, flag: str = '--data_dir') -> None:
+  """A DataError naming the folder now, instead of tfds's traceback halfway through."""
+  try:
+    files.check_writable_folder(data_dir, 'data_dir', flag)
+  except files.FolderError as error:
+    raise DataError(str(error)) from None
+
+
+def remove_stale_incomplete(parent: str) -> None:
+  """Delete what an interrupted prepare left in `parent` (tfds's incomplete.* folders). Called
+  only while holding the dataset's lock, so no live writer owns them."""
+  for leftover in glob.glob(os.path.join(parent, 'incomplete.*')):
+    logging.info('Removing %s, left by an interrupted prepare.', leftover)
+    shutil.rmtree(leftover, ignore_errors=True)
+
+
+def prepare(source: sources.Source, data_dir: str, spec: preprocess.PreprocessSpec,
+            workers: int = 0, skip_corrupt: bool = False) -> PrepareSummary:
+  """Write `source` preprocessed per `spec` to `data_dir`; a no-op if already prepared.
+
+  One process at a time prepares a dataset: a second one started beside it waits for the
+  first's lock, then finds the dataset written and reuses it.
+
+  workers: decoding threads; 0 means one per core.
+  """
+  path = dataset_dir(data_dir, source.name, spec.resolution, spec.channels)
+  check_writable(data_dir)
+  parent = os.path.dirname(path)
+  start = time.time()
+  with files.exclusive(parent, 'prepare', f'preparing {path}') as lock:
+    if lock.held:
+      remove_stale_incomplete(parent)
+    else:
+      logging.warning('Leaving any incomplete.* folders in %s: without a lock they may be '
+                      'another prepare\'s.', parent)
+    if not os.path.exists(os.path.join(path, 'dataset_info.json')):
+      _write(source, data_dir, spec, workers, skip_corrupt)
+  info = dataset_layout.open_builder(path).info
+  return PrepareSummary(
+      path=path, examples={split: info.splits[split].num_examples for split in info.splits},
+      skipped_corrupt=list(info.metadata['skipped_corrupt']), seconds=time.time() - start,
+      bytes=sum(os.path.getsize(os.path.join(path, file)) for file in os.listdir(path)))
+
+
+def _write(source: sources.Source, data_dir: str, spec: preprocess.PreprocessSpec,
+           workers: int, skip_corrupt: bool) -> None:
+  # Threads, not processes: JPEG decoding and the resize matmuls release the GIL, and threads
+  # need no pickling of the source and no re-import of the caller's main module. One BLAS thread
+  # each: numpy's BLAS would otherwise start a thread per core inside every one of them.
+  workers = workers or os.cpu_count() or 1
+  with (concurrent.futures.ThreadPoolExecutor(workers) as pool,
+        threadpoolctl.threadpool_limits(limits=1, user_api='blas')):
+    load = functools.partial(load_example, source, spec)
+    builder = VaeganImages(
+        source=source, spec=spec, skip_corrupt=skip_corrupt, data_dir=data_dir,
+        load_all=lambda examples: ordered_map(pool, load, examples, window=64 * workers))
+    builder.download_and_prepare()
+
+
+def ensure_prepared(data_config: Any, resolution: int, channels: int) -> None:
+  """Prepare the configured dataset on first use, where the config says how.
+
+  data_config.synthetic_images > 0: synthetic CelebA of that many faces, generated once into
+  DATA_DIR/raw/synthetic_N and prepared under data_config.name. data_config.raw_dir: CelebA's raw
+  files there. Otherwise the dataset must have been prepared already (vaegan-prepare). With
+  data_config.augmented_copies > 0, the augmented copies of its train_split too.
+  """
+  data_dir = os.path.expanduser(data_config.data_dir)
+  missing = lambda name: not os.path.exists(os.path.join(
+      dataset_dir(data_dir, name, resolution, channels), 'dataset_info.json'))
+  copies_name = augmented_name(data_config.name, data_config.augmented_copies,
+                               data_config.augment_seed)
+  needs_copies = data_config.augmented_copies > 0 and missing(copies_name)
+  if not missing(data_config.name) and not needs_copies:
+    return
+  check_writable(data_dir, '--config.data.data_dir')
+  source = configured_source(data_config, data_dir)
+  if source is None:
+    return                     # the reader says how to prepare it (input_pipeline.open_prepared)
+  spec = preprocess.PreprocessSpec(crop='celeba', resolution=resolution, channels=channels)
+  if missing(data_config.name):
+    logging.info('%s', prepare(source, data_dir, spec))
+  if needs_copies:
+    copies = augment.AugmentedCopies(source, data_config.augmented_copies,
+                                     data_config.augment_seed,
+                                     tuple(data_config.train_split.split('+')))
+    logging.info('%s', prepare(copies, data_dir, spec))
+
+
+def configured_source(data_config: Any, data_dir: str) -> sources.Source | None:
+  """CelebA's raw files the config names: synthetic ones drawn once, or data.raw_dir; None when
+  the config names neither."""
+  if data_config.synthetic_images:
+    raw_dir = os.path.join(data_dir, 'raw', f'synthetic_{data_config.synthetic_images}')
+    files.make_once(
+        raw_dir, 'draw',
+        lambda: all(os.path.exists(os.path.join(raw_dir, name)) for name in celeba.FILE_NAMES),
+        lambda: _draw_synthetic(raw_dir, data_config.synthetic_images), f'drawing {raw_dir}')
+  elif data_config.raw_dir:
+    raw_dir = os.path.expanduser(data_config.raw_dir)
+  else:
+    return None
+  limits = sources.ImageLimits(data_config.max_image_bytes, data_config.max_image_pixels)
+  return sources.CelebAFiles(raw_dir, name=data_config.name, limits=limits)
+
+
+def _draw_synthetic(raw_dir: str, count: int) -> None:
+  logging.info('Drawing %d synthetic faces into %s (once).', count, raw_dir)
+  synthetic_celeba.write_celeba(raw_dir, count, seed=0)
+
+
+def download_tfds(dataset: str, data_dir: str) -> None:
+  """Let tfds download and prepare `dataset` as array_record; explain the usual failures."""
+  try:
+    tfds.builder(dataset, data_dir=data_dir, file_format='array_record').download_and_prepare()
+  except Exception as error:   # network, checksum and Drive errors come in many types
+    raise DataError(
+        f'tfds could not download and prepare {dataset!r}: {type(error).__name__}: {error}. '
+        f'CelebA\'s Google Drive files often exceed their download quota. Download the five raw '
+        f'files yourself ({celeba.WHERE_TO_GET_IT}) and run prepare with --raw_dir.') from error
+
+
+# ---------------------------------------------------------------- command line
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a command, so importing this module
+  next to other absl programs adds no flags."""
+  flags.DEFINE_string('raw_dir', None, "Folder with CelebA's raw files.")
+  flags.DEFINE_string('image_folder', None, 'Folder of images (searched recursively).')
+  flags.DEFINE_string('attributes_csv', None, 'With --image_folder: CSV of attributes (binary, '
+                      'or real-valued).')
+  flags.DEFINE_string('lfw_dir', None, "Folder with LFW's images and lfw_attributes.txt.")
+  flags.DEFINE_string('tfds_name', None, 'A tfds image dataset, e.g. celeb_a, mnist, cifar10.')
+  flags.DEFINE_string('tfds_data_dir', None, 'data_dir of --tfds_name (default: --data_dir).')
+  flags.DEFINE_bool('download', False, 'With --tfds_name: let tfds download and prepare it first.')
+  flags.DEFINE_string('data_dir', None, 'Where to write the prepared dataset.', required=True)
+  flags.DEFINE_integer('resolution', 64, 'Output side in pixels (32, 64, 128, ...).',
+                       lower_bound=1)
+  flags.DEFINE_enum('channels', '3', ['1', '3'], '3: grey is repeated; 1: colour to luminance.')
+  flags.DEFINE_string('name', None, 'Dataset name (default: celeba, the folder or tfds name).')
+  flags.DEFINE_float('test_fraction', 0.05, 'With --image_folder and split by hash: share of '
+                     'images held out as the test split.')
+  flags.register_validator('test_fraction', lambda value: 0 < value < 1,
+                           'must lie strictly between 0 and 1, e.g. 0.05')
+  flags.DEFINE_enum('split_by', 'auto', list(sources.SPLIT_BY),
+                    'With --image_folder: the splits from train/ val/ test/ subfolders (folder), '
+                    'from a hash of each path (hash), or folder where they exist (auto).')
+  flags.DEFINE_bool('skip_corrupt', False, 'Leave corrupt images out instead of stopping.')
+  flags.DEFINE_integer('workers', 0, 'Decoding threads (0: one per core).', lower_bound=0)
+  flags.DEFINE_integer('augmented_copies', 0, 'Also write this many augmented copies of the '
+                       '--augment_splits images as the dataset NAME_augmentedN_seedS (the '
+                       "authors' CelebA training set: 600000).", lower_bound=0)
+  flags.DEFINE_integer('augment_seed', 0, 'Seed of the augmented copies.', lower_bound=0)
+  flags.DEFINE_list('augment_splits', ['train', 'validation'], 'Splits whose images are copied.')
+  flags.DEFINE_integer('max_image_bytes', MAX_IMAGE_BYTES, 'The largest image file (or zip '
+                       'member) read; larger ones are listed as corrupt.', lower_bound=1)
+  flags.DEFINE_integer('max_image_pixels', MAX_IMAGE_PIXELS, 'The most pixels one image may '
+                       'decode to, read from its header first; larger ones are listed as '
+                       'corrupt.', lower_bound=1)
+
+
+def source_from_flags() -> sources.Source:
+  args = flags.FLAGS
+  chosen = [flag for flag in ('raw_dir', 'image_folder', 'lfw_dir', 'tfds_name')
+            if args[flag].value]
+  if len(chosen) != 1:
+    raise app.UsageError('Give exactly one of --raw_dir, --image_folder, --lfw_dir and '
+                         f'--tfds_name (got {", ".join("--" + flag for flag in chosen) or "none"}).')
+  limits = sources.ImageLimits(args.max_image_bytes, args.max_image_pixels)
+  if args.raw_dir:
+    return sources.CelebAFiles(args.raw_dir, name=args.name or 'celeba', limits=limits)
+  if args.lfw_dir:
+    return lfw.LFWFiles(args.lfw_dir, name=args.name or 'lfw', limits=limits)
+  if args.image_folder:
+    source = sources.ImageFolder(args.image_folder, args.attributes_csv, args.test_fraction,
+                                 name=args.name, split_by=args.split_by, limits=limits)
+    print(f'{args.image_folder}: splits by {source.split_by}.')
+    return source
+  tfds_data_dir = args.tfds_data_dir or args.data_dir
+  if args.download:
+    download_tfds(args.tfds_name, tfds_data_dir)
+  return sources.TfdsDataset(args.tfds_name, tfds_data_dir, name=args.name)
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  args = flags.FLAGS
+  try:
+    source = source_from_flags()
+    spec = preprocess.PreprocessSpec(crop=source.crop, resolution=args.resolution,
+                                     channels=int(args.channels))
+    print(prepare(source, args.data_dir, spec, args.workers, args.skip_corrupt))
+    if args.augmented_copies:
+      copies = augment.AugmentedCopies(source, args.augmented_copies, args.augment_seed,
+                                       tuple(args.augment_splits))
+      print(prepare(copies, args.data_dir, spec, args.workers, args.skip_corrupt))
+  except DataError as error:
+    raise SystemExit(f'vaegan-prepare: {error}') from None
+
+
+def run() -> None:
+  """Console script `vaegan-prepare`."""
+  define_flags()
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

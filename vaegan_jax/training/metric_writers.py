@@ -1,0 +1,154 @@
+"""Where training reports go: metrics.jsonl, TensorBoard event files and PNG image grids.
+
+TensorBoard files are written by tensorboardX, which needs no TensorFlow. Only process 0 writes;
+the writer of any other process does nothing, so callers need no checks.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging as std_logging
+import math
+import os
+from typing import Iterator, Mapping
+
+import numpy as np
+import tensorboardX
+from absl import logging
+from PIL import Image, ImageDraw, ImageFont
+
+from vaegan_jax import files
+from vaegan_jax.data import preprocess
+
+
+def quiet_library_logs() -> None:
+  """Console logs: this package's INFO lines, and only the warnings of orbax, tfds and jax
+  (orbax alone logs dozens of INFO lines per checkpoint). orbax's errors with a traceback are
+  dropped too: a failed background save reaches us in Checkpointer.wait, which says it in one
+  line, where orbax logs the same error with its traceback once per thread it passes."""
+  own = f'{os.sep}vaegan_jax{os.sep}'
+  orbax = f'{os.sep}orbax{os.sep}'
+  logging.get_absl_handler().addFilter(
+      lambda record: own in record.pathname or (
+          record.levelno >= std_logging.WARNING
+          and not (orbax in record.pathname and record.exc_info)))
+
+
+@contextlib.contextmanager
+def writing(what: str) -> Iterator[None]:
+  """An OSError while writing `what` becomes files.WriteFailed, one line with the fix."""
+  try:
+    yield
+  except OSError as error:
+    raise files.WriteFailed(
+        f'Writing {what} failed ({error.strerror or error}: {error.filename}): '
+        f'{files.write_failure_advice(error)}, then rerun to resume from the last '
+        f'checkpoint.') from None
+
+
+SHOWN_IMAGE_SIZE = 96          # training grids show every image at least this many pixels wide
+CAPTION_HEIGHT = 16
+
+
+def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
+  """[N, R, R, C] in [-1, 1] -> one [rows * (R + 1) + 1, columns * (R + 1) + 1, 3] uint8 image,
+  with a 1-pixel grey border; grey images are shown as RGB."""
+  count, size = images.shape[0], images.shape[1]
+  rows = math.ceil(count / columns)
+  pixels = preprocess.to_uint8(images)
+  if pixels.shape[-1] == 1:
+    pixels = np.repeat(pixels, 3, axis=-1)
+  grid = np.full((rows * (size + 1) + 1, columns * (size + 1) + 1, 3), 128, np.uint8)
+  for index in range(count):
+    top, left = 1 + (index // columns) * (size + 1), 1 + (index % columns) * (size + 1)
+    grid[top:top + size, left:left + size] = pixels[index]
+  return grid
+
+
+def captioned_grid(images: np.ndarray, columns: int, caption: str) -> np.ndarray:
+  """An image grid to look at: every image repeated pixel by pixel (nearest neighbour, so no
+  detail is invented) to at least SHOWN_IMAGE_SIZE pixels, under a white band with `caption`."""
+  factor = math.ceil(SHOWN_IMAGE_SIZE / images.shape[1])
+  grid = image_grid(images, columns).repeat(factor, axis=0).repeat(factor, axis=1)
+  canvas = Image.new('RGB', (grid.shape[1], grid.shape[0] + CAPTION_HEIGHT), 'white')
+  canvas.paste(Image.fromarray(grid), (0, CAPTION_HEIGHT))
+  ImageDraw.Draw(canvas).text((4, 2), caption, fill='black', font=ImageFont.load_default())
+  return np.asarray(canvas)
+
+
+def drop_records_after(path: str, step: int) -> int:
+  """Remove the lines of the metrics.jsonl at `path` whose step is past `step` (reports of a run
+  that died before its next checkpoint, which the resumed run writes again); a torn last line
+  goes too. The file is replaced atomically. Returns how many lines were dropped."""
+  if not os.path.exists(path):
+    return 0
+  kept, dropped = [], 0
+  with open(path) as file:
+    for line in file:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        dropped += 1
+        continue
+      if record['step'] > step:
+        dropped += 1
+      else:
+        kept.append(line if line.endswith('\n') else line + '\n')
+  if dropped:
+    temporary = path + '.tmp'
+    with open(temporary, 'w') as file:
+      file.writelines(kept)
+    os.replace(temporary, path)
+  return dropped
+
+
+class MetricWriter:
+  """metrics.jsonl (one JSON object per line: step, kind, then the values), TensorBoard scalars
+  and images under workdir/tensorboard, PNGs under workdir/images.
+
+  A run that starts at `start_step` (0, or the restored checkpoint's step) first drops the
+  records past it, and TensorBoard is told to purge its events past it too, so that the files
+  hold each step's report once, as an uninterrupted run writes it.
+  """
+
+  def __init__(self, workdir: str, enabled: bool, start_step: int = 0):
+    self.enabled = enabled
+    if not enabled:
+      return
+    self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
+    self.image_dir = os.path.join(workdir, 'images')
+    os.makedirs(self.image_dir, exist_ok=True)
+    drop_records_after(self.jsonl_path, start_step)
+    self._jsonl = open(self.jsonl_path, 'a')
+    self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                                                   purge_step=start_step + 1)
+
+  def write_scalars(self, step: int, kind: str, values: Mapping[str, float]) -> None:
+    """kind: 'train' or 'eval'; TensorBoard tags are kind/name."""
+    if not self.enabled:
+      return
+    values = {name: float(value) for name, value in values.items()}
+    with writing(self.jsonl_path):
+      self._jsonl.write(json.dumps({'step': step, 'kind': kind, **values}) + '\n')
+      self._jsonl.flush()
+      for name, value in values.items():
+        self._tensorboard.add_scalar(f'{kind}/{name}', value, step)
+      self._tensorboard.flush()
+
+  def write_images(self, step: int, grids: Mapping[str, np.ndarray]) -> None:
+    """grids: name -> [H, W, 3] uint8; saved as images/NAME_STEP.png and to TensorBoard."""
+    if not self.enabled:
+      return
+    with writing(f'the image grids in {self.image_dir}'):
+      for name, grid in grids.items():
+        Image.fromarray(grid).save(os.path.join(self.image_dir, f'{name}_{step:08d}.png'))
+        self._tensorboard.add_image(name, grid, step, dataformats='HWC')
+      self._tensorboard.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      try:
+        with writing(self.jsonl_path):
+          self._jsonl.close()
+      finally:
+        self._tensorboard.close()

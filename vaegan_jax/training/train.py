@@ -1,0 +1,369 @@
+"""train_and_evaluate: check, build, restore, loop, evaluate, save.
+
+Rerunning the same command continues a run: the latest checkpoint in the workdir holds the
+state (with its RNG) and the training input's position, so a run killed at any moment and
+restarted ends with exactly the parameters of one never interrupted.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+from typing import Any, Callable, Iterable
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from vaegan_jax import files
+from vaegan_jax.configs import schema
+from vaegan_jax.data import input_pipeline, prepare
+from vaegan_jax.data.dataset_layout import DataError
+from vaegan_jax.metrics import extractors
+from vaegan_jax.sharding import DEVICE_AXIS, device_sharding
+from vaegan_jax.training import checkpoints, metric_writers, state, steps, workdir_lock
+
+# The fixed prior latents drawn for the sample grids come from seed + GRID_SEED_OFFSET; those of
+# evaluation batch b from seed + EVAL_SEED_OFFSET + b. Offsets keep them apart from the init
+# (seed) and from each other, and every evaluation draws the same ones.
+GRID_SEED_OFFSET = 1
+EVAL_SEED_OFFSET = 2
+QUALITY_SEED_OFFSET = 1_000_000      # batch b of a quality measurement: seed + this + b
+GRID_CAPTIONS = {
+    'samples': 'samples: the same z ~ N(0, I) at every step',
+    'reconstructions': 'reconstructions of the test images (encoder mean)',
+    'test_images': 'test images',
+}
+
+
+class NonFiniteLoss(FloatingPointError):
+  """A loss, an evaluation metric or the state became NaN or Inf; training stopped without
+  saving it."""
+
+
+# ---------------------------------------------------------------- small pieces
+def is_due(step: int, every: int, total: int) -> bool:
+  """Whether a periodic action runs after `step`: every `every` steps, and after the last one
+  (as big_vision's `u.itstime`)."""
+  return step % every == 0 or step == total
+
+
+def check_workdir(workdir: str) -> None:
+  """The workdir exists (or is made) and takes a file: a clear error now, not after compiling."""
+  files.check_writable_folder(workdir, 'the workdir', '--workdir')
+
+
+def open_data(config: ml_collections.ConfigDict
+              ) -> tuple[input_pipeline.PreparedSplit, input_pipeline.PreparedSplit]:
+  """(train split, eval split); process 0 prepares the dataset first if the config says how."""
+  if jax.process_index() == 0:
+    prepare.ensure_prepared(config.data, config.model.resolution, config.model.image_channels)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('dataset prepared')
+  return (input_pipeline.open_training_split(config),
+          input_pipeline.open_configured(config, config.data.eval_split))
+
+
+def first_non_finite(history: list[tuple[int, dict[str, np.ndarray]]]) -> tuple[int, str] | None:
+  """(step, metric name) of the first NaN or Inf in the steps' metrics, or None."""
+  for step, metrics in history:
+    for name, value in metrics.items():
+      if not np.all(np.isfinite(value)):
+        return step, name
+  return None
+
+
+def fold_window(window: dict[str, Any], host_history: list[tuple[int, dict[str, np.ndarray]]]
+                ) -> dict[str, Any]:
+  """The report window {'steps': n, 'sums': {name: sum}} with the steps of `host_history` added
+  in order. The sums are float64 and added one step at a time, so a window saved with a
+  checkpoint and continued after a resume gives the same averages as one never interrupted."""
+  sums = dict(window['sums'])
+  for _, metrics in host_history:
+    for name, value in metrics.items():
+      sums[name] = sums.get(name, 0.0) + float(np.mean(value))
+  return {'steps': window['steps'] + len(host_history), 'sums': sums}
+
+
+EMPTY_WINDOW = {'steps': 0, 'sums': {}}
+
+
+def stop_message(what: str, step: int, last_saved: int | None,
+                 config: ml_collections.ConfigDict) -> str:
+  """Why training stopped at `step`, what was really kept, and what to change."""
+  kept = (f'the last checkpoint, step {last_saved}, is kept and a rerun resumes from it'
+          if last_saved is not None else 'no checkpoint was saved, so a rerun starts over')
+  advice = 'Lower the learning rates (a resumed run may change them)'
+  if config.loss.gan_form != 'logit':
+    advice += ', or use loss.gan_form="logit"'
+  return f'{what} at step {step}. Training stopped without saving it; {kept}. {advice}.'
+
+
+def check_finite(values: dict[str, float], kind: str, step: int,
+                 checkpointer: checkpoints.Checkpointer, config: ml_collections.ConfigDict
+                 ) -> dict[str, float]:
+  """`values`, if all are finite; else NonFiniteLoss before anything is reported or saved."""
+  bad = sorted(name for name, value in values.items() if not np.isfinite(value))
+  if bad:
+    raise NonFiniteLoss(stop_message(f'{kind} {", ".join(bad)} not finite', step,
+                                     checkpointer.latest_step(), config))
+  return values
+
+
+def report(writer: metric_writers.MetricWriter, step: int, kind: str,
+           values: dict[str, float]) -> None:
+  """An evaluation's numbers to metrics.jsonl and TensorBoard (as `kind`) and one console line
+  (KID's standard deviations only in the files)."""
+  writer.write_scalars(step, kind, values)
+  logging.info('%s at step %d: %s', kind, step, ' '.join(
+      f'{name}={value:.4g}' for name, value in sorted(values.items())
+      if not name.startswith('kid_std')))
+
+
+def format_line(step: int, total: int, averages: dict[str, float], images_per_s: float,
+                eta_s: float) -> str:
+  """One console line: progress, every loss term the model kind has, D's outputs, the gating's
+  skips, speed and time left."""
+  shown = [name for name in steps.LOSS_TERMS + (
+      'd_real', 'd_reconstruction', 'd_prior', 'skipped_discriminator', 'skipped_decoder')
+           if name in averages]
+  values = ' '.join(f'{name}={averages[name]:.4g}' for name in shown)
+  eta = time.strftime('%H:%M:%S', time.gmtime(max(eta_s, 0)))
+  return f'step {step}/{total} | {values} | {images_per_s:.1f} img/s | ETA {eta}'
+
+
+# ---------------------------------------------------------------- grids and evaluation
+def grid_inputs(config: ml_collections.ConfigDict, eval_split: input_pipeline.PreparedSplit,
+                devices: list[jax.Device], condition_columns: tuple[int, ...]
+                ) -> dict[str, jax.Array]:
+  """The same test images (as model input, with a conditional model's y) and prior latents at
+  every grid: [D, n / D, ...], n the smallest multiple of the device count that holds
+  grid_size^2."""
+  count = len(devices) * math.ceil(config.grid_size ** 2 / len(devices))
+  if len(eval_split) < count:
+    raise DataError(f'The eval split has {len(eval_split)} images; the grids need {count}. '
+                    f'Lower grid_size.')
+  per_device = lambda array: np.asarray(array).reshape(len(devices), -1, *array.shape[1:])
+  test = {name: per_device(value) for name, value in eval_split.read(np.arange(count)).items()}
+  inputs = input_pipeline.to_model_input(
+      input_pipeline.to_devices(test, device_sharding(devices)), condition_columns)
+  latents = jax.random.normal(jax.random.PRNGKey(config.seed + GRID_SEED_OFFSET),
+                              (count, config.model.latent_dim))
+  return {**inputs, 'latents': per_device(latents)}
+
+
+def write_grids(eval_step: Callable, train_state: state.TrainState, inputs: dict[str, jax.Array],
+                writer: metric_writers.MetricWriter, step: int, grid_size: int) -> None:
+  """Samples from the fixed latents, reconstructions and the test images, as captioned PNGs."""
+  outputs, _ = eval_step(train_state, inputs['image'], inputs['latents'], inputs.get('condition'))
+  outputs['test_images'] = inputs['image']
+  writer.write_images(step, {
+      name: metric_writers.captioned_grid(
+          np.asarray(images).reshape(-1, *images.shape[2:])[:grid_size ** 2], grid_size,
+          f'{GRID_CAPTIONS[name]} | step {step}')
+      for name, images in outputs.items()})
+
+
+def evaluate(eval_step: Callable, train_state: state.TrainState,
+             batches: Iterable[dict[str, jax.Array]], seed: int, latent_dim: int
+             ) -> dict[str, float]:
+  """The eval step's averages over `batches` (model input), each batch with its own fixed prior
+  latents."""
+  totals: dict[str, float] = {}
+  count = 0
+  for index, batch in enumerate(batches):
+    latents = jax.random.normal(jax.random.PRNGKey(seed + EVAL_SEED_OFFSET + index),
+                                batch['image'].shape[:2] + (latent_dim,))
+    _, averages = eval_step(train_state, batch['image'], latents, batch.get('condition'))
+    for name, value in jax.device_get(averages).items():
+      totals[name] = totals.get(name, 0.0) + float(value)
+    count = index + 1
+  return {name: value / max(count, 1) for name, value in totals.items()}
+
+
+def quality_probe(config: ml_collections.ConfigDict, eval_split: input_pipeline.PreparedSplit
+                  ) -> tuple[extractors.Extractor, extractors.Reference] | None:
+  """The feature extractor and the eval split's reference statistics for the in-loop sample
+  quality (made once and cached next to the prepared dataset); None, said in one log line,
+  where the config turns it off or the dataset has no extractor."""
+  if config.quality.extractor == 'none':
+    return None
+  data, model = config.data, config.model
+  folder = extractors.cache_dir(os.path.expanduser(data.data_dir), data.name, model.resolution,
+                                model.image_channels, config.quality.extractor)
+  if config.quality.extractor == 'inception':
+    extractor = extractors.inception_extractor(config.quality.inception_weights,
+                                                   config.quality.inception_sha256)
+  else:
+    extractor = extractors.domain_extractor(
+        input_pipeline.open_configured(config, data.train_split), folder,
+        config.quality.extractor_steps)
+  if extractor is None:
+    logging.info('No sample-quality metrics: %s has no attribute that varies to train the '
+                 'domain feature extractor on.', data.name)
+    return None
+  return extractor, extractors.reference(extractor, eval_split, folder,
+                                         config.quality.num_samples)
+
+
+def measure_quality(eval_step: Callable, train_state: state.TrainState,
+                    batches: Iterable[dict[str, jax.Array]], probe, count: int, seed: int,
+                    latent_dim: int) -> dict[str, float]:
+  """FID, KID, precision and recall of `count` samples from p(z) and of the reconstructions of
+  as many test images (from `batches`, model input), in the probe's feature space."""
+  outputs: dict[str, list[np.ndarray]] = {}
+  seen = 0
+  for index, batch in enumerate(batches):
+    latents = jax.random.normal(jax.random.PRNGKey(seed + QUALITY_SEED_OFFSET + index),
+                                batch['image'].shape[:2] + (latent_dim,))
+    images, _ = eval_step(train_state, batch['image'], latents, batch.get('condition'))
+    if jax.process_count() > 1:
+      images = multihost_utils.process_allgather(images)
+    for name, value in images.items():
+      outputs.setdefault(name, []).append(np.asarray(value).reshape(-1, *value.shape[2:]))
+    seen += int(np.prod(batch['image'].shape[:2])) * jax.process_count()
+    if seen >= count:
+      break
+  extractor, reference = probe
+  metrics = {}
+  for name, images in outputs.items():          # 'samples', and 'reconstructions' with an encoder
+    metrics.update(extractors.compare(extractor, reference, np.concatenate(images)[:count], name))
+  return metrics
+
+
+# ---------------------------------------------------------------- the run
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
+  """Train `config` in `workdir`, resuming from its newest usable checkpoint; returns the final
+  state. One run at a time holds the workdir (workdir_lock)."""
+  # ---- Checks: nothing below compiles before the config, workdir and data are known good.
+  workdir = os.path.expanduser(workdir)
+  schema.check(config, device_count=jax.device_count(), process_count=jax.process_count(),
+               local_device_count=jax.local_device_count())
+  check_workdir(workdir)
+  lock = (workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0
+          else contextlib.nullcontext())
+  with lock:
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
+  train_split, eval_split = open_data(config)
+  columns = input_pipeline.condition_columns(train_split.attribute_names,
+                                             config.model.condition_on)
+  devices = jax.local_devices()
+  grids = grid_inputs(config, eval_split, devices, columns)
+
+  # ---- Input: this process's part of every global batch, read ahead, on its devices.
+  load = input_pipeline.training_batches(
+      train_split, seed=config.seed, global_batch_size=config.global_batch_size,
+      local_devices=len(devices), flip=config.data.flip, order=config.data.order,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  batches = input_pipeline.TrainingIterator(load, devices, threads=config.data.reader_threads,
+                                            condition_columns=columns)
+  eval_batches = lambda limit: input_pipeline.eval_inputs(
+      eval_split, global_batch_size=config.global_batch_size, devices=devices,
+      condition_columns=columns, process_index=jax.process_index(),
+      process_count=jax.process_count(), max_batches=limit)
+  probe = quality_probe(config, eval_split)
+
+  # ---- Model, optimisers and the initial state.
+  training = state.create_training(config, DEVICE_AXIS)
+
+  # ---- Restore the newest usable checkpoint, or start at step 0.
+  checkpointer = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                          config.keep_checkpoints)
+  train_state, window = training.initial_state, EMPTY_WINDOW
+  restored = checkpointer.restore(train_state, config)
+  if restored is not None:
+    train_state, input_state = restored
+    batches.set_state(input_state)
+    window = input_state.get('report_window', EMPTY_WINDOW)
+    logging.info('Resumed from step %d in %s.', int(train_state.step), checkpointer.directory)
+  start_step = int(train_state.step)
+  if batches.get_state()['next_batch'] != start_step:
+    raise checkpoints.IncompatibleCheckpoint(
+        f'The checkpoint at step {start_step} holds input position {batches.get_state()}; '
+        f'they must agree. The checkpoint was not written by this program.')
+
+  # ---- The update and evaluation steps; reports past the restored step are dropped.
+  train_step = steps.make_pmapped_train_step(config, training.networks, training.optimizers)
+  eval_step = steps.make_pmapped_eval_step(config, training.networks)
+  writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0,
+                                       start_step=start_step)
+
+  # ---- Preemption: SIGTERM asks for a checkpoint and a clean exit at the next step.
+  preemption = {'requested': False}
+  previous_handler = signal.signal(
+      signal.SIGTERM, lambda signum, frame: preemption.update(requested=True))
+
+  def preempted(step: int) -> bool:
+    if jax.process_count() > 1:      # every process must stop at the same step
+      return multihost_utils.reached_preemption_sync_point(step) or preemption['requested']
+    return preemption['requested']
+
+  # ---- The loop.
+  total = config.num_train_steps
+  history: list[tuple[int, Any]] = []
+  interval_start, interval_steps = time.perf_counter(), 0
+  step = start_step
+  try:
+    while step < total:
+      batch = next(batches)
+      train_state, metrics = train_step(train_state, batch['image'], batch.get('condition'))
+      step += 1
+      interval_steps += 1
+      history.append((step, metrics))
+      stop = preempted(step)
+      due = lambda every: stop or is_due(step, every, total)
+      if not any(map(due, (config.log_every_steps, config.image_every_steps,
+                           config.eval_every_steps, config.quality.every_steps,
+                           config.checkpoint_every_steps))):
+        continue
+      host_history, history = jax.device_get(history), []
+      bad = first_non_finite(host_history)
+      if bad is not None:
+        raise NonFiniteLoss(stop_message(f'{bad[1]} is not finite', bad[0],
+                                         checkpointer.latest_step(), config))
+      window = fold_window(window, host_history)
+      if due(config.log_every_steps):
+        seconds = time.perf_counter() - interval_start
+        averages = {name: value_sum / window['steps']
+                    for name, value_sum in window['sums'].items()}
+        averages['images_per_s'] = interval_steps * config.global_batch_size / seconds
+        writer.write_scalars(step, 'train', averages)
+        if jax.process_index() == 0:
+          eta = (total - step) * seconds / interval_steps
+          logging.info(format_line(step, total, averages, averages['images_per_s'], eta))
+        window, interval_steps = EMPTY_WINDOW, 0
+        interval_start = time.perf_counter()
+      if due(config.image_every_steps):
+        write_grids(eval_step, train_state, grids, writer, step, config.grid_size)
+      if due(config.eval_every_steps):
+        report(writer, step, 'eval', check_finite(evaluate(
+            eval_step, train_state, eval_batches(config.eval_batches or None), config.seed,
+            config.model.latent_dim), 'eval', step, checkpointer, config))
+      if probe is not None and due(config.quality.every_steps):
+        report(writer, step, 'quality', check_finite(measure_quality(
+            eval_step, train_state, eval_batches(None), probe, config.quality.num_samples,
+            config.seed, config.model.latent_dim), 'quality', step, checkpointer, config))
+      if due(config.checkpoint_every_steps):
+        try:
+          checkpointer.save(step, train_state,
+                            {**batches.get_state(), 'report_window': window}, config)
+        except checkpoints.NonFiniteState as error:
+          raise NonFiniteLoss(stop_message(f'The state holds NaN or Inf (in {error.leaf})', step,
+                                           checkpointer.latest_step(), config)) from None
+      if stop:
+        logging.warning('Preempted: saved step %d; rerun the same command to continue.', step)
+        break
+  finally:
+    signal.signal(signal.SIGTERM, previous_handler)
+    try:
+      checkpointer.close()         # waits for the last save, reads it back and rotates
+    finally:
+      writer.close()               # even when that failed: its threads must not outlive us
+  return train_state
