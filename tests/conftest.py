@@ -1,18 +1,34 @@
-"""Eight fake CPU devices, set before anything imports jax (STYLE.md).
+"""Eight fake CPU devices, set before anything imports jax (STYLE.md), and one persistent
+compilation cache for the whole test session.
 
 `JAX_PLATFORMS=cuda python -m pytest` runs the suite on the local GPU(s) instead (the GPU check
 in experiments/README.md); the tests that compare 8 devices with 1 then skip there, and run on
 every CPU run. There XLA's deterministic GPU ops are switched on, because tests compare runs bit
 for bit: without them each compilation autotunes its own cuDNN kernels, which may sum in another
 order (on an H200, without them, a resumed run once differed from the uninterrupted one).
+
+The cache: the suite compiles the same tiny train steps many times, in its workers and in the
+trainers it starts as subprocesses, which inherit the environment set here. jax's persistent
+compilation cache lets all of them compile each executable once. It lives in one folder per run,
+removed when the run ends.
 """
 import gc
 import os
+import shutil
+import tempfile
 
 PLATFORM = os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + (
     ' --xla_force_host_platform_device_count=8' if PLATFORM == 'cpu' else
     ' --xla_gpu_deterministic_ops=true')).strip()
+
+# Set by the first process that loads this file, xdist's controller, before it starts the
+# workers, which inherit it; that process removes it at the end.
+OWN_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
+CACHE = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
+    tempfile.gettempdir(), f'vaegan_jax_tests_xla_{os.getpid()}'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 import jax  # noqa: E402  (must come after XLA_FLAGS)
 import pytest  # noqa: E402
@@ -23,6 +39,12 @@ from vaegan_jax.configs import tiny  # noqa: E402
 
 needs_eight_devices = pytest.mark.skipif(
     jax.local_device_count() < 8, reason='needs 8 devices (the default CPU run has 8 fake ones)')
+
+
+def pytest_sessionfinish(session):
+  """The run's compilation cache goes with it, once every worker is done."""
+  if OWN_CACHE:
+    shutil.rmtree(CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope='session', autouse=True)
