@@ -23,9 +23,10 @@ import os
 from absl import app, flags, logging
 from PIL import Image
 
+from vaegan_jax import console
 from vaegan_jax.analysis import plots
 from vaegan_jax.configs import synthetic, tiny
-from vaegan_jax.training import metric_writers, train
+from vaegan_jax.training import train
 
 _OUT = flags.DEFINE_string('out', 'curves', 'Folder for the runs, curves.json and curves.png.')
 _STEPS = flags.DEFINE_integer('steps', 4000, 'Training steps of each model.')
@@ -87,7 +88,7 @@ def curve_config(kind: str):
 
 def main(argv: list[str]) -> None:
   del argv
-  metric_writers.quiet_library_logs()
+  console.quiet_library_logs()
   out = os.path.expanduser(_OUT.value)
   if unknown := set(_TRAIN.value) - set(MODELS):
     raise app.UsageError(f'--train={",".join(_TRAIN.value)}: no model {sorted(unknown)}; '

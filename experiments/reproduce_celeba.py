@@ -24,11 +24,12 @@ import os
 import ml_collections
 from absl import app, flags, logging
 
+from vaegan_jax import console
 from vaegan_jax.analysis import figures
 from vaegan_jax.configs import celeba64, synthetic
 from vaegan_jax.data import input_pipeline
 from vaegan_jax.metrics import attribute_predictor
-from vaegan_jax.training import metric_writers, train
+from vaegan_jax.training import train
 
 _OUT = flags.DEFINE_string('out', 'reproduction', 'Folder for runs, figures and index.md.')
 _DATASET = flags.DEFINE_enum('dataset', 'synthetic', ['synthetic', 'celeba'], 'Which data.')
@@ -146,7 +147,7 @@ def write_index(out: str, written: dict[str, dict[str, str]], accuracy: dict) ->
 
 def main(argv: list[str]) -> None:
   del argv
-  metric_writers.quiet_library_logs()
+  console.quiet_library_logs()
   out = os.path.expanduser(_OUT.value)
   run_dirs = {}
   for label, (kind, conditional) in MODELS.items():

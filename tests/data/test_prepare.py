@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -16,6 +17,7 @@ from PIL import Image
 
 import fake_celeba
 from tiny_runs import REPO
+from vaegan_jax import console
 from vaegan_jax.configs import tiny
 from vaegan_jax.data import dataset_layout, input_pipeline, prepare, preprocess, sources
 from vaegan_jax.data.dataset_layout import DataError
@@ -206,6 +208,7 @@ def test_interrupted_prepare_leaves_nothing_that_reads_as_a_dataset(tmp_path, ce
 
 KILL_SCRIPT = '''
 import sys
+import tempfile
 from vaegan_jax.data import prepare, preprocess, sources
 import fake_celeba
 source = sources.CelebAFiles(sys.argv[1])
@@ -262,6 +265,28 @@ def test_command_line_reports_bad_input_and_prepares(tmp_path, celeba_raw):
   assert done.returncode == 0, done.stderr
   assert 'Prepared 20 images (train 14, validation 3, test 3)' in done.stdout
   assert os.path.exists(dataset_layout.dataset_dir(f'{tmp_path}/data', 'fake', 16, 3))
+  # Our summary alone: none of tfds's bars, its "downloaded and prepared" or its INFO lines.
+  assert done.stdout.strip().splitlines() == [done.stdout.strip().splitlines()[-1]]
+  for library_output in ('downloaded and prepared', 'Generating', 'Shuffling', 'Done writing'):
+    assert library_output not in done.stdout + done.stderr
+
+
+def test_a_prepare_leaves_no_folder_in_the_temporary_folder(tmp_path, celeba_raw):
+  """tfds's bucket lookup left an empty tmpXXXXXXXXtfds folder per prepare (72 after a run of
+  the tests); our builder never looks its datasets up there."""
+  leftovers = lambda: {name for name in os.listdir(tempfile.gettempdir())
+                       if name.endswith('tfds')}
+  before = leftovers()
+  prepare.prepare(sources.CelebAFiles(celeba_raw[0]), str(tmp_path / 'data'), SPEC)
+  assert leftovers() - before == set()
+
+
+def test_the_progress_line_counts_rate_and_time_left(monkeypatch):
+  clock = iter([100.0, 102.0, 102.0])
+  monkeypatch.setattr(console.time, 'perf_counter', lambda: next(clock))
+  progress = console.Progress('Preparing celeba_64', total=1000, every_s=1e9)
+  progress.advance(250)                   # 250 images in 2 s: 125 images/s, 750 left: 6 s
+  assert progress.line() == 'Preparing celeba_64: 250/1,000 images (125 images/s, ETA 6 s)'
 
 
 # ---------------------------------------------------------------- other sources
@@ -357,6 +382,7 @@ def test_failed_tfds_download_points_to_the_raw_files(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- runs side by side (issue 20)
 ENSURE_SCRIPT = '''
 import sys
+import tempfile
 from absl import logging
 from vaegan_jax.configs import tiny
 from vaegan_jax.data import prepare

@@ -39,10 +39,10 @@ import optax
 from absl import app, flags
 from PIL import Image
 
+from vaegan_jax import console
 from vaegan_jax.analysis import attributes, plots, runs
 from vaegan_jax.data import input_pipeline, preprocess
 from vaegan_jax.metrics import attribute_predictor
-from vaegan_jax.training import metric_writers
 
 METHODS = ('probe_mu', 'probe_discriminator', 'finetune', 'scratch')
 
@@ -346,7 +346,7 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
   del argv
   args = flags.FLAGS
-  metric_writers.quiet_library_logs()
+  console.quiet_library_logs()
   try:
     loaded = {label: runs.load_run(workdir) for label, workdir in runs.parse_runs(args.run).items()}
     first = next(iter(loaded.values()))

@@ -1,6 +1,7 @@
 r"""Prepare a dataset once: decode, crop, blur and resize every image, and write it with tfds.
 
-    python -m vaegan_jax.data.prepare --raw_dir=RAW --data_dir=DATA [--resolution=64]   # vaegan-prepare
+    vaegan-prepare --raw_dir=RAW --data_dir=DATA [--resolution=64]
+    python -m vaegan_jax.data.prepare ...                              # the same
 
 Sources (exactly one):
   --raw_dir       CelebA's raw files: img_align_celeba.zip (or the extracted folder),
@@ -14,9 +15,10 @@ Sources (exactly one):
 The output is the tfds dataset `vaegan_images/NAME_R` (NAME_R_grey with --channels=1) in
 --data_dir, in the array_record format, which reads without TensorFlow: per example the uint8
 image [R, R, C], the attributes [A] (bool, or float32 where real-valued) and the source file
-name. Splits are the source's (CelebA: train, validation, test). Records keep the source order. Decoding runs on --workers
-threads. tfds writes into a temporary folder and renames it when complete, so a failed or
-interrupted prepare never leaves anything that reads as a dataset.
+name. Splits are the source's (CelebA: train, validation, test). Records keep the source order.
+Decoding runs on --workers threads, and one progress line counts the images (tfds's own bars
+and lines are kept out of the console). tfds writes into a temporary folder and renames it when
+complete, so a failed or interrupted prepare never leaves anything that reads as a dataset.
 
 --augmented_copies=N also writes the authors' augmented training set (augment.py): N copies of
 the --augment_splits images, each with its own random warp, gamma, contrast and hue, as the
@@ -26,9 +28,11 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
-import glob
 import functools
+import glob
+import io
 import os
 import shutil
 import time
@@ -42,12 +46,13 @@ import threadpoolctl
 from absl import app, flags, logging
 from PIL import Image
 
-from vaegan_jax import files
+from vaegan_jax import console, files
 from vaegan_jax.data import (augment, celeba, dataset_layout, lfw, preprocess, sources,
                              synthetic_celeba)
 from vaegan_jax.data.dataset_layout import (ATTRIBUTE_DTYPES, DataError, MAX_IMAGE_BYTES,
                                             MAX_IMAGE_PIXELS, SPLITS, VERSION, augmented_name,
                                             config_name, dataset_dir)
+
 
 @dataclasses.dataclass
 class PrepareSummary:
@@ -92,6 +97,15 @@ def ordered_map(pool: concurrent.futures.Executor, function: Callable, items: It
 
 
 # ---------------------------------------------------------------- the tfds builder
+class LocalDatasetInfo(tfds.core.DatasetInfo):
+  """tfds's DatasetInfo, but never looked up on tfds's bucket: these datasets are made here.
+  (tfds's lookup makes a temporary folder for the files it would fetch, and leaves it behind
+  when there are none, one per prepare.)"""
+
+  def initialize_from_bucket(self) -> None:
+    pass
+
+
 class VaeganImages(tfds.core.GeneratorBasedBuilder):
   """Preprocessed images at the training resolution, for the input pipeline."""
 
@@ -111,7 +125,7 @@ class VaeganImages(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     shape = (self.spec.resolution, self.spec.resolution, self.spec.channels)
-    return tfds.core.DatasetInfo(
+    return LocalDatasetInfo(
         builder=self,
         description=f'{self.source.name} preprocessed by vaegan_jax.data.prepare: {self.spec}.',
         features=tfds.features.FeaturesDict({
@@ -200,13 +214,27 @@ def _write(source: sources.Source, data_dir: str, spec: preprocess.PreprocessSpe
   # need no pickling of the source and no re-import of the caller's main module. One BLAS thread
   # each: numpy's BLAS would otherwise start a thread per core inside every one of them.
   workers = workers or os.cpu_count() or 1
+  name = config_name(source.name, spec.resolution, spec.channels)
+  progress = console.Progress(f'Preparing {name}', len(source.examples))
+
+  def counted(results: Iterator) -> Iterator:
+    for result in results:
+      progress.advance()
+      yield result
+
   with (concurrent.futures.ThreadPoolExecutor(workers) as pool,
         threadpoolctl.threadpool_limits(limits=1, user_api='blas')):
     load = functools.partial(load_example, source, spec)
     builder = VaeganImages(
         source=source, spec=spec, skip_corrupt=skip_corrupt, data_dir=data_dir,
-        load_all=lambda examples: ordered_map(pool, load, examples, window=64 * workers))
-    builder.download_and_prepare()
+        load_all=lambda examples: counted(ordered_map(pool, load, examples,
+                                                      window=64 * workers)))
+    # Our progress line instead of tfds's bars, and none of the lines tfds prints to stdout
+    # ("Downloading and preparing ...", "downloaded and prepared to ...": nothing is downloaded).
+    tfds.disable_progress_bar()
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare()
+  progress.finish()
 
 
 def ensure_prepared(data_config: Any, resolution: int, channels: int) -> None:
@@ -336,6 +364,7 @@ def source_from_flags() -> sources.Source:
 def main(argv: list[str]) -> None:
   del argv
   args = flags.FLAGS
+  console.quiet_library_logs()
   try:
     source = source_from_flags()
     spec = preprocess.PreprocessSpec(crop=source.crop, resolution=args.resolution,

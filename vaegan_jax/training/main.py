@@ -21,11 +21,11 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vaegan_jax import files
+from vaegan_jax import console, files
 from vaegan_jax.configs import schema
 from vaegan_jax.data.dataset_layout import DataError
 from vaegan_jax.metrics import inception
-from vaegan_jax.training import checkpoints, metric_writers, train, workdir_lock
+from vaegan_jax.training import checkpoints, train, workdir_lock
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs',
                               'synthetic.py')
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = load_config()
-  metric_writers.quiet_library_logs()
+  console.quiet_library_logs()
   start_processes()
   logging.info('Process %d of %d, %d local devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.default_backend())

@@ -7,31 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging as std_logging
 import math
 import os
 from typing import Iterator, Mapping
 
 import numpy as np
 import tensorboardX
-from absl import logging
 from PIL import Image, ImageDraw, ImageFont
 
 from vaegan_jax import files
 from vaegan_jax.data import preprocess
-
-
-def quiet_library_logs() -> None:
-  """Console logs: this package's INFO lines, and only the warnings of orbax, tfds and jax
-  (orbax alone logs dozens of INFO lines per checkpoint). orbax's errors with a traceback are
-  dropped too: a failed background save reaches us in Checkpointer.wait, which says it in one
-  line, where orbax logs the same error with its traceback once per thread it passes."""
-  own = f'{os.sep}vaegan_jax{os.sep}'
-  orbax = f'{os.sep}orbax{os.sep}'
-  logging.get_absl_handler().addFilter(
-      lambda record: own in record.pathname or (
-          record.levelno >= std_logging.WARNING
-          and not (orbax in record.pathname and record.exc_info)))
 
 
 @contextlib.contextmanager

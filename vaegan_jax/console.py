@@ -1,0 +1,61 @@
+"""What the command-line tools show: this package's lines, not the libraries', and one progress
+line for long loops. Every CLI calls `quiet_library_logs` first.
+
+This module imports nothing else of the package, so any module may use it.
+"""
+from __future__ import annotations
+
+import logging as std_logging
+import os
+import sys
+import time
+
+from absl import logging
+
+
+def quiet_library_logs() -> None:
+  """Console logs: this package's INFO lines, and only the warnings of orbax, tfds and jax
+  (orbax alone logs dozens of INFO lines per checkpoint, tfds one per shard). orbax's errors with
+  a traceback are dropped too: a failed background save reaches us in Checkpointer.wait, which
+  says it in one line, where orbax logs the same error with its traceback once per thread it
+  passes."""
+  own = f'{os.sep}vaegan_jax{os.sep}'
+  orbax = f'{os.sep}orbax{os.sep}'
+  logging.get_absl_handler().addFilter(
+      lambda record: own in record.pathname or (
+          record.levelno >= std_logging.WARNING
+          and not (orbax in record.pathname and record.exc_info)))
+
+
+class Progress:
+  """'WHAT: done/total (rate/s, ETA)': one line rewritten in place on a terminal, else a log line
+  every `every_s` seconds; `finish` ends it."""
+
+  def __init__(self, what: str, total: int, unit: str = 'images', every_s: float = 10.0):
+    self.what, self.total, self.unit, self.every_s = what, total, unit, every_s
+    self.done, self._start = 0, time.perf_counter()
+    self._shown = self._start
+    self._terminal = sys.stderr.isatty()
+
+  def line(self) -> str:
+    seconds = max(time.perf_counter() - self._start, 1e-9)
+    rate = self.done / seconds
+    eta = (self.total - self.done) / rate if rate > 0 else float('inf')
+    return (f'{self.what}: {self.done:,}/{self.total:,} {self.unit} ({rate:,.0f} {self.unit}/s, '
+            f'ETA {eta:.0f} s)')
+
+  def advance(self, count: int = 1) -> None:
+    self.done += count
+    now = time.perf_counter()
+    if now - self._shown >= (0.5 if self._terminal else self.every_s):
+      self._shown = now
+      if self._terminal:
+        sys.stderr.write('\r' + self.line())
+        sys.stderr.flush()
+      else:
+        logging.info('%s', self.line())
+
+  def finish(self) -> None:
+    if self._terminal and self._shown > self._start:
+      sys.stderr.write('\r' + self.line() + '\n')
+      sys.stderr.flush()
