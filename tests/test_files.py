@@ -1,5 +1,6 @@
 """files.py: reading only bounded regular files, writing through no planted link, and the locks
 that let runs started side by side share one data_dir (issue 20, items 3, 4 and 6)."""
+import errno
 import os
 import subprocess
 import sys
@@ -112,3 +113,19 @@ def test_make_once_takes_no_lock_where_the_result_exists(tmp_path):
   files.make_once(str(tmp_path / 'nowhere'), 'result', lambda: True,
                   lambda: pytest.fail('made again'), 'the result')
   assert not (tmp_path / 'nowhere').exists()
+
+
+def test_where_no_lock_can_be_taken_one_line_says_so_and_the_work_goes_on(tmp_path, monkeypatch):
+  """Some FUSE and network mounts refuse flock (ENOLCK): the lock is skipped with a warning, and
+  `held` tells callers to keep to what is safe without it (prepare then leaves incomplete.*
+  folders alone)."""
+  def refused(descriptor, operation):
+    raise OSError(errno.ENOLCK, 'No locks available')
+  monkeypatch.setattr(files.fcntl, 'flock', refused)
+  warnings = []
+  monkeypatch.setattr(files.logging, 'warning', lambda message, *args: warnings.append(
+      message % args))
+  with files.FileLock(str(tmp_path / '.lock'), wait=True, what='the dataset') as lock:
+    assert not lock.held
+  assert warnings == [f'Cannot lock {tmp_path}/.lock (No locks available): the dataset is not '
+                      f'protected against a second process.']
