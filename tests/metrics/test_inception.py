@@ -7,6 +7,8 @@ import os
 import pickle
 import zipfile
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -28,9 +30,16 @@ def torch_name_and_shape(flax_name, shape):
   return '.'.join(path[:-1] + ['bn', leaf]), tuple(shape)
 
 
+def parameter_shapes():
+  """The flattened names and shapes of FIDInceptionV3's params."""
+  shapes = jax.eval_shape(lambda: inception.FIDInceptionV3().init(
+      jax.random.key(0), jnp.zeros((1, 299, 299, 3))))
+  return {'/'.join(str(getattr(entry, 'key', entry)) for entry in path): leaf.shape
+          for path, leaf in jax.tree_util.tree_leaves_with_path(shapes['params'])}
+
+
 def seeded_state_dict():
-  return dict(torch_name_and_shape(name, shape)
-              for name, shape in inception.parameter_shapes().items())
+  return dict(torch_name_and_shape(name, shape) for name, shape in parameter_shapes().items())
 
 
 def test_the_port_matches_pytorch_fid_on_the_fixture():
@@ -118,7 +127,7 @@ def test_a_legacy_file_cannot_run_code_in_any_of_its_pickles(tmp_path, where):
 def test_tensor_views_must_lie_inside_their_storage(tmp_path, layout, size, stride, offset,
                                                      message):
   """Issue 20, item 2: size, stride and offset came from the file and were used unchecked."""
-  path = str(tmp_path / f'views.pth')
+  path = str(tmp_path / 'views.pth')
   write = hostile_pth.write_zip if layout == 'zip' else hostile_pth.write_legacy
   write(path, {'w': ('0', 'FloatStorage', offset, size, stride)},
         {'0': hostile_pth.float_storage(4)})

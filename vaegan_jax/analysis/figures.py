@@ -368,24 +368,16 @@ def define_flags() -> None:
 
 def quality_space(run: runs.Run, options: dict
                   ) -> tuple[extractors.Extractor, extractors.Reference]:
-  """The feature extractor options name, and the run's test split's reference statistics in it
-  (both cached next to the prepared dataset)."""
-  data, model = run.config.data, run.config.model
-  data_dir = os.path.expanduser(options.get('data_dir') or data.data_dir)
-  folder = extractors.cache_dir(data_dir, data.name, model.resolution, model.image_channels,
-                                options['extractor'])
-  if options['extractor'] == 'inception':
-    extractor = extractors.inception_extractor(options.get('inception_weights'),
-                                                   options.get('inception_sha256'))
-  else:
-    extractor = extractors.domain_extractor(
-        input_pipeline.open_configured(run.config, data.train_split, data_dir), folder,
-        options.get('extractor_steps', extractors.DOMAIN_PREDICTOR_STEPS))
-    if extractor is None:
-      raise ValueError(f'{data.name} has no attribute that varies, so no domain feature '
-                       f'extractor can be trained on it; use --extractor=inception.')
-  test_split = input_pipeline.open_configured(run.config, data.eval_split, data_dir)
-  return extractor, extractors.reference(extractor, test_split, folder, options['num_samples'])
+  """The feature space options name, and the run's test split's reference statistics in it
+  (extractors.quality_space, as the training loop measures)."""
+  space = extractors.quality_space(
+      run.config, options['extractor'], options['num_samples'], options.get('data_dir'),
+      options.get('inception_weights'), options.get('inception_sha256'),
+      options.get('extractor_steps', extractors.DOMAIN_PREDICTOR_STEPS))
+  if space is None:
+    raise ValueError(f'{run.config.data.name} has no attribute that varies, so no domain '
+                     f'feature extractor can be trained on it; use --extractor=inception.')
+  return space
 
 
 def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) -> dict:

@@ -44,9 +44,6 @@ from vaegan_jax.analysis import attributes, plots, runs
 from vaegan_jax.data import input_pipeline, preprocess
 from vaegan_jax.metrics import attribute_predictor
 
-METHODS = ('probe_mu', 'probe_discriminator', 'finetune', 'scratch')
-
-
 # ---------------------------------------------------------------- the networks
 class EncoderBody(nn.Module):
   """images -> the encoder's mu [B, L]; frozen: no gradient, batch statistics as trained."""

@@ -11,9 +11,9 @@ writes the five files of CelebA's aligned-and-cropped release, with CelebA's nam
     identity_CelebA.txt               '000001.jpg 17'
 
 so the synthetic set goes through exactly the path real CelebA takes. Faces are drawn with PIL,
-deterministically from (seed, image index). The drawn attributes are labelled truthfully (see
-RENDERED_ATTRIBUTES); every other CelebA attribute is -1. Faces vary in position, size, skin,
-background colour and lighting. The partition follows CelebA's proportions in index order.
+deterministically from (seed, image index). The drawn attributes are labelled truthfully
+(celeba.RENDERED_ATTRIBUTES); every other CelebA attribute is -1. Faces vary in position, size,
+skin, background colour and lighting. The partition follows CelebA's proportions in index order.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from absl import app, flags, logging
 from PIL import Image, ImageDraw
 
 from vaegan_jax.data.celeba import (ATTRIBUTE_NAMES, FILE_NAMES, HEIGHT, LANDMARK_NAMES,
-                                    RENDERED_ATTRIBUTES, SPLIT_SIZES, WIDTH)
+                                    SPLIT_SIZES, WIDTH)
 
 HAIR_COLOURS = {'Black_Hair': (30, 25, 22), 'Blond_Hair': (222, 190, 120),
                 'Brown_Hair': (105, 70, 40), 'Gray_Hair': (160, 160, 165)}
@@ -106,12 +106,6 @@ def landmarks(face: Face) -> tuple[int, ...]:
   points = ((x - 19 * s, y - 13 * s), (x + 19 * s, y - 13 * s), (x, y + 8 * s),
             (x - 15 * s, y + 27 * s), (x + 15 * s, y + 27 * s))
   return tuple(int(round(v)) for point in points for v in point)
-
-
-def eye_region(face: Face) -> tuple[int, int, int, int]:
-  """(left, top, right, bottom) that holds the eyes and everything eyeglasses draw."""
-  x, y, s = face.centre_x, face.centre_y, face.scale
-  return (int(x - 40 * s) - 2, int(y - 27 * s) - 2, int(x + 40 * s) + 3, int(y + 1 * s) + 3)
 
 
 def render(face: Face) -> np.ndarray:

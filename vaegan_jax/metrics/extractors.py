@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from absl import logging
@@ -122,6 +122,30 @@ def _write_reference(extractor: Extractor, split: input_pipeline.PreparedSplit, 
     np.savez(file, count=statistics.count, total=statistics.total, outer=statistics.outer,
              sample=np.concatenate(sample))
   os.replace(temporary, os.path.join(folder, f'{name}.npz'))
+
+
+def quality_space(config: Any, extractor_name: str, num_samples: int, data_dir: str | None = None,
+                  inception_weights: str | None = None, inception_sha256: str | None = None,
+                  extractor_steps: int = DOMAIN_PREDICTOR_STEPS
+                  ) -> tuple[Extractor, Reference] | None:
+  """The feature space `extractor_name` names ('domain' or 'inception') for the dataset a
+  training config reads, and the statistics of its eval split there (both made once and cached
+  next to the prepared dataset, in data_dir, default the config's); None where the domain
+  extractor has nothing to learn (no attribute varies). The training loop and vaegan-figures
+  both measure in the space this returns."""
+  data, model = config.data, config.model
+  data_dir = os.path.expanduser(data_dir or data.data_dir)
+  folder = cache_dir(data_dir, data.name, model.resolution, model.image_channels, extractor_name)
+  if extractor_name == 'inception':
+    extractor = inception_extractor(inception_weights, inception_sha256)
+  else:
+    extractor = domain_extractor(input_pipeline.open_configured(config, data.train_split,
+                                                                data_dir),
+                                 folder, extractor_steps)
+    if extractor is None:
+      return None
+  eval_split = input_pipeline.open_configured(config, data.eval_split, data_dir)
+  return extractor, reference(extractor, eval_split, folder, num_samples)
 
 
 def compare(extractor: Extractor, ref: Reference, images: np.ndarray, label: str

@@ -25,7 +25,7 @@ import os
 import re
 import tempfile
 import urllib.request
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -308,10 +308,3 @@ def features(params: Any, images: np.ndarray, batch_size: int = 100) -> np.ndarr
   return np.concatenate([np.asarray(_features(model, params, jnp.asarray(
       images[start:start + batch_size]))) for start in range(0, len(images), batch_size)])
 
-
-def parameter_shapes() -> dict[str, Sequence[int]]:
-  """The flattened names and shapes of FIDInceptionV3's params (for tests and fixtures)."""
-  shapes = jax.eval_shape(lambda: FIDInceptionV3().init(jax.random.key(0),
-                                                         jnp.zeros((1, 299, 299, 3))))
-  return {'/'.join(str(getattr(entry, 'key', entry)) for entry in path): leaf.shape
-          for path, leaf in jax.tree_util.tree_leaves_with_path(shapes['params'])}

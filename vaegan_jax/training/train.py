@@ -185,29 +185,22 @@ def evaluate(eval_step: Callable, train_state: state.TrainState,
   return {name: value / max(count, 1) for name, value in totals.items()}
 
 
-def quality_probe(config: ml_collections.ConfigDict, eval_split: input_pipeline.PreparedSplit
+def quality_probe(config: ml_collections.ConfigDict
                   ) -> tuple[extractors.Extractor, extractors.Reference] | None:
-  """The feature extractor and the eval split's reference statistics for the in-loop sample
-  quality (made once and cached next to the prepared dataset); None, said in one log line,
-  where the config turns it off or the dataset has no extractor."""
+  """The feature space and the eval split's reference statistics of the in-loop sample quality
+  (extractors.quality_space); None, said in one log line, where the config turns it off or the
+  dataset has no extractor."""
   if config.quality.extractor == 'none':
     return None
-  data, model = config.data, config.model
-  folder = extractors.cache_dir(os.path.expanduser(data.data_dir), data.name, model.resolution,
-                                model.image_channels, config.quality.extractor)
-  if config.quality.extractor == 'inception':
-    extractor = extractors.inception_extractor(config.quality.inception_weights,
-                                                   config.quality.inception_sha256)
-  else:
-    extractor = extractors.domain_extractor(
-        input_pipeline.open_configured(config, data.train_split), folder,
-        config.quality.extractor_steps)
-  if extractor is None:
+  quality = config.quality
+  probe = extractors.quality_space(config, quality.extractor, quality.num_samples,
+                                   inception_weights=quality.inception_weights,
+                                   inception_sha256=quality.inception_sha256,
+                                   extractor_steps=quality.extractor_steps)
+  if probe is None:
     logging.info('No sample-quality metrics: %s has no attribute that varies to train the '
-                 'domain feature extractor on.', data.name)
-    return None
-  return extractor, extractors.reference(extractor, eval_split, folder,
-                                         config.quality.num_samples)
+                 'domain feature extractor on.', config.data.name)
+  return probe
 
 
 def measure_quality(eval_step: Callable, train_state: state.TrainState,
@@ -268,7 +261,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
       eval_split, global_batch_size=config.global_batch_size, devices=devices,
       condition_columns=columns, process_index=jax.process_index(),
       process_count=jax.process_count(), max_batches=limit)
-  probe = quality_probe(config, eval_split)
+  probe = quality_probe(config)
 
   # ---- Model, optimisers and the initial state.
   training = state.create_training(config, DEVICE_AXIS)
