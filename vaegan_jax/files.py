@@ -21,7 +21,7 @@ import socket
 import stat
 import tempfile
 import time
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from absl import logging
 
@@ -58,20 +58,28 @@ def write_failure_advice(error: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- reading
-def read_regular_file(path: str, max_bytes: int, flag: str = '') -> bytes:
-  """The bytes of `path`, if it is a regular file (links to one are followed) of at most
-  `max_bytes`; UnsafeFile otherwise. `flag` names the setting that raises the cap. At most
-  max_bytes + 1 bytes are ever read, so a file that grows while it is read is refused too."""
-  raise_it = f' (raise it with {flag})' if flag else ''
-  # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+@contextlib.contextmanager
+def open_regular(path: str) -> Iterator[tuple[BinaryIO, int]]:
+  """(file, size) of `path` opened for reading, if it is a regular file (links to one are
+  followed); UnsafeFile otherwise. O_NONBLOCK: opening a FIFO must not wait for a writer;
+  fstat then refuses it."""
   descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
   with os.fdopen(descriptor, 'rb') as file:
     status = os.fstat(descriptor)
     if not stat.S_ISREG(status.st_mode):
       raise UnsafeFile(f'{path} is not a regular file (a device, FIFO or socket); not read.')
-    if status.st_size > max_bytes:
-      raise UnsafeFile(f'{path} has {status.st_size:,} bytes, over the limit of {max_bytes:,}'
-                       f'{raise_it}; not read.')
+    yield file, status.st_size
+
+
+def read_regular_file(path: str, max_bytes: int, flag: str = '') -> bytes:
+  """The bytes of `path`, if it is a regular file of at most `max_bytes`; UnsafeFile otherwise.
+  `flag` names the setting that raises the cap. At most max_bytes + 1 bytes are ever read, so a
+  file that grows while it is read is refused too."""
+  raise_it = f' (raise it with {flag})' if flag else ''
+  with open_regular(path) as (file, size):
+    if size > max_bytes:
+      raise UnsafeFile(f'{path} has {size:,} bytes, over the limit of {max_bytes:,}{raise_it}; '
+                       f'not read.')
     data = file.read(max_bytes + 1)
   if len(data) > max_bytes:
     raise UnsafeFile(f'{path} grew past the limit of {max_bytes:,} bytes while it was read'
@@ -81,10 +89,7 @@ def read_regular_file(path: str, max_bytes: int, flag: str = '') -> bytes:
 
 def read_head(path: str, count: int) -> bytes:
   """The first `count` bytes of `path`, if it is a regular file; UnsafeFile otherwise."""
-  descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
-  with os.fdopen(descriptor, 'rb') as file:
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-      raise UnsafeFile(f'{path} is not a regular file (a device, FIFO or socket); not read.')
+  with open_regular(path) as (file, _):
     return file.read(count)
 
 
