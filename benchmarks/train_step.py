@@ -3,6 +3,7 @@ r"""Times the VAE/GAN train step at the paper's 64x64 CelebA config, on whatever
   python benchmarks/train_step.py                          # float32 and bfloat16, batch 64/device
   python benchmarks/train_step.py --dtypes=float32 --runs=5 --steps=3
   python benchmarks/train_step.py --passes=joint           # our cheaper passes (passes.py)
+  python benchmarks/train_step.py --config=synthetic       # the embedded default's step (32x32)
   python benchmarks/train_step.py --smoke                  # the tiny config, one timed step
 
 For each compute dtype it prints the compile time, XLA's FLOP count of one step, ms per step
@@ -22,7 +23,7 @@ import jax
 import ml_collections
 from absl import app, flags
 
-from vaegan_jax.configs import celeba64, schema, tiny
+from vaegan_jax.configs import celeba64, schema, synthetic, tiny
 from vaegan_jax.sharding import DEVICE_AXIS
 from vaegan_jax.training import state, steps
 
@@ -32,24 +33,31 @@ _RUNS = flags.DEFINE_integer('runs', 3, 'Timed runs; the median and spread are o
 _STEPS = flags.DEFINE_integer('steps', 3, 'Steps per timed run.')
 _WARMUP = flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps first (the first touch of '
                               'fresh buffers makes the first two steps slow on the CPU).')
-_CONFIG_ARG = flags.DEFINE_string('config_arg', '', "celeba64 variants, e.g. 'mar' or '128'.")
+_CONFIG = flags.DEFINE_enum('config', 'celeba64', ['celeba64', 'synthetic'],
+                            "The config timed: the paper's, or the embedded default.")
+_CONFIG_ARG = flags.DEFINE_string('config_arg', '', "The config's argument: celeba64's variants "
+                                  "('mar', '128'), synthetic's model kind.")
 _ENCODER_HIDDEN = flags.DEFINE_integer('encoder_hidden_features', None,
                                        'Encoder hidden width (default: the config\'s).')
 _PASSES = flags.DEFINE_enum('passes', None, ['separate', 'joint'],
                             "model.passes (default: the config's, the authors' 'separate').")
+_DISPATCH = flags.DEFINE_integer('steps_per_dispatch', 1, 'Train steps per jitted call (K): a '
+                                 'lax.scan over K batches; --steps counts calls.', lower_bound=1)
 _SMOKE = flags.DEFINE_bool('smoke', False, 'configs/tiny.py, float32, one warm-up and one timed '
                            'step: checks that the benchmark runs, measures nothing.')
 
 
 def benchmark_config(dtype: str) -> ml_collections.ConfigDict:
   """The config to time: celeba64 with --config_arg (or tiny with --smoke), batch per device."""
-  config = tiny.get_config() if _SMOKE.value else celeba64.get_config(_CONFIG_ARG.value or None)
+  module = {'celeba64': celeba64, 'synthetic': synthetic}[_CONFIG.value]
+  config = tiny.get_config() if _SMOKE.value else module.get_config(_CONFIG_ARG.value or None)
   config.model.compute_dtype = dtype
   if _ENCODER_HIDDEN.value:
     config.model.encoder_hidden_features = _ENCODER_HIDDEN.value
   if _PASSES.value:
     config.model.passes = _PASSES.value
   config.global_batch_size = (2 if _SMOKE.value else _BATCH.value) * jax.local_device_count()
+  config.steps_per_dispatch = _DISPATCH.value
   schema.check(config, device_count=jax.local_device_count())
   return config
 
@@ -62,8 +70,10 @@ def benchmark(config: ml_collections.ConfigDict, runs: int, steps_per_run: int,
   train_step = steps.make_pmapped_train_step(config, training.networks, training.optimizers,
                                              devices=devices)
   resolution, per_device = config.model.resolution, config.global_batch_size // len(devices)
-  batches = [jax.random.uniform(jax.random.key(i), (len(devices), per_device, resolution,
-                                                    resolution, config.model.image_channels),
+  dispatch = config.steps_per_dispatch
+  leading = (len(devices),) + ((dispatch,) if dispatch > 1 else ())
+  batches = [jax.random.uniform(jax.random.key(i), leading + (per_device, resolution, resolution,
+                                                               config.model.image_channels),
                                 minval=-1.0, maxval=1.0)
              for i in range(2)]
 
@@ -77,6 +87,7 @@ def benchmark(config: ml_collections.ConfigDict, runs: int, steps_per_run: int,
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   # jax 0.11.2 on an H200 gave no analysis of the lowered HLO: the FLOPs are then None (the
   # count does not depend on the backend, so the CPU's stands for it).
+  # K steps per dispatch are a while loop, whose body the analysis counts once: one step.
   flops_per_step = float(cost['flops']) * len(devices) if cost and 'flops' in cost else None
 
   for i in range(warmup_steps):
@@ -88,10 +99,11 @@ def benchmark(config: ml_collections.ConfigDict, runs: int, steps_per_run: int,
     for i in range(steps_per_run):
       train_state, metrics = compiled(train_state, batches[i % 2], None)
     jax.block_until_ready((train_state, metrics))
-    seconds_per_step.append((time.perf_counter() - start) / steps_per_run)
+    seconds_per_step.append((time.perf_counter() - start) / (steps_per_run * dispatch))
 
   global_batch = config.global_batch_size
   median = statistics.median(seconds_per_step)
+  memory = devices[0].memory_stats()          # None on the CPU
   return dict(
       dtype=config.model.compute_dtype, backend=jax.default_backend(),
       device_kind=devices[0].device_kind, devices=len(devices), batch=global_batch,
@@ -105,8 +117,10 @@ def benchmark(config: ml_collections.ConfigDict, runs: int, steps_per_run: int,
       ms_per_step_max=1e3 * max(seconds_per_step),
       flops_per_step=flops_per_step,
       achieved_flops_per_s=None if flops_per_step is None else flops_per_step / median,
+      peak_memory_bytes=memory.get('peak_bytes_in_use') if memory else None,
       compile_s=compile_seconds, runs=runs, steps_per_run=steps_per_run,
-      config_arg=_CONFIG_ARG.value, smoke=_SMOKE.value, jax=jax.__version__)
+      steps_per_dispatch=dispatch, config=_CONFIG.value, config_arg=_CONFIG_ARG.value, smoke=_SMOKE.value,
+      jax=jax.__version__)
 
 
 def report(result: dict) -> None:

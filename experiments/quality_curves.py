@@ -88,7 +88,6 @@ def curve_config(kind: str):
 
 def main(argv: list[str]) -> None:
   del argv
-  console.quiet_library_logs()
   out = os.path.expanduser(_OUT.value)
   if unknown := set(_TRAIN.value) - set(MODELS):
     raise app.UsageError(f'--train={",".join(_TRAIN.value)}: no model {sorted(unknown)}; '
@@ -123,4 +122,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  console.run_main('quality_curves.py', main)

@@ -22,7 +22,7 @@ import json
 import os
 
 import ml_collections
-from absl import app, flags, logging
+from absl import flags, logging
 
 from vaegan_jax import console
 from vaegan_jax.analysis import figures
@@ -147,7 +147,6 @@ def write_index(out: str, written: dict[str, dict[str, str]], accuracy: dict) ->
 
 def main(argv: list[str]) -> None:
   del argv
-  console.quiet_library_logs()
   out = os.path.expanduser(_OUT.value)
   run_dirs = {}
   for label, (kind, conditional) in MODELS.items():
@@ -189,4 +188,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  console.run_main('reproduce_celeba.py', main)

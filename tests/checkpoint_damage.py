@@ -34,7 +34,7 @@ def damage_by_nan(step_dir, config):
   """Replace the step with one whose decoder is NaN, written by orbax as a save would be."""
   folder, step = os.path.dirname(step_dir), int(os.path.basename(step_dir))
   target = jax.device_get(state.create_training(config).initial_state)
-  with checkpoints.Checkpointer(folder, read_only=True) as reader:
+  with checkpoints.CheckpointReader(folder) as reader:
     good, position = reader._read(step, target)
     config_item = reader.saved_config(step)
   bad = good.replace(decoder=good.decoder.replace(params=jax.tree.map(

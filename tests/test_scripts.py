@@ -45,38 +45,67 @@ def test_quality_benchmark_smoke():
   assert all(result[f'{name}_fid_s'] >= 0 for name in ('domain', 'inception'))
 
 
-def test_gpu_benchmark_script_smoke():
-  results = json_lines(run(['bash', 'experiments/gpu_benchmark.sh'], SMOKE='1',
-                           PYTHON=sys.executable))
-  assert [result['config_arg'] for result in results] == ['', 'mar']
-
-
-STAND_IN_REFERENCE = textwrap.dedent('''
-    import argparse, json
+STAND_IN_REFERENCE = textwrap.dedent("""
+    import argparse, json, sys
     parser = argparse.ArgumentParser()
-    parser.add_argument('--style', choices=['sequential', 'minimal', 'authors_mar'])
+    parser.add_argument('--style', choices=['sequential', 'minimal', 'authors_mar', 'authors_feb'])
     for name in ('--fc', '--batch', '--runs', '--steps'):
       parser.add_argument(name, type=int)
     parser.add_argument('--bf16', action='store_true')
-    print(json.dumps(vars(parser.parse_args())))
-''')
+    parser.add_argument('--tf32', action='store_true')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--compile', default='none')
+    args = vars(parser.parse_args())
+    if args['compile'] == 'reduce-overhead':    # as CUDA graphs may fail on the Feb passes
+      sys.exit('RuntimeError: the stand-in cannot capture a graph')
+    print(json.dumps({**args, 'peer': 'torch-' + args['style'], 'images_per_s': 10.0,
+                      'ms_per_step': 100.0, 'flops_per_step': 1e12, 'warmup_s': 1.0}))
+""")
+
+
+def stand_in_reference(tmp_path):
+  """The PyTorch reference's command line and JSON, without torch (CI has none): the scripts'
+  own plumbing is what these smoke tests check."""
+  reference = tmp_path / 'reference.py'
+  reference.write_text(STAND_IN_REFERENCE)
+  return str(reference)
+
+
+def test_gpu_benchmark_script_smoke(tmp_path):
+  output = run(['bash', 'experiments/gpu_benchmark.sh'], SMOKE='1', PYTHON=sys.executable,
+               TORCH_REFERENCE=stand_in_reference(tmp_path), OUT=str(tmp_path / 'gpu.jsonl'))
+  lines = json_lines(output)
+  jax_lines = [line for line in lines if 'config_arg' in line]
+  assert [(line['config_arg'], line['dtype'], line['steps_per_dispatch'])
+          for line in jax_lines] == [
+      ('', 'float32', 1), ('', 'float32', 16), ('mar', 'float32', 1), ('mar', 'float32', 16)]
+  torch_lines = [line for line in lines if 'peer' in line]
+  assert [(line['style'], line['tf32'], line['bf16'], line['compile'], line['device'])
+          for line in torch_lines] == [
+      (style, tf32, bf16, mode, 'cpu') for style in ('authors_feb', 'authors_mar')
+      for tf32, bf16, mode in ((True, False, 'none'), (False, True, 'none'),
+                               (False, True, 'default'))]
+  assert output.count('--compile reduce-overhead failed: RuntimeError') == 2
+  table = output[output.index('| step |'):].splitlines()
+  assert len(table) == 2 + len(lines)                # the header, the rule, one row per line
 
 
 def test_compare_with_torch_script_smoke(tmp_path):
-  """The script's own plumbing, with a stand-in for the PyTorch reference (which lives outside
-  this repository and needs torch): the arguments it passes, then the real JAX benchmark."""
-  reference = tmp_path / 'reference.py'
-  reference.write_text(STAND_IN_REFERENCE)
-  lines = json_lines(run(['bash', 'benchmarks/compare_with_torch.sh'], SMOKE='1',
-                         TORCH_REFERENCE=str(reference), TORCH_PYTHON=sys.executable,
-                         JAX_PYTHON=sys.executable))
-  torch_lines, jax_lines = lines[:4], lines[4:]
-  assert [(line['style'], line['bf16']) for line in torch_lines] == [
-      ('sequential', False), ('minimal', False), ('authors_mar', False), ('minimal', True)]
-  assert all(line['fc'] == 2048 and line['batch'] == 2 for line in torch_lines)
-  assert [(line['config_arg'], line['passes']) for line in jax_lines] == [
-      ('mar', 'separate'), ('', 'separate'), ('mar', 'joint'), ('', 'joint')]
-  assert all(line['encoder_hidden_features'] == 2048 for line in jax_lines)
+  output = run(['bash', 'benchmarks/compare_with_torch.sh'], SMOKE='1',
+               TORCH_REFERENCE=stand_in_reference(tmp_path), TORCH_PYTHON=sys.executable,
+               JAX_PYTHON=sys.executable, OUT=str(tmp_path / 'compare.jsonl'))
+  lines = json_lines(output)
+  torch_lines, jax_lines = lines[:6], lines[6:]
+  assert [(line['style'], line['compile']) for line in torch_lines] == [
+      (style, mode) for style in ('authors_feb', 'authors_mar', 'sequential')
+      for mode in ('none', 'default')]
+  assert all(line['fc'] == 1024 and line['batch'] == 2 for line in torch_lines)
+  assert [line['config_arg'] for line in jax_lines] == ['', 'mar']
+  assert all(line['encoder_hidden_features'] == 1024 for line in jax_lines)
+  # The table pairs each JAX step with PyTorch's eager step of the same work (10 images/s here).
+  table = output[output.index('| step |'):].splitlines()
+  feb = next(row for row in table if row.startswith('| vaegan_jax celeba64.py, separate'))
+  assert feb.split(' | ')[5] == f'{jax_lines[0]["images_per_s"] / 10.0:.2f}', feb
 
 
 def test_reproduction_driver_help():

@@ -34,15 +34,21 @@ config.num_train_steps = int(sys.argv[3])
 config.checkpoint_every_steps = int(sys.argv[4])
 config.log_every_steps = int(sys.argv[5])
 config.keep_checkpoints = int(sys.argv[6])
+config.steps_per_dispatch = int(sys.argv[7])
+if sys.argv[8]:
+  config.image_every_steps = config.eval_every_steps = int(sys.argv[8])
+  config.quality.every_steps = int(sys.argv[8])
 train.train_and_evaluate(config, sys.argv[1])
 '''
 
 
 def run_in_subprocess(workdir, data_dir, steps, checkpoint_every, log_every=2, keep=2,
-                      stderr=subprocess.DEVNULL):
+                      stderr=subprocess.DEVNULL, steps_per_dispatch=1, evaluate_every=None):
   """The tiny config trained in another process (8 CPU devices), for kills, locks and
-  readers beside a running trainer."""
+  readers beside a running trainer; evaluate_every sets the grids', evaluations' and sample
+  quality's interval (default: the tiny config's)."""
   return subprocess.Popen([sys.executable, '-c', RUN_SCRIPT, workdir, data_dir, str(steps),
-                           str(checkpoint_every), str(log_every), str(keep)],
+                           str(checkpoint_every), str(log_every), str(keep),
+                           str(steps_per_dispatch), str(evaluate_every or '')],
                           env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL,
                           stderr=stderr)

@@ -1,5 +1,6 @@
-"""What the command-line tools show: this package's lines, not the libraries', and one progress
-line for long loops. Every CLI calls `quiet_library_logs` first.
+"""What the command-line tools show: this package's lines, not the libraries', one line
+'vaegan-X: message' for a failure the user can fix, and one progress line for long loops. Every
+CLI runs its main through `run_main`.
 
 This module imports nothing else of the package, so any module may use it.
 """
@@ -9,8 +10,9 @@ import logging as std_logging
 import os
 import sys
 import time
+from typing import Callable, Sequence
 
-from absl import logging
+from absl import app, logging
 
 
 def quiet_library_logs() -> None:
@@ -25,6 +27,25 @@ def quiet_library_logs() -> None:
       lambda record: own in record.pathname or (
           record.levelno >= std_logging.WARNING
           and not (orbax in record.pathname and record.exc_info)))
+
+
+def run_main(program: str, main: Callable[[list[str]], None],
+             failures: Sequence[type[BaseException]] = (),
+             flags_parser: Callable[[list[str]], list[str]] | None = None) -> None:
+  """absl's app.run(main) for console script `program`: library logs quieted, and each error of a
+  type in `failures` ends it with the one line `failure_line` gives, without a traceback."""
+  def quiet_main(argv: list[str]) -> None:
+    quiet_library_logs()
+    try:
+      main(argv)
+    except tuple(failures) as error:
+      raise SystemExit(failure_line(program, error)) from None
+
+  app.run(quiet_main, **({'flags_parser': flags_parser} if flags_parser else {}))
+
+
+def failure_line(program: str, error: BaseException | str) -> str:
+  return f'{program}: {error}'
 
 
 class Progress:

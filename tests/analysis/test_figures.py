@@ -299,3 +299,18 @@ def test_counts_and_seeds_that_cannot_work_are_refused_by_the_command(tmp_path):
     assert process.returncode != 0 and 'Traceback' not in stderr
     assert f'flag {flag}: ' in stderr and 'is not a' in stderr, stderr[-2000:]
   assert not os.path.exists(tmp_path / 'figures')
+
+
+def test_the_command_hands_its_flags_to_the_figure(tiny_runs, tmp_path):
+  """Every flag but --figure, --run and --out reaches the registered figure as an option."""
+  done = subprocess.run(
+      [sys.executable, '-m', 'vaegan_jax.analysis.figures', '--figure=samples',
+       f'--run=VAE={tiny_runs["vae"]}', f'--run=GAN={tiny_runs["gan"]}', '--count=3', '--seed=5',
+       f'--out={tmp_path}'], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO),
+      timeout=240)
+  assert done.returncode == 0, done.stderr[-2000:]
+  numbers = json.load(open(tmp_path / 'samples.json'))
+  assert (numbers['count'], numbers['seed']) == (3, 5)
+  assert set(numbers['runs']) == {'VAE', 'GAN'}
+  assert numbers['runs']['VAE'] == {'workdir': tiny_runs['vae'], 'kind': 'vae', 'step': 0}
+  assert f'samples: {tmp_path}/samples.png' in done.stdout

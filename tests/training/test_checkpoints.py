@@ -1,6 +1,6 @@
 """checkpoints.py: a failed write stops with one message and keeps the checkpoints before it;
-a truncated, deleted or NaN checkpoint is set aside on restore and the last good one used; old
-ones are deleted only once the newest is read back."""
+a truncated, deleted or NaN checkpoint is set aside on restore and the last good one used (a
+reader skips it and moves nothing); old ones are deleted only once the newest is read back."""
 import errno
 import os
 import subprocess
@@ -86,3 +86,25 @@ def test_rotation_waits_until_the_newest_checkpoint_is_read_back(tmp_path, data_
   assert steps_in(folder) == [1, 2]          # step 2 not yet verified: step 1 stays
   checkpointer.close()                       # reads step 2 back, then rotates
   assert steps_in(folder) == [2]
+
+
+def test_a_reader_skips_an_unusable_checkpoint_and_moves_nothing_the_trainer_moves_it(tmp_path):
+  config = tiny.get_config()
+  folder = str(tmp_path / 'checkpoints')
+  older, newer = (state.create_training(config, seed=seed).initial_state for seed in (1, 2))
+  with checkpoints.Checkpointer(folder) as checkpointer:
+    checkpointer.save(1, older, {'next_batch': 1}, config)
+    checkpointer.save(2, newer, {'next_batch': 2}, config)
+  damage_by_deletion(os.path.join(folder, '2'))
+  target = state.create_training(config).initial_state
+
+  with checkpoints.CheckpointReader(folder) as reader:
+    restored, position = reader.restore(target, config)
+  for a, b in zip(leaves(older), leaves(restored)):
+    np.testing.assert_array_equal(a, b)
+  assert position == {'next_batch': 1}
+  assert steps_in(folder) == [1, 2] and not os.path.exists(folder + checkpoints.UNUSABLE_SUFFIX)
+
+  with checkpoints.Checkpointer(folder) as checkpointer:
+    checkpointer.restore(target, config)
+  assert steps_in(folder) == [1] and steps_in(folder + checkpoints.UNUSABLE_SUFFIX) == [2]

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from tensorboardX.proto import event_pb2
 
+from step_inputs import assert_same_updates
 from tiny_runs import REPO, leaves, run_in_subprocess, tiny_run_config
 from vaegan_jax.analysis import runs
 from vaegan_jax.configs import tiny
@@ -84,6 +85,67 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, data_dir):
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_dispatch_is_cut_short_where_an_action_falls_due():
+  # The embedded default's intervals (log 50, grids 100, eval and quality 400, checkpoints 200)
+  intervals = (50, 100, 400, 400, 200)
+  assert train.dispatch_length(0, 16, intervals, 800) == 16
+  assert train.dispatch_length(48, 16, intervals, 800) == 2      # step 50 logs
+  assert train.dispatch_length(50, 16, intervals, 800) == 16
+  assert train.dispatch_length(796, 16, intervals, 800) == 4     # the last step
+  assert train.dispatch_length(10, 1, intervals, 800) == 1
+  assert train.dispatch_length(5, 4, (3,), 7) == 1              # step 6 is due
+
+
+def several_steps_config(data_dir, steps_per_dispatch, **overrides):
+  """Every action at steps 4 and 8 and at the end (10), so that K=4 runs whole dispatches."""
+  config = tiny_run_config(data_dir, num_train_steps=10, log_every_steps=4, image_every_steps=8,
+                           eval_every_steps=8, checkpoint_every_steps=4,
+                           steps_per_dispatch=steps_per_dispatch, **overrides)
+  config.quality.every_steps = 8
+  return config
+
+
+def test_four_steps_per_dispatch_train_and_report_as_one_at_a_time(tmp_path, data_dir):
+  config = several_steps_config(data_dir, 1)
+  one = train.train_and_evaluate(config, str(tmp_path / 'one'))
+  four = train.train_and_evaluate(several_steps_config(data_dir, 4), str(tmp_path / 'four'))
+  assert int(four.step) == 10
+  assert_same_updates(state.create_training(config).initial_state, four, one)
+  one_lines, four_lines = records(str(tmp_path / 'one')), records(str(tmp_path / 'four'))
+  assert [(line['step'], line['kind']) for line in four_lines] == [
+      (line['step'], line['kind']) for line in one_lines]
+  for expected, got in zip(one_lines, four_lines):   # per-step metrics averaged as with K=1
+    for name, value in expected.items():
+      if isinstance(value, float):
+        assert got[name] == pytest.approx(value, rel=1e-3, abs=1e-5), (got['step'], name)
+
+
+def test_killed_run_with_four_steps_per_dispatch_resumes_bit_identical(tmp_path, data_dir):
+  steps, checkpoint_every = 14, 4
+  config = tiny_run_config(data_dir, num_train_steps=steps, checkpoint_every_steps=4,
+                           log_every_steps=4, image_every_steps=8, eval_every_steps=8,
+                           steps_per_dispatch=4)
+  config.quality.every_steps = 8         # dispatches of 4, 4, 4 and 2 steps
+  uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+
+  workdir = str(tmp_path / 'killed')
+  process = run_in_subprocess(workdir, data_dir, steps, checkpoint_every, log_every=4,
+                              steps_per_dispatch=4, evaluate_every=8)
+  deadline = time.time() + 300
+  while time.time() < deadline and not os.path.isdir(os.path.join(workdir, 'checkpoints', '4')):
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  saved = sorted(int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
+                 if name.isdigit())
+  assert saved and saved[-1] < steps, f'the run finished before the kill: {saved}'
+
+  resumed = train.train_and_evaluate(config, workdir)
+  assert int(resumed.step) == steps
+  for a, b in zip(leaves(uninterrupted), leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_sigterm_saves_and_stops(tmp_path, data_dir):
   workdir = str(tmp_path / 'preempted')
   process = run_in_subprocess(workdir, data_dir, 10_000, checkpoint_every=10_000)
@@ -123,7 +185,7 @@ def test_divergence_is_never_saved_and_the_message_says_what_was_kept(tmp_path, 
   # The logit form is advised only where the config does not use it already.
   assert ('gan_form="logit"' in message) == (config.loss.gan_form != 'logit')
   target = state.create_training(config).initial_state
-  with checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'), read_only=True) as reader:
+  with checkpoints.CheckpointReader(os.path.join(workdir, 'checkpoints')) as reader:
     for step in saved:                     # whatever was saved is finite
       restored = reader._read(step, jax.device_get(target))[0]
       assert checkpoints.first_non_finite_leaf(restored) is None

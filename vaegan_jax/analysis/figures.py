@@ -33,26 +33,28 @@ come from the dataset the first run was trained on (--data_dir overrides where i
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
-from typing import Sequence
+import sys
+from typing import Any, Callable, Sequence
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from PIL import Image, ImageDraw, ImageFont
 
+from vaegan_jax import console
 from vaegan_jax.analysis import attributes, plots, runs
-from vaegan_jax.data import input_pipeline, preprocess
+from vaegan_jax.data import grids, input_pipeline, preprocess
 from vaegan_jax.metrics import attribute_predictor, extractors
-from vaegan_jax.training import checkpoints, metric_writers
+from vaegan_jax.training import checkpoints
 
 # The 18 attributes the authors' code edited (celeba_aegan.py, `selected_attributes`).
 PAPER_ATTRIBUTES = (
     'Bald', 'Bangs', 'Black_Hair', 'Blond_Hair', 'Bushy_Eyebrows', 'Eyeglasses', 'Gray_Hair',
     'Heavy_Makeup', 'High_Cheekbones', 'Male', 'Mustache', 'Pale_Skin', 'Rosy_Cheeks', 'Smiling',
     'Straight_Hair', 'Wavy_Hair', 'Wearing_Lipstick', 'Young')
-FIGURES = ('samples', 'reconstructions', 'attributes', 'conditional', 'quality')
 QUALITY_METRICS = ('fid', 'kid', 'kid_std', 'precision', 'recall')
 
 
@@ -62,7 +64,7 @@ def labelled_rows(rows: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
   font = ImageFont.load_default()
   probe = ImageDraw.Draw(Image.new('RGB', (1, 1)))
   margin = 8 + int(max(probe.textlength(label, font=font) for label, _ in rows))
-  strips = [metric_writers.image_grid(images, columns=len(images)) for _, images in rows]
+  strips = [grids.image_grid(images, columns=len(images)) for _, images in rows]
   width = margin + max(strip.shape[1] for strip in strips)
   canvas = Image.new('RGB', (width, sum(strip.shape[0] for strip in strips)), 'white')
   draw = ImageDraw.Draw(canvas)
@@ -111,9 +113,7 @@ def samples_figure(loaded: dict[str, runs.Run], count: int, seed: int) -> tuple[
   latent_dim = next(iter(loaded.values())).config.model.latent_dim
   latents = np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
   rows = [(label, run.decode(latents)) for label, run in loaded.items()]
-  numbers = {'seed': seed, 'count': count,
-             'runs': {label: {'workdir': run.workdir, 'kind': run.config.model.kind,
-                              'step': run.step} for label, run in loaded.items()}}
+  numbers = {'seed': seed, 'count': count, 'runs': runs.provenance(loaded)}
   return labelled_rows(rows), numbers
 
 
@@ -203,9 +203,7 @@ def conditional_figures(loaded: dict[str, runs.Run], test_split: input_pipeline.
              'coding': ('requested y in {-1, +1}; predicted 2 P(attribute) - 1'
                         if predictor.kind == 'binary' else
                         'requested y: the real-valued scores; predicted: the regressed scores'),
-             'table': table,
-             'runs': {label: {'workdir': run.workdir, 'kind': run.config.model.kind,
-                              'step': run.step} for label, run in loaded.items()}}
+             'table': table, 'runs': runs.provenance(loaded)}
   figures = {'conditional_samples': (labelled_rows(rows), numbers)}
 
   base = requested[0]
@@ -255,8 +253,7 @@ def quality_figure(loaded: dict[str, runs.Run], extractor: extractors.Extractor,
   numbers = {'extractor': extractor.name, 'extractor_checkpoint': extractor.checkpoint,
              'reference': {'split': test_split.split, 'images': reference.statistics.count},
              'num_samples': len(test['image']), 'seed': seed, 'table': table,
-             'runs': {label: {'workdir': run.workdir, 'kind': run.config.model.kind,
-                              'step': run.step} for label, run in loaded.items()}}
+             'runs': runs.provenance(loaded)}
   return image, numbers
 
 
@@ -332,9 +329,107 @@ def attribute_figures(run: runs.Run, train_split: input_pipeline.PreparedSplit,
   return figures
 
 
+# ---------------------------------------------------------------- the registry
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """What one figure command asked for: the runs, read from their workdirs, and the options
+  (the flags below, by name)."""
+  runs: dict[str, runs.Run]
+  options: dict[str, Any]
+
+  @property
+  def first(self) -> runs.Run:
+    return next(iter(self.runs.values()))
+
+  def split(self, which: str) -> input_pipeline.PreparedSplit:
+    """'train_split' or 'eval_split' of the dataset the first run was trained on."""
+    return self.first.split(which, self.options.get('data_dir'))
+
+  def predictor(self) -> attribute_predictor.Predictor | None:
+    return attribute_predictor.load(self.options['predictor']) if self.options.get(
+        'predictor') else None
+
+
+# A figure: Request -> {file name: (image, numbers)}. Adding one is a function and its flags.
+FIGURES: dict[str, Callable[[Request], dict[str, tuple[np.ndarray, dict]]]] = {}
+
+
+def figure(name: str):
+  def register(make):
+    FIGURES[name] = make
+    return make
+  return register
+
+
+@figure('samples')
+def _samples(request: Request):
+  return {'samples': samples_figure(request.runs, request.options['count'],
+                                    request.options['seed'])}
+
+
+@figure('reconstructions')
+def _reconstructions(request: Request):
+  test = request.split('eval_split')
+  images = test.read(np.arange(min(request.options['count'], len(test))))['image']
+  return {'reconstructions': reconstructions_figure(request.runs, images)}
+
+
+@figure('attributes')
+def _attributes(request: Request):
+  if len(request.runs) != 1:
+    raise ValueError('The attributes figure takes one --run.')
+  check_runs_fit(request.runs, 'attributes')
+  options = request.options
+  return attribute_figures(
+      request.first, request.split('train_split'), request.split('eval_split'),
+      options['attributes'], options['num_encode'], options['num_test'],
+      [float(a) for a in options['strengths']], options['interpolation_steps'],
+      request.predictor())
+
+
+@figure('conditional')
+def _conditional(request: Request):
+  predictor = request.predictor()
+  if predictor is None:
+    raise ValueError('The conditional figure needs --predictor: a folder written by '
+                     'vaegan-attribute-predictor on the runs\' dataset.')
+  return conditional_figures(request.runs, request.split('eval_split'), predictor,
+                             request.options['num_requests'], request.options['count'],
+                             request.options['seed'])
+
+
+@figure('quality')
+def _quality(request: Request):
+  return {'quality': quality_figure(request.runs, *quality_space(request.first, request.options),
+                                    request.split('eval_split'), request.options['num_samples'],
+                                    request.options['seed'])}
+
+
+def quality_space(run: runs.Run, options: dict
+                  ) -> tuple[extractors.Extractor, extractors.Reference]:
+  """The feature space options name, and the run's test split's reference statistics in it
+  (extractors.quality_space, as the training loop measures)."""
+  space = extractors.quality_space(
+      run.config, options['extractor'], options['num_samples'], options.get('data_dir'),
+      options.get('inception_weights'), options.get('inception_sha256'),
+      options.get('extractor_steps', extractors.DOMAIN_PREDICTOR_STEPS))
+  if space is None:
+    raise ValueError(f'{run.config.data.name} has no attribute that varies, so no domain '
+                     f'feature extractor can be trained on it; use --extractor=inception.')
+  return space
+
+
+def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) -> dict:
+  """Writes the figure's files; returns {name: {'png': path, 'json': path}}."""
+  loaded = {label: runs.load_run(workdir) for label, workdir in run_dirs.items()}
+  made = FIGURES[figure](Request(loaded, options))
+  return {name: save(out_dir, name, image, numbers) for name, (image, numbers) in made.items()}
+
+
 # ---------------------------------------------------------------- command line
 def define_flags() -> None:
-  flags.DEFINE_enum('figure', None, FIGURES, 'Which figure.', required=True)
+  """--figure, --run and --out; every other flag here reaches the figure as an option."""
+  flags.DEFINE_enum('figure', None, list(FIGURES), 'Which figure.', required=True)
   flags.DEFINE_multi_string('run', None, 'LABEL=WORKDIR of a trained run (repeat).',
                             required=True)
   flags.DEFINE_string('out', 'figures', 'Folder for the PNG and JSON files.')
@@ -366,71 +461,12 @@ def define_flags() -> None:
                        'from and judge.', lower_bound=1)
 
 
-def quality_space(run: runs.Run, options: dict
-                  ) -> tuple[extractors.Extractor, extractors.Reference]:
-  """The feature space options name, and the run's test split's reference statistics in it
-  (extractors.quality_space, as the training loop measures)."""
-  space = extractors.quality_space(
-      run.config, options['extractor'], options['num_samples'], options.get('data_dir'),
-      options.get('inception_weights'), options.get('inception_sha256'),
-      options.get('extractor_steps', extractors.DOMAIN_PREDICTOR_STEPS))
-  if space is None:
-    raise ValueError(f'{run.config.data.name} has no attribute that varies, so no domain '
-                     f'feature extractor can be trained on it; use --extractor=inception.')
-  return space
-
-
-def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) -> dict:
-  """Writes the figure's files; returns {name: {'png': path, 'json': path}}."""
-  loaded = {label: runs.load_run(workdir) for label, workdir in run_dirs.items()}
-  first = next(iter(loaded.values()))
-  split = lambda which: input_pipeline.open_configured(first.config, first.config.data[which],
-                                                       options.get('data_dir'))
-  if figure == 'samples':
-    made = {'samples': samples_figure(loaded, options['count'], options['seed'])}
-  elif figure == 'conditional':
-    if not options.get('predictor'):
-      raise ValueError('The conditional figure needs --predictor: a folder written by '
-                       'vaegan-attribute-predictor on the runs\' dataset.')
-    made = conditional_figures(
-        loaded, split('eval_split'),
-        attribute_predictor.load(options['predictor']), options['num_requests'],
-        options['count'], options['seed'])
-  elif figure == 'quality':
-    made = {'quality': quality_figure(loaded, *quality_space(first, options), split('eval_split'),
-                                      options['num_samples'], options['seed'])}
-  elif figure == 'reconstructions':
-    test = split('eval_split')
-    images = test.read(np.arange(min(options['count'], len(test))))['image']
-    made = {'reconstructions': reconstructions_figure(loaded, images)}
-  else:
-    if len(loaded) != 1:
-      raise ValueError('The attributes figure takes one --run.')
-    check_runs_fit(loaded, 'attributes')
-    made = attribute_figures(
-        first, split('train_split'), split('eval_split'),
-        options['attributes'], options['num_encode'], options['num_test'],
-        [float(a) for a in options['strengths']], options['interpolation_steps'],
-        attribute_predictor.load(options['predictor']) if options.get('predictor') else None)
-  return {name: save(out_dir, name, image, numbers) for name, (image, numbers) in made.items()}
-
-
 def main(argv: list[str]) -> None:
   del argv
   args = flags.FLAGS
-  try:
-    written = make_figure(
-        args.figure, runs.parse_runs(args.run), args.out, data_dir=args.data_dir, count=args.count,
-        seed=args.seed, attributes=args.attributes, num_encode=args.num_encode,
-        num_test=args.num_test, strengths=args.strengths,
-        interpolation_steps=args.interpolation_steps, predictor=args.predictor,
-        num_requests=args.num_requests, extractor=args.extractor,
-        inception_weights=args.inception_weights,
-        inception_sha256=args.inception_sha256, num_samples=args.num_samples,
-        extractor_steps=args.extractor_steps)
-  # WeightsError and DataError are ValueErrors; a run whose checkpoints are all unusable too.
-  except (ValueError, FileNotFoundError, checkpoints.UnusableCheckpoints) as error:
-    raise SystemExit(f'vaegan-figures: {error}') from None
+  options = {flag.name: flag.value for flag in args.get_flags_for_module(sys.modules[__name__])
+             if flag.name not in ('figure', 'run', 'out')}
+  written = make_figure(args.figure, runs.parse_runs(args.run), args.out, **options)
   for name, paths in written.items():
     print(f'{name}: {paths["png"]} {paths["json"]}')
 
@@ -438,7 +474,9 @@ def main(argv: list[str]) -> None:
 def run() -> None:
   """Console script `vaegan-figures`."""
   define_flags()
-  app.run(main)
+  # WeightsError and DataError are ValueErrors; a run whose checkpoints are all unusable too.
+  console.run_main('vaegan-figures', main,
+                   (ValueError, FileNotFoundError, checkpoints.UnusableCheckpoints))
 
 
 if __name__ == '__main__':

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
 from vaegan_jax import console
@@ -252,7 +252,7 @@ def measure(loaded: dict[str, runs.Run], train_split: input_pipeline.PreparedSpl
   test = present(test_split.read(np.arange(min(num_test, len(test_split)))))
   names = train_split.attribute_names
   train_labels = attributes.presence(split_attributes(train_split))
-  varying = train_labels.any(axis=0) & ~train_labels.all(axis=0)
+  varying = attribute_predictor.varying(train_labels)
   if not varying.any():
     raise ValueError(f'No attribute of {train_split.path} varies: there is nothing to predict.')
   read_train = lambda indices: present(train_split.read(indices))
@@ -302,8 +302,7 @@ def measure(loaded: dict[str, runs.Run], train_split: input_pipeline.PreparedSpl
                    'discriminator_layer': {label: layer or run.config.loss.feature_layer
                                            for label, run in loaded.items()
                                            if run.networks.discriminator is not None}},
-      'runs': {label: {'workdir': run.workdir, 'kind': run.config.model.kind, 'step': run.step}
-               for label, run in loaded.items()},
+      'runs': runs.provenance(loaded),
       'majority': [{'labels': count, 'accuracy_mean': float(np.mean(values)),
                     'accuracy_std': float(np.std(values))} for count, values in majority.items()],
       'rows': rows,
@@ -343,17 +342,12 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
   del argv
   args = flags.FLAGS
-  console.quiet_library_logs()
-  try:
-    loaded = {label: runs.load_run(workdir) for label, workdir in runs.parse_runs(args.run).items()}
-    first = next(iter(loaded.values()))
-    split = lambda which: input_pipeline.open_configured(first.config, first.config.data[which],
-                                                         args.data_dir)
-    table = measure(loaded, split('train_split'), split('eval_split'), args.labels, args.seeds,
-                    Budget(args.steps, args.batch_size, args.learning_rate), args.layer,
-                    args.num_test)
-  except (ValueError, FileNotFoundError) as error:
-    raise SystemExit(f'vaegan-pretraining: {error}') from None
+  loaded = {label: runs.load_run(workdir) for label, workdir in runs.parse_runs(args.run).items()}
+  first = next(iter(loaded.values()))
+  table = measure(loaded, first.split('train_split', args.data_dir),
+                  first.split('eval_split', args.data_dir), args.labels, args.seeds,
+                  Budget(args.steps, args.batch_size, args.learning_rate), args.layer,
+                  args.num_test)
   out = os.path.expanduser(args.out)
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, 'pretraining.json'), 'w') as file:
@@ -366,7 +360,7 @@ def main(argv: list[str]) -> None:
 def run() -> None:
   """Console script `vaegan-pretraining`."""
   define_flags()
-  app.run(main)
+  console.run_main('vaegan-pretraining', main, (ValueError, FileNotFoundError))
 
 
 if __name__ == '__main__':

@@ -58,6 +58,17 @@ class Run:
     return _batched(functools.partial(_decode, self.networks.decoder, self.state.decoder),
                     batch_size, np.asarray(latents, np.float32), conditions)
 
+  def split(self, which: str, data_dir: str | None = None) -> input_pipeline.PreparedSplit:
+    """The run's own 'train_split' or 'eval_split' of its dataset (data_dir: where it lies, if
+    not where the run read it)."""
+    return input_pipeline.open_configured(self.config, self.config.data[which], data_dir)
+
+
+def provenance(loaded: dict[str, Run]) -> dict[str, dict[str, Any]]:
+  """What a figure or table was made from: {label: {'workdir', 'kind', 'step'}}."""
+  return {label: {'workdir': run.workdir, 'kind': run.config.model.kind, 'step': run.step}
+          for label, run in loaded.items()}
+
 
 def _batched(function, batch_size: int, inputs: np.ndarray, conditions: np.ndarray | None
              ) -> np.ndarray:
@@ -87,7 +98,7 @@ def load_run(workdir: str) -> Run:
   directory = os.path.join(os.path.expanduser(workdir), 'checkpoints')
   if not os.path.isdir(directory):
     raise_not_found(workdir, directory)
-  with checkpoints.Checkpointer(directory, read_only=True) as checkpointer:
+  with checkpoints.CheckpointReader(directory) as checkpointer:
     newest = checkpointer.newest_config()
     if newest is None:
       raise_not_found(workdir, directory)

@@ -160,4 +160,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2500     # [ours] also on SIGTERM and at the end
   config.keep_checkpoints = 3              # [ours] the last K are kept
   config.grid_size = 8                     # [ours] grids of grid_size x grid_size images
+  # [ours] train steps per jitted call: a lax.scan over K batches (TPUEstimator's
+  # iterations_per_loop), cut short where a periodic action falls due; the same updates as K=1
+  config.steps_per_dispatch = 1
   return config

@@ -187,6 +187,7 @@ SCHEMA: dict[str, Setting] = {
     'checkpoint_every_steps': Setting(positive_int, resumable=True),
     'keep_checkpoints': Setting(positive_int, resumable=True),
     'grid_size': Setting(positive_int, resumable=True),
+    'steps_per_dispatch': Setting(positive_int, resumable=True),
 }
 
 RESUMABLE = tuple(key for key, setting in SCHEMA.items() if setting.resumable)

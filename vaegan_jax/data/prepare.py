@@ -119,9 +119,13 @@ class VaeganImages(tfds.core.GeneratorBasedBuilder):
     self.corrupt: list[str] = []
     self.splits = [split for split in SPLITS
                    if any(example.split == split for example in source.examples)]
-    name = config_name(source.name, spec.resolution, spec.channels)
-    super().__init__(config=tfds.core.BuilderConfig(name=name), file_format='array_record',
-                     **kwargs)
+    super().__init__(config=config_name(source.name, spec.resolution, spec.channels),
+                     file_format='array_record', **kwargs)
+
+  @classmethod
+  def get_builder_config(cls, name: str, version: Any = None) -> tfds.core.BuilderConfig:
+    """Every name is a config of ours (NAME_R): tfds need not warn of a 'custom' one."""
+    return tfds.core.BuilderConfig(name=name)
 
   def _info(self) -> tfds.core.DatasetInfo:
     shape = (self.spec.resolution, self.spec.resolution, self.spec.channels)
@@ -267,6 +271,49 @@ def ensure_prepared(data_config: Any, resolution: int, channels: int) -> None:
     logging.info('%s', prepare(copies, data_dir, spec))
 
 
+# ---------------------------------------------------------------- the sources
+@dataclasses.dataclass(frozen=True)
+class SourceOptions:
+  """What a source takes besides its own flag's value (the flags of the same names)."""
+  name: str | None = None
+  limits: sources.ImageLimits = sources.ImageLimits()
+  attributes_csv: str | None = None
+  test_fraction: float = 0.05
+  split_by: str = 'auto'
+  data_dir: str | None = None
+  tfds_data_dir: str | None = None
+  download: bool = False
+
+
+def _image_folder(root: str, options: SourceOptions) -> sources.Source:
+  source = sources.ImageFolder(root, options.attributes_csv, options.test_fraction,
+                               name=options.name, split_by=options.split_by,
+                               limits=options.limits)
+  print(f'{root}: splits by {source.split_by}.')
+  return source
+
+
+def _tfds_dataset(dataset: str, options: SourceOptions) -> sources.Source:
+  data_dir = options.tfds_data_dir or options.data_dir
+  if options.download:
+    download_tfds(dataset, data_dir)
+  return sources.TfdsDataset(dataset, data_dir, name=options.name)
+
+
+# The sources, by the flag that names one: (its help, (the flag's value, options) -> Source).
+# Adding a source is a class in sources.py (or a module of its own) and one row here.
+SOURCES: dict[str, tuple[str, Callable[[str, SourceOptions], sources.Source]]] = {
+    'raw_dir': ("Folder with CelebA's raw files.",
+                lambda raw_dir, options: sources.CelebAFiles(
+                    raw_dir, name=options.name or 'celeba', limits=options.limits)),
+    'image_folder': ('Folder of images (searched recursively).', _image_folder),
+    'lfw_dir': ("Folder with LFW's images and lfw_attributes.txt.",
+                lambda lfw_dir, options: lfw.LFWFiles(lfw_dir, name=options.name or 'lfw',
+                                                      limits=options.limits)),
+    'tfds_name': ('A tfds image dataset, e.g. celeb_a, mnist, cifar10.', _tfds_dataset),
+}
+
+
 def configured_source(data_config: Any, data_dir: str) -> sources.Source | None:
   """CelebA's raw files the config names: synthetic ones drawn once, or data.raw_dir; None when
   the config names neither."""
@@ -281,7 +328,7 @@ def configured_source(data_config: Any, data_dir: str) -> sources.Source | None:
   else:
     return None
   limits = sources.ImageLimits(data_config.max_image_bytes, data_config.max_image_pixels)
-  return sources.CelebAFiles(raw_dir, name=data_config.name, limits=limits)
+  return SOURCES['raw_dir'][1](raw_dir, SourceOptions(name=data_config.name, limits=limits))
 
 
 def _draw_synthetic(raw_dir: str, count: int) -> None:
@@ -304,12 +351,10 @@ def download_tfds(dataset: str, data_dir: str) -> None:
 def define_flags() -> None:
   """The command line's flags; defined only when run as a command, so importing this module
   next to other absl programs adds no flags."""
-  flags.DEFINE_string('raw_dir', None, "Folder with CelebA's raw files.")
-  flags.DEFINE_string('image_folder', None, 'Folder of images (searched recursively).')
+  for flag, (help_text, _) in SOURCES.items():
+    flags.DEFINE_string(flag, None, help_text)
   flags.DEFINE_string('attributes_csv', None, 'With --image_folder: CSV of attributes (binary, '
                       'or real-valued).')
-  flags.DEFINE_string('lfw_dir', None, "Folder with LFW's images and lfw_attributes.txt.")
-  flags.DEFINE_string('tfds_name', None, 'A tfds image dataset, e.g. celeb_a, mnist, cifar10.')
   flags.DEFINE_string('tfds_data_dir', None, 'data_dir of --tfds_name (default: --data_dir).')
   flags.DEFINE_bool('download', False, 'With --tfds_name: let tfds download and prepare it first.')
   flags.DEFINE_string('data_dir', None, 'Where to write the prepared dataset.', required=True)
@@ -340,48 +385,35 @@ def define_flags() -> None:
 
 def source_from_flags() -> sources.Source:
   args = flags.FLAGS
-  chosen = [flag for flag in ('raw_dir', 'image_folder', 'lfw_dir', 'tfds_name')
-            if args[flag].value]
+  chosen = [flag for flag in SOURCES if args[flag].value]
   if len(chosen) != 1:
-    raise app.UsageError('Give exactly one of --raw_dir, --image_folder, --lfw_dir and '
-                         f'--tfds_name (got {", ".join("--" + flag for flag in chosen) or "none"}).')
-  limits = sources.ImageLimits(args.max_image_bytes, args.max_image_pixels)
-  if args.raw_dir:
-    return sources.CelebAFiles(args.raw_dir, name=args.name or 'celeba', limits=limits)
-  if args.lfw_dir:
-    return lfw.LFWFiles(args.lfw_dir, name=args.name or 'lfw', limits=limits)
-  if args.image_folder:
-    source = sources.ImageFolder(args.image_folder, args.attributes_csv, args.test_fraction,
-                                 name=args.name, split_by=args.split_by, limits=limits)
-    print(f'{args.image_folder}: splits by {source.split_by}.')
-    return source
-  tfds_data_dir = args.tfds_data_dir or args.data_dir
-  if args.download:
-    download_tfds(args.tfds_name, tfds_data_dir)
-  return sources.TfdsDataset(args.tfds_name, tfds_data_dir, name=args.name)
+    raise app.UsageError(f'Give exactly one of {", ".join("--" + flag for flag in SOURCES)} '
+                         f'(got {", ".join("--" + flag for flag in chosen) or "none"}).')
+  options = SourceOptions(
+      **{field.name: args[field.name].value for field in dataclasses.fields(SourceOptions)
+         if field.name != 'limits'},
+      limits=sources.ImageLimits(args.max_image_bytes, args.max_image_pixels))
+  flag = chosen[0]
+  return SOURCES[flag][1](args[flag].value, options)
 
 
 def main(argv: list[str]) -> None:
   del argv
   args = flags.FLAGS
-  console.quiet_library_logs()
-  try:
-    source = source_from_flags()
-    spec = preprocess.PreprocessSpec(crop=source.crop, resolution=args.resolution,
-                                     channels=int(args.channels))
-    print(prepare(source, args.data_dir, spec, args.workers, args.skip_corrupt))
-    if args.augmented_copies:
-      copies = augment.AugmentedCopies(source, args.augmented_copies, args.augment_seed,
-                                       tuple(args.augment_splits))
-      print(prepare(copies, args.data_dir, spec, args.workers, args.skip_corrupt))
-  except DataError as error:
-    raise SystemExit(f'vaegan-prepare: {error}') from None
+  source = source_from_flags()
+  spec = preprocess.PreprocessSpec(crop=source.crop, resolution=args.resolution,
+                                   channels=int(args.channels))
+  print(prepare(source, args.data_dir, spec, args.workers, args.skip_corrupt))
+  if args.augmented_copies:
+    copies = augment.AugmentedCopies(source, args.augmented_copies, args.augment_seed,
+                                     tuple(args.augment_splits))
+    print(prepare(copies, args.data_dir, spec, args.workers, args.skip_corrupt))
 
 
 def run() -> None:
   """Console script `vaegan-prepare`."""
   define_flags()
-  app.run(main)
+  console.run_main('vaegan-prepare', main, (DataError,))
 
 
 if __name__ == '__main__':

@@ -27,9 +27,10 @@ import time
 import zipfile
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from PIL import Image, ImageDraw
 
+from vaegan_jax import console
 from vaegan_jax.data.celeba import (ATTRIBUTE_NAMES, FILE_NAMES, HEIGHT, LANDMARK_NAMES,
                                     SPLIT_SIZES, WIDTH)
 
@@ -297,7 +298,7 @@ def main(argv: list[str]) -> None:
 def run() -> None:
   """Entry point of the `vaegan-synthetic` console script."""
   define_flags()
-  app.run(main)
+  console.run_main('vaegan-synthetic', main, (ValueError,))
 
 
 if __name__ == '__main__':

@@ -23,9 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 from flax import serialization
 
+from vaegan_jax import console
 from vaegan_jax.data import input_pipeline, preprocess
 
 
@@ -112,14 +113,19 @@ def varying(attributes: np.ndarray) -> np.ndarray:
   return np.asarray(np.ptp(attributes.astype(np.float32), axis=0) > 0)
 
 
+def learnable(train_split: input_pipeline.PreparedSplit, sample_size: int = 5000) -> np.ndarray:
+  """[A] bool: the split's attributes that vary over its first `sample_size` images, the ones a
+  predictor can learn."""
+  return varying(train_split.read(np.arange(min(len(train_split), sample_size)))['attributes'])
+
+
 def train_predictor(train_split: input_pipeline.PreparedSplit, *, steps: int = 1500,
                     batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 0
                     ) -> Predictor:
   """Adam on random batches with per-example flips (attributes are left-right symmetric): the
   cross-entropy of binary attributes, the squared error of real-valued ones."""
   names, kind = train_split.attribute_names, train_split.attribute_kind
-  sample = train_split.read(np.arange(min(len(train_split), 5000)))['attributes']
-  trained = varying(sample)
+  trained = learnable(train_split)
   loss_fn = masked_bce if kind == 'binary' else masked_squared_error
   model = AttributeCNN(len(names))
   params = model.init(jax.random.PRNGKey(seed),
@@ -234,7 +240,7 @@ def main(argv: list[str]) -> None:
 def run() -> None:
   """Console script `vaegan-attribute-predictor`."""
   define_flags()
-  app.run(main)
+  console.run_main('vaegan-attribute-predictor', main, (ValueError, FileNotFoundError))
 
 
 if __name__ == '__main__':

@@ -61,8 +61,7 @@ def domain_extractor(train_split: input_pipeline.PreparedSplit, folder: str,
   by side train it once: the others wait for the first's, then read it."""
   done = os.path.join(folder, 'predictor.json')
   if not os.path.exists(done):
-    sample = train_split.read(np.arange(min(len(train_split), 5000)))['attributes']
-    if not (sample.any(axis=0) & ~sample.all(axis=0)).any():
+    if not attribute_predictor.learnable(train_split).any():
       return None
     files.make_once(folder, 'predictor', lambda: os.path.exists(done),
                     lambda: _train_domain_predictor(train_split, folder, steps),

@@ -1,4 +1,5 @@
-"""Checkpoints with orbax: restore-or-init, save (every process takes part), the last K kept.
+"""Checkpoints with orbax: restore-or-init, save (every process takes part), the last K kept
+(Checkpointer, the trainer's); and reading a run beside its trainer (CheckpointReader).
 
 A checkpoint holds three items: the TrainState, the training input's position (with the train
 metrics of the report window in progress) and the config. What is promised:
@@ -108,22 +109,20 @@ def config_differences(saved: dict[str, Any], current: ml_collections.ConfigDict
   return differences
 
 
-class Checkpointer:
-  """The workdir's checkpoints: `directory` holds one folder per saved step."""
+class CheckpointReader:
+  """A workdir's checkpoints, read: `directory` holds one folder per saved step. Nothing is
+  created, moved or deleted, so it is safe beside a trainer that is saving and rotating them: a
+  read that a rotation deletes under it starts over from the newest step (_retry_if_vanished)."""
 
-  def __init__(self, directory: str, keep: int | None = None, read_only: bool = False):
-    """keep: checkpoints kept when saving (None: all). read_only: only read (the folder must
-    exist); nothing is created, moved or deleted."""
+  def __init__(self, directory: str):
     self.directory = os.path.abspath(directory)
-    self.keep = keep
-    self.read_only = read_only
-    # Orbax keeps every step; `_rotate` deletes old ones once a newer one is verified.
-    options = ocp.CheckpointManagerOptions(create=not read_only)
     self.manager = self._retry_if_vanished(lambda: self._unless_deleted_while_listed(
         lambda: ocp.CheckpointManager(self.directory, item_names=('state', 'input', 'config'),
-                                      options=options)))
-    self._unverified: tuple[int, Any] | None = None     # (step, host state) saved, not read back
+                                      options=self._options())))
     self._listed: set[int] = set()                       # the steps as _list_steps last saw them
+
+  def _options(self) -> ocp.CheckpointManagerOptions:
+    return ocp.CheckpointManagerOptions(create=False)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -143,8 +142,8 @@ class Checkpointer:
     """(state, input position) of the newest usable checkpoint, or None if there is none.
 
     target_state: a state of the current config; the restored one must match its structure,
-    shapes and dtypes and be finite. Unusable checkpoints are moved aside, newest first, each
-    with one log line; if none is usable, UnusableCheckpoints says why for each.
+    shapes and dtypes and be finite. Unusable checkpoints are skipped, newest first, each with
+    one log line (_set_aside); if none is usable, UnusableCheckpoints says why for each.
     """
     target_state = jax.device_get(target_state)
     return self._retry_if_vanished(lambda: self._restore_newest_usable(target_state, config))
@@ -241,17 +240,43 @@ class Checkpointer:
       raise _Vanished(step)
 
   def _set_aside(self, problems: list[tuple[int, str]]) -> None:
+    """Say why each newer checkpoint was unusable; a reader leaves them where they are."""
+    for step, problem in problems:
+      logging.warning('The checkpoint at step %d is unusable: %s. Using an older one.', step,
+                      problem)
+
+  def __enter__(self) -> CheckpointReader:
+    return self
+
+  def __exit__(self, *exception: Any) -> None:
+    self.close()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+class Checkpointer(CheckpointReader):
+  """The trainer's checkpoints: restore (moving unusable ones aside), save, verify, rotate."""
+
+  def __init__(self, directory: str, keep: int | None = None):
+    """keep: checkpoints kept when saving (None: all)."""
+    super().__init__(directory)
+    self.keep = keep
+    self._unverified: tuple[int, Any] | None = None     # (step, host state) saved, not read back
+
+  def _options(self) -> ocp.CheckpointManagerOptions:
+    # Orbax keeps every step; `_rotate` deletes old ones once a newer one is verified.
+    return ocp.CheckpointManagerOptions(create=True)
+
+  def _set_aside(self, problems: list[tuple[int, str]]) -> None:
     """Move the unusable newer checkpoints out of the way (a resumed run saves those steps
     again), saying why for each."""
     if not problems:
       return
     aside = self.directory + UNUSABLE_SUFFIX
     for step, problem in problems:
-      moved = '' if self.read_only else f' Moved to {os.path.join(aside, str(step))};'
-      logging.warning('The checkpoint at step %d is unusable: %s.%s using an older one.', step,
-                      problem, moved)
-    if self.read_only:
-      return
+      logging.warning('The checkpoint at step %d is unusable: %s. Moved to %s; using an older '
+                      'one.', step, problem, os.path.join(aside, str(step)))
     if jax.process_index() == 0:
       os.makedirs(aside, exist_ok=True)
       for step, _ in problems:
@@ -320,12 +345,6 @@ class Checkpointer:
       return
     for step in sorted(self.manager.all_steps())[:-self.keep]:
       self.manager.delete(step)
-
-  def __enter__(self) -> Checkpointer:
-    return self
-
-  def __exit__(self, *exception: Any) -> None:
-    self.close()
 
   def close(self) -> None:
     """Wait for the last save (verified, then rotation) and stop orbax's background threads."""

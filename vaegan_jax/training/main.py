@@ -63,11 +63,17 @@ def start_processes() -> None:
     jax.distributed.initialize()
 
 
+PROGRAM = 'vaegan-train'
+# Failures the user can fix, said in one line (console.run_main).
+FAILURES = (schema.ConfigError, DataError, checkpoints.IncompatibleCheckpoint,
+            checkpoints.UnusableCheckpoints, workdir_lock.WorkdirBusy, inception.WeightsError,
+            files.FolderError, files.UnsafeFile, train.NonFiniteLoss)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = load_config()
-  console.quiet_library_logs()
   start_processes()
   logging.info('Process %d of %d, %d local devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.default_backend())
@@ -77,23 +83,21 @@ def main(argv: list[str]) -> None:
     # orbax's save threads are no daemons, and after a failed write they may wait minutes for a
     # signal that never comes. What is on disk is whole (each checkpoint is renamed into place
     # when complete), so leave now instead of joining them.
-    print(f'vaegan-train: {error}', file=sys.stderr, flush=True)
+    print(console.failure_line(PROGRAM, error), file=sys.stderr, flush=True)
     os._exit(1)
-  except (schema.ConfigError, DataError, checkpoints.IncompatibleCheckpoint,
-          checkpoints.UnusableCheckpoints, workdir_lock.WorkdirBusy, inception.WeightsError,
-          files.FolderError, files.UnsafeFile, train.NonFiniteLoss) as error:
-    raise SystemExit(f'vaegan-train: {error}') from None     # the message alone, no traceback
 
 
 def config_failure(path: str, error: BaseException) -> str:
   """One line for a config file that cannot be loaded: missing, or raising when it runs."""
   if not os.path.isfile(path.partition(':')[0]):
-    return (f'vaegan-train: --config={path}: no such file. Give a config file, e.g. '
-            f'vaegan_jax/configs/celeba64.py (or none, for the embedded default).')
+    return console.failure_line(PROGRAM, f'--config={path}: no such file. Give a config file, '
+                                'e.g. vaegan_jax/configs/celeba64.py (or none, for the embedded '
+                                'default).')
   detail = str(error).strip().splitlines()
-  return (f'vaegan-train: the config file {path} cannot be loaded: {type(error).__name__}: '
-          f'{detail[-1] if detail else "(no message)"}. It must define get_config() returning '
-          f'an ml_collections.ConfigDict.')
+  return console.failure_line(
+      PROGRAM, f'the config file {path} cannot be loaded: {type(error).__name__}: '
+      f'{detail[-1] if detail else "(no message)"}. It must define get_config() returning an '
+      f'ml_collections.ConfigDict.')
 
 
 def load_config() -> ml_collections.ConfigDict:
@@ -119,7 +123,7 @@ def load_config_file(argv: list[str]) -> ml_collections.ConfigDict:
 
 def explain_bad_override(argv: list[str], error: Exception) -> str:
   """The parse error, and for an unknown --config.KEY the keys its section does have."""
-  message = f'vaegan-train: {type(error).__name__}: {error}'
+  message = console.failure_line(PROGRAM, f'{type(error).__name__}: {error}')
   path = next((arg.split('=', 1)[1] for arg in argv if arg.startswith('--config=')),
               DEFAULT_CONFIG)
   try:
@@ -144,7 +148,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def run() -> None:
   """Console script `vaegan-train`."""
-  app.run(main, flags_parser=parse_flags)
+  console.run_main(PROGRAM, main, FAILURES, flags_parser=parse_flags)
 
 
 if __name__ == '__main__':

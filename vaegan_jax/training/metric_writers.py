@@ -1,4 +1,5 @@
-"""Where training reports go: metrics.jsonl, TensorBoard event files and PNG image grids.
+"""Where training reports go: metrics.jsonl, TensorBoard event files and PNG image grids
+(data/grids.py lays them out).
 
 TensorBoard files are written by tensorboardX, which needs no TensorFlow. Only process 0 writes;
 the writer of any other process does nothing, so callers need no checks.
@@ -7,16 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 from typing import Iterator, Mapping
 
 import numpy as np
 import tensorboardX
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from vaegan_jax import files
-from vaegan_jax.data import preprocess
 
 
 @contextlib.contextmanager
@@ -29,36 +28,6 @@ def writing(what: str) -> Iterator[None]:
         f'Writing {what} failed ({error.strerror or error}: {error.filename}): '
         f'{files.write_failure_advice(error)}, then rerun to resume from the last '
         f'checkpoint.') from None
-
-
-SHOWN_IMAGE_SIZE = 96          # training grids show every image at least this many pixels wide
-CAPTION_HEIGHT = 16
-
-
-def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
-  """[N, R, R, C] in [-1, 1] -> one [rows * (R + 1) + 1, columns * (R + 1) + 1, 3] uint8 image,
-  with a 1-pixel grey border; grey images are shown as RGB."""
-  count, size = images.shape[0], images.shape[1]
-  rows = math.ceil(count / columns)
-  pixels = preprocess.to_uint8(images)
-  if pixels.shape[-1] == 1:
-    pixels = np.repeat(pixels, 3, axis=-1)
-  grid = np.full((rows * (size + 1) + 1, columns * (size + 1) + 1, 3), 128, np.uint8)
-  for index in range(count):
-    top, left = 1 + (index // columns) * (size + 1), 1 + (index % columns) * (size + 1)
-    grid[top:top + size, left:left + size] = pixels[index]
-  return grid
-
-
-def captioned_grid(images: np.ndarray, columns: int, caption: str) -> np.ndarray:
-  """An image grid to look at: every image repeated pixel by pixel (nearest neighbour, so no
-  detail is invented) to at least SHOWN_IMAGE_SIZE pixels, under a white band with `caption`."""
-  factor = math.ceil(SHOWN_IMAGE_SIZE / images.shape[1])
-  grid = image_grid(images, columns).repeat(factor, axis=0).repeat(factor, axis=1)
-  canvas = Image.new('RGB', (grid.shape[1], grid.shape[0] + CAPTION_HEIGHT), 'white')
-  canvas.paste(Image.fromarray(grid), (0, CAPTION_HEIGHT))
-  ImageDraw.Draw(canvas).text((4, 2), caption, fill='black', font=ImageFont.load_default())
-  return np.asarray(canvas)
 
 
 def drop_records_after(path: str, step: int) -> int:

@@ -26,6 +26,15 @@ the non-saturating form [ours] pulls back through the discriminator a second tim
 Under pmap the per-device sums add up (psum) to the global-batch sums, and batch norm averages
 its statistics over the device axis, so N devices make the same update as one device on the same
 global batch.
+
+A new loss term touches, in this order:
+  1. `loss_terms`: its per-example value from the heads (a new head also goes into
+     `passes.Forward`, `HEADS` and `loss_cotangents`);
+  2. `loss_objectives`: its weight in each network's objective, per model kind (the one table of
+     the kinds; `loss_terms` computes the terms it names);
+  3. `compute_gradients`: the route of its cotangent through the pullbacks to each network;
+  4. `LOSS_TERMS`: its place on the console;
+  5. a setting it needs: configs/schema.py, with its default in configs/celeba64.py.
 """
 from __future__ import annotations
 
@@ -107,25 +116,27 @@ def loss_objectives(config: Any) -> dict[str, dict[str, float]]:
 def loss_terms(config: Any, images: jax.Array, heads: dict[str, jax.Array | None],
                real_features: jax.Array | None, weights: tuple[float, float]
                ) -> dict[str, jax.Array]:
-  """Every loss term the model kind has, per local example ([B] each).
+  """Every loss term the model kind's objectives name, per local example ([B] each).
 
   heads: HEADS from the forward pass: mu and log_variance [B, L]; reconstructions x~
     [B, R, R, C]; reconstruction_features Dis_l(x~); real_logits [B]; fake_logits [F, B].
   real_features: Dis_l(x), the target of L_llike (it gets no gradient).
   weights: (w_real, w_fake) of `gan_weights`.
   """
-  loss_config, kind = config.loss, config.model.kind
+  loss_config = config.loss
+  weighted = {term for objective in loss_objectives(config).values() for term in objective}
   terms = {}
   # 1. L_prior
-  if heads['mu'] is not None:
+  if 'prior' in weighted:
     terms['prior'] = losses.kl_to_standard_normal(heads['mu'], heads['log_variance'])
   # 2. L_llike at Dis_l, or the plain VAE's L_pixel
-  if kind == 'vae':
+  if 'pixel' in weighted:
     terms['pixel'] = losses.gaussian_nll(heads['reconstructions'], images)
-  if kind in ('vaegan', 'vae_disl'):
+  if 'llike' in weighted:
     terms['llike'] = losses.gaussian_nll(heads['reconstruction_features'], real_features)
-  # 3. L_GAN for the discriminator, and the decoder's reversal of it
-  if heads['real_logits'] is not None:
+  # 3. L_GAN for the discriminator, and the decoder's reversal of it (shown where the decoder
+  #    takes none of it: vae_disl)
+  if 'discriminator' in weighted:
     form, eps = loss_config.gan_form, loss_config.gan_eps
     real_weight, fake_weight = weights
     terms['discriminator'] = losses.discriminator_loss(
@@ -376,20 +387,38 @@ def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array,
 
 
 # ---------------------------------------------------------------- pmap wrapping
+def scanned_train_steps(state: TrainState, images: jax.Array,
+                        conditions: jax.Array | None = None, **step_options: Any
+                        ) -> tuple[TrainState, Metrics]:
+  """`train_step` over K batches in one call: images [K, B, R, R, C] (conditions [K, B, A] or
+  None) -> (the state after K steps, each metric stacked [K]). Each step is the same update as
+  train_step's, gating included, in one lax.scan."""
+  def one_step(state, batch):
+    return train_step(state, *batch, **step_options)
+  return lax.scan(one_step, state, (images, conditions))
+
+
 def make_pmapped_train_step(config: Any, networks: Networks, optimizers: Optimizers,
                             devices: Sequence[jax.Device] | None = None
                             ) -> Callable[..., tuple[TrainState, Metrics]]:
   """train_step over `devices` (default: every device of every process), called as
   step(state, images, conditions); each process passes images [its local devices, B, R, R, C]
-  and conditions [its local devices, B, A] for a conditional model, else None. The result is
-  jax.pmap's own function, so `.lower(...)` works on it (benchmarks/train_step.py).
+  and conditions [its local devices, B, A] for a conditional model, else None. With images
+  [local devices, K, B, R, R, C] (and conditions [local devices, K, B, A]) it runs K steps in
+  one call (`scanned_train_steps`), each metric stacked [K]; each K is compiled once. The result
+  is jax.pmap's own function, so `.lower(...)` works on it (benchmarks/train_step.py).
 
   The networks must be built with axis_name=DEVICE_AXIS. The state goes in and comes out unmapped
   (in_axes / out_axes None: it is identical on every device) and, in a single-process run, is
   donated, so its buffers are reused for the new state.
   """
-  step = functools.partial(train_step, config=config, networks=networks,
-                           optimizers=optimizers, axis_name=DEVICE_AXIS)
+  options = dict(config=config, networks=networks, optimizers=optimizers, axis_name=DEVICE_AXIS)
+
+  def step(state, images, conditions):
+    if images.ndim == 5:                     # [K, B, R, R, C] on this device
+      return scanned_train_steps(state, images, conditions, **options)
+    return train_step(state, images, conditions, **options)
+
   # Donation is for one process only: with several, pmap reshards the unmapped state across
   # processes on entry and jax 0.10 then deletes buffers that the next step's state still uses.
   donate = (0,) if jax.process_count() == 1 else ()

@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable, Iterable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -21,7 +22,7 @@ from jax.experimental import multihost_utils
 
 from vaegan_jax import files
 from vaegan_jax.configs import schema
-from vaegan_jax.data import input_pipeline, prepare
+from vaegan_jax.data import grids, input_pipeline, prepare
 from vaegan_jax.data.dataset_layout import DataError
 from vaegan_jax.metrics import extractors
 from vaegan_jax.sharding import DEVICE_AXIS, device_sharding
@@ -50,6 +51,38 @@ def is_due(step: int, every: int, total: int) -> bool:
   """Whether a periodic action runs after `step`: every `every` steps, and after the last one
   (as big_vision's `u.itstime`)."""
   return step % every == 0 or step == total
+
+
+def dispatch_length(step: int, steps_per_dispatch: int, intervals: Iterable[int],
+                    total: int) -> int:
+  """How many steps the next dispatch runs after `step`: steps_per_dispatch, cut short at the
+  next step where a periodic action falls due (or the last step), so that each happens at its
+  step. A run therefore compiles only a few lengths, and the same ones wherever it resumes."""
+  next_due = min([total] + [(step // every + 1) * every for every in intervals])
+  return max(1, min(steps_per_dispatch, next_due - step))
+
+
+def next_batches(batches: Iterable[dict[str, jax.Array]], count: int) -> dict[str, jax.Array]:
+  """The next batch ([D, B, ...] each) for one step, or the next `count` stacked [D, count, B,
+  ...] for a dispatch of several (steps.make_pmapped_train_step)."""
+  if count == 1:
+    return next(batches)
+  taken = [next(batches) for _ in range(count)]
+  return jax.tree.map(lambda *parts: jnp.stack(parts, axis=1), *taken)
+
+
+def per_step(history: list[tuple[int, int, dict[str, np.ndarray]]]
+             ) -> list[tuple[int, dict[str, np.ndarray]]]:
+  """(step, metrics) for every step of the dispatches in `history` (host arrays): a dispatch of
+  several steps holds each metric stacked [steps]."""
+  result = []
+  for last, count, metrics in history:
+    if count == 1:
+      result.append((last, metrics))
+    else:
+      result += [(last - count + 1 + index, {name: value[index] for name, value in
+                                             metrics.items()}) for index in range(count)]
+  return result
 
 
 def check_workdir(workdir: str) -> None:
@@ -124,6 +157,30 @@ def report(writer: metric_writers.MetricWriter, step: int, kind: str,
       if not name.startswith('kid_std')))
 
 
+def report_training(writer: metric_writers.MetricWriter, step: int, total: int,
+                    window: dict[str, Any], steps_done: int, seconds: float,
+                    global_batch_size: int) -> None:
+  """The report window's average train metrics and the speed over the last `steps_done` steps,
+  to the files and (process 0) one console line."""
+  averages = {name: value_sum / window['steps'] for name, value_sum in window['sums'].items()}
+  averages['images_per_s'] = steps_done * global_batch_size / seconds
+  writer.write_scalars(step, 'train', averages)
+  if jax.process_index() == 0:
+    eta = (total - step) * seconds / steps_done
+    logging.info(format_line(step, total, averages, averages['images_per_s'], eta))
+
+
+def save_checkpoint(checkpointer: checkpoints.Checkpointer, step: int,
+                    train_state: state.TrainState, input_state: dict[str, Any],
+                    config: ml_collections.ConfigDict) -> None:
+  """checkpointer.save, or NonFiniteLoss (nothing saved) where the state is not finite."""
+  try:
+    checkpointer.save(step, train_state, input_state, config)
+  except checkpoints.NonFiniteState as error:
+    raise NonFiniteLoss(stop_message(f'The state holds NaN or Inf (in {error.leaf})', step,
+                                     checkpointer.latest_step(), config)) from None
+
+
 def format_line(step: int, total: int, averages: dict[str, float], images_per_s: float,
                 eta_s: float) -> str:
   """One console line: progress, every loss term the model kind has, D's outputs, the gating's
@@ -162,7 +219,7 @@ def write_grids(eval_step: Callable, train_state: state.TrainState, inputs: dict
   outputs, _ = eval_step(train_state, inputs['image'], inputs['latents'], inputs.get('condition'))
   outputs['test_images'] = inputs['image']
   writer.write_images(step, {
-      name: metric_writers.captioned_grid(
+      name: grids.captioned_grid(
           np.asarray(images).reshape(-1, *images.shape[2:])[:grid_size ** 2], grid_size,
           f'{GRID_CAPTIONS[name]} | step {step}')
       for name, images in outputs.items()})
@@ -300,56 +357,50 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
 
   # ---- The loop.
   total = config.num_train_steps
-  history: list[tuple[int, Any]] = []
+  eval_limit = config.eval_batches or None
+
+  def report_finite(kind: str, values: dict[str, float]) -> None:
+    report(writer, step, kind, check_finite(values, kind, step, checkpointer, config))
+
+  intervals = (config.log_every_steps, config.image_every_steps, config.eval_every_steps,
+               config.quality.every_steps, config.checkpoint_every_steps)
+  history: list[tuple[int, int, Any]] = []      # (last step, steps, metrics) per dispatch
   interval_start, interval_steps = time.perf_counter(), 0
   step = start_step
   try:
     while step < total:
-      batch = next(batches)
+      count = dispatch_length(step, config.steps_per_dispatch, intervals, total)
+      batch = next_batches(batches, count)
       train_state, metrics = train_step(train_state, batch['image'], batch.get('condition'))
-      step += 1
-      interval_steps += 1
-      history.append((step, metrics))
+      step += count
+      interval_steps += count
+      history.append((step, count, metrics))
       stop = preempted(step)
       due = lambda every: stop or is_due(step, every, total)
-      if not any(map(due, (config.log_every_steps, config.image_every_steps,
-                           config.eval_every_steps, config.quality.every_steps,
-                           config.checkpoint_every_steps))):
+      if not any(map(due, intervals)):
         continue
-      host_history, history = jax.device_get(history), []
+      host_history, history = per_step(jax.device_get(history)), []
       bad = first_non_finite(host_history)
       if bad is not None:
         raise NonFiniteLoss(stop_message(f'{bad[1]} is not finite', bad[0],
                                          checkpointer.latest_step(), config))
       window = fold_window(window, host_history)
       if due(config.log_every_steps):
-        seconds = time.perf_counter() - interval_start
-        averages = {name: value_sum / window['steps']
-                    for name, value_sum in window['sums'].items()}
-        averages['images_per_s'] = interval_steps * config.global_batch_size / seconds
-        writer.write_scalars(step, 'train', averages)
-        if jax.process_index() == 0:
-          eta = (total - step) * seconds / interval_steps
-          logging.info(format_line(step, total, averages, averages['images_per_s'], eta))
-        window, interval_steps = EMPTY_WINDOW, 0
-        interval_start = time.perf_counter()
+        report_training(writer, step, total, window, interval_steps,
+                        time.perf_counter() - interval_start, config.global_batch_size)
+        window, interval_steps, interval_start = EMPTY_WINDOW, 0, time.perf_counter()
       if due(config.image_every_steps):
         write_grids(eval_step, train_state, grids, writer, step, config.grid_size)
       if due(config.eval_every_steps):
-        report(writer, step, 'eval', check_finite(evaluate(
-            eval_step, train_state, eval_batches(config.eval_batches or None), config.seed,
-            config.model.latent_dim), 'eval', step, checkpointer, config))
+        report_finite('eval', evaluate(eval_step, train_state, eval_batches(eval_limit),
+                                       config.seed, config.model.latent_dim))
       if probe is not None and due(config.quality.every_steps):
-        report(writer, step, 'quality', check_finite(measure_quality(
-            eval_step, train_state, eval_batches(None), probe, config.quality.num_samples,
-            config.seed, config.model.latent_dim), 'quality', step, checkpointer, config))
+        report_finite('quality', measure_quality(eval_step, train_state, eval_batches(None),
+                                                 probe, config.quality.num_samples, config.seed,
+                                                 config.model.latent_dim))
       if due(config.checkpoint_every_steps):
-        try:
-          checkpointer.save(step, train_state,
-                            {**batches.get_state(), 'report_window': window}, config)
-        except checkpoints.NonFiniteState as error:
-          raise NonFiniteLoss(stop_message(f'The state holds NaN or Inf (in {error.leaf})', step,
-                                           checkpointer.latest_step(), config)) from None
+        save_checkpoint(checkpointer, step, train_state,
+                        {**batches.get_state(), 'report_window': window}, config)
       if stop:
         logging.warning('Preempted: saved step %d; rerun the same command to continue.', step)
         break
