@@ -32,6 +32,15 @@ def test_train_step_benchmark_smoke():
   assert result['batch'] == 2 * result['devices']
 
 
+def test_conv_layers_benchmark_smoke():
+  (result,) = json_lines(run([sys.executable, 'benchmarks/conv_layers.py', '--smoke', '--forms']))
+  assert [row['kind'] for row in result['layers']] == ['s2', 's1', 't']
+  strided = result['layers'][0]
+  for key in ('matmul_forward', 'xla_gradients', 'phases_forward', 'space_to_depth_forward',
+              'im2col_forward', 'rows_of_taps_forward'):
+    assert strided[f'{key}_ms'] > 0, key
+
+
 def test_input_pipeline_benchmark_smoke():
   (result,) = json_lines(run([sys.executable, 'benchmarks/input_pipeline.py', '--smoke']))
   assert result['num_images'] == 200 and result['prepare_images_per_s'] > 0

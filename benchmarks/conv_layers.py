@@ -1,0 +1,171 @@
+r"""Times every convolution of the paper's 64x64 networks alone, in JAX and in PyTorch.
+
+  .venv/bin/python benchmarks/conv_layers.py                        # JAX: both gradient choices
+  .venv/bin/python benchmarks/conv_layers.py --forms                # + strided-forward rewrites
+  .venv-torch/bin/python benchmarks/conv_layers.py --framework=torch
+  .venv/bin/python benchmarks/conv_layers.py --smoke                # tiny shapes, one repeat
+
+Per layer (batch 64, NHWC in JAX, channels_last in PyTorch) it prints the best of --repeats
+times, in ms, of the forward pass and of both gradients (input and kernel), and then one JSON
+line. JAX times `model.conv_gradients` 'matmul' (the CPU default) and 'xla'. --forms also times
+rewrites of the stride-2 forward, each checked against XLA's conv first: the four phase
+convolutions, space-to-depth with a 3x3 kernel over 4C channels, im2col with one dot, and one
+dot per row of kernel taps. It imports one framework only, so it runs in either venv.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+# (name, H, W, C_in, C_out, kind): kind s2 a stride-2 conv, s1 a stride-1 conv, t a stride-2
+# transposed conv from H x W to 2H x 2W; the encoder's, the discriminator's and the decoder's.
+LAYERS = (
+    ('encoder conv1', 64, 64, 3, 64, 's2'), ('encoder conv2', 32, 32, 64, 128, 's2'),
+    ('encoder conv3', 16, 16, 128, 256, 's2'), ('discriminator conv1', 64, 64, 3, 32, 's1'),
+    ('discriminator conv2', 64, 64, 32, 128, 's2'),
+    ('discriminator conv3', 32, 32, 128, 256, 's2'),
+    ('discriminator conv4', 16, 16, 256, 256, 's2'), ('decoder up1', 8, 8, 256, 256, 't'),
+    ('decoder up2', 16, 16, 256, 128, 't'), ('decoder up3', 32, 32, 128, 32, 't'),
+    ('decoder out', 64, 64, 32, 3, 's1'),
+)
+SMOKE_LAYERS = (('s2', 8, 8, 3, 4, 's2'), ('s1', 8, 8, 4, 4, 's1'), ('t', 4, 4, 4, 3, 't'))
+
+
+def best_ms(run, repeats: int) -> float:
+  run()                                          # compile, first touch
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  return 1e3 * min(times)
+
+
+# ---------------------------------------------------------------- JAX
+def strided_forms():
+  """The stride-2, 5x5 forward rewritten, each (x [B, H, W, C], kernel [5, 5, C, O]) -> y."""
+  import jax.numpy as jnp
+  from jax import lax
+
+  from vaegan_jax.model import layers
+
+  def space_to_depth(x, kernel):
+    batch, height, width, channels = x.shape
+    padded = jnp.pad(x, ((0, 0), (2, 4), (2, 4), (0, 0)))
+    side_h, side_w = padded.shape[1] // 2, padded.shape[2] // 2
+    blocks = padded.reshape(batch, side_h, 2, side_w, 2, channels).transpose(0, 1, 3, 2, 4, 5)
+    blocks = blocks.reshape(batch, side_h, side_w, 4 * channels)
+    wide = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))      # 6x6: three taps of two
+    wide = wide.reshape(3, 2, 3, 2, channels, -1).transpose(0, 2, 1, 3, 4, 5)
+    y = lax.conv_general_dilated(blocks, wide.reshape(3, 3, 4 * channels, -1), (1, 1), 'VALID',
+                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return y[:, :height // 2, :width // 2]
+
+  def windows(x, row, size):
+    padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    height, width = x.shape[1] // 2, x.shape[2] // 2
+    return [padded[:, row:row + 2 * height - 1:2, col:col + 2 * width - 1:2] for col in range(size)]
+
+  def im2col(x, kernel):
+    patches = jnp.concatenate([part for row in range(5) for part in windows(x, row, 5)], -1)
+    return jnp.einsum('bhwk,ko->bhwo', patches, kernel.reshape(-1, kernel.shape[-1]))
+
+  def rows_of_taps(x, kernel):
+    return sum(jnp.einsum('bhwk,ko->bhwo', jnp.concatenate(windows(x, row, 5), -1),
+                          kernel[row].reshape(-1, kernel.shape[-1])) for row in range(5))
+
+  return {'phases': layers._stride2_conv_by_phases, 'space_to_depth': space_to_depth,
+          'im2col': im2col, 'rows_of_taps': rows_of_taps}
+
+
+def time_jax(shapes, batch: int, repeats: int, forms: bool) -> list[dict]:
+  import jax
+  import numpy as np
+
+  from vaegan_jax.model import layers
+
+  rng = np.random.default_rng(0)
+  results = []
+  for name, height, width, inputs, outputs, kind in shapes:
+    x = jax.numpy.asarray(rng.standard_normal((batch, height, width, inputs)), jax.numpy.float32)
+    shape = (5, 5, outputs, inputs) if kind == 't' else (5, 5, inputs, outputs)
+    kernel = jax.numpy.asarray(0.05 * rng.standard_normal(shape), jax.numpy.float32)
+    row = {'layer': name, 'shape': [batch, height, width, inputs, outputs], 'kind': kind}
+    for gradients in ('matmul', 'xla'):
+      conv = {'s2': lambda x, k: layers.strided_conv2d(x, k, gradients),
+              's1': lambda x, k: layers.conv2d(x, k, 1),
+              't': lambda x, k: layers.conv_transpose2d(x, k, gradients)}[kind]
+      forward = jax.jit(conv)
+      cotangent = jax.numpy.ones_like(forward(x, kernel))
+      both = jax.jit(lambda x, k, g, conv=conv: jax.vjp(conv, x, k)[1](g))
+      row[f'{gradients}_forward_ms'] = best_ms(
+          lambda: jax.block_until_ready(forward(x, kernel)), repeats)
+      row[f'{gradients}_gradients_ms'] = best_ms(
+          lambda: jax.block_until_ready(both(x, kernel, cotangent)), repeats)
+    if forms and kind == 's2':
+      reference = layers.conv2d(x, kernel, 2)
+      for form, function in strided_forms().items():
+        compiled = jax.jit(function)
+        np.testing.assert_allclose(compiled(x, kernel), reference, rtol=1e-4, atol=1e-4)
+        row[f'{form}_forward_ms'] = best_ms(
+            lambda: jax.block_until_ready(compiled(x, kernel)), repeats)
+    results.append(row)
+  return results
+
+
+# ---------------------------------------------------------------- PyTorch
+def time_torch(shapes, batch: int, repeats: int) -> list[dict]:
+  import torch
+  import torch.nn.functional as F
+
+  torch.manual_seed(0)
+  results = []
+  for name, height, width, inputs, outputs, kind in shapes:
+    x = torch.randn(batch, inputs, height, width).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    if kind == 't':
+      kernel = (0.05 * torch.randn(inputs, outputs, 5, 5)).requires_grad_()
+      conv = lambda: F.conv_transpose2d(x, kernel, stride=2, padding=2, output_padding=1)
+    else:
+      kernel = (0.05 * torch.randn(outputs, inputs, 5, 5)).contiguous(
+          memory_format=torch.channels_last).requires_grad_()
+      conv = lambda: F.conv2d(x, kernel, stride=2 if kind == 's2' else 1, padding=2)
+    cotangent = torch.ones_like(conv())
+
+    def forward():
+      with torch.no_grad():
+        conv()
+
+    def both():
+      torch.autograd.grad(conv(), (x, kernel), cotangent)
+
+    forward_ms, both_ms = best_ms(forward, repeats), best_ms(both, repeats)
+    results.append({'layer': name, 'shape': [batch, height, width, inputs, outputs],
+                    'kind': kind, 'torch_forward_ms': forward_ms,
+                    'torch_gradients_ms': both_ms - forward_ms})   # less the forward it reruns
+  return results
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--framework', choices=['jax', 'torch'], default='jax')
+  parser.add_argument('--batch', type=int, default=64)
+  parser.add_argument('--repeats', type=int, default=4)
+  parser.add_argument('--forms', action='store_true', help='JAX: the strided-forward rewrites')
+  parser.add_argument('--smoke', action='store_true', help='tiny shapes, one repeat')
+  args = parser.parse_args()
+  shapes, batch, repeats = ((SMOKE_LAYERS, 2, 1) if args.smoke else
+                            (LAYERS, args.batch, args.repeats))
+  results = (time_torch(shapes, batch, repeats) if args.framework == 'torch' else
+             time_jax(shapes, batch, repeats, args.forms))
+  for row in results:
+    print(f'{row["layer"]:22s} ' + ' '.join(f'{key.removesuffix("_ms")} {value:.1f}'
+                                            for key, value in row.items() if key.endswith('_ms')),
+          flush=True)
+  print(json.dumps({'framework': args.framework, 'batch': batch, 'smoke': args.smoke,
+                    'layers': results}))
+
+
+if __name__ == '__main__':
+  main()
