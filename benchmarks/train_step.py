@@ -35,34 +35,36 @@ _WARMUP = flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps first (the firs
                               'fresh buffers makes the first two steps slow on the CPU).')
 _CONFIG = flags.DEFINE_enum('config', 'celeba64', ['celeba64', 'synthetic'],
                             "The config timed: the paper's, or the embedded default.")
-_CONFIG_ARG = flags.DEFINE_string('config_arg', '', "The config's argument: celeba64's variants "
-                                  "('mar', '128'), synthetic's model kind.")
+_CONFIG_ARGS = flags.DEFINE_list('config_arg', [''], "The config's arguments, each timed: "
+                                 "celeba64's variants ('mar', '128'; ',mar' times the default "
+                                 "and 'mar'), synthetic's model kind.")
 _ENCODER_HIDDEN = flags.DEFINE_integer('encoder_hidden_features', None,
                                        'Encoder hidden width (default: the config\'s).')
 _PASSES = flags.DEFINE_enum('passes', None, ['separate', 'joint'],
                             "model.passes (default: the config's, the authors' 'separate').")
-_DISPATCH = flags.DEFINE_integer('steps_per_dispatch', 1, 'Train steps per jitted call (K): a '
-                                 'lax.scan over K batches; --steps counts calls.', lower_bound=1)
+_DISPATCHES = flags.DEFINE_list('steps_per_dispatch', ['1'], 'Train steps per jitted call (K), '
+                                'each timed: a lax.scan over K batches; --steps counts calls.')
 _SMOKE = flags.DEFINE_bool('smoke', False, 'configs/tiny.py, float32, one warm-up and one timed '
                            'step: checks that the benchmark runs, measures nothing.')
 
 
-def benchmark_config(dtype: str) -> ml_collections.ConfigDict:
-  """The config to time: celeba64 with --config_arg (or tiny with --smoke), batch per device."""
+def benchmark_config(config_arg: str, dtype: str, steps_per_dispatch: int
+                     ) -> ml_collections.ConfigDict:
+  """The config to time: celeba64 with config_arg (or tiny with --smoke), batch per device."""
   module = {'celeba64': celeba64, 'synthetic': synthetic}[_CONFIG.value]
-  config = tiny.get_config() if _SMOKE.value else module.get_config(_CONFIG_ARG.value or None)
+  config = tiny.get_config() if _SMOKE.value else module.get_config(config_arg or None)
   config.model.compute_dtype = dtype
   if _ENCODER_HIDDEN.value:
     config.model.encoder_hidden_features = _ENCODER_HIDDEN.value
   if _PASSES.value:
     config.model.passes = _PASSES.value
   config.global_batch_size = (2 if _SMOKE.value else _BATCH.value) * jax.local_device_count()
-  config.steps_per_dispatch = _DISPATCH.value
+  config.steps_per_dispatch = steps_per_dispatch
   schema.check(config, device_count=jax.local_device_count())
   return config
 
 
-def benchmark(config: ml_collections.ConfigDict, runs: int, steps_per_run: int,
+def benchmark(config: ml_collections.ConfigDict, config_arg: str, runs: int, steps_per_run: int,
               warmup_steps: int) -> dict:
   devices = jax.local_devices()
   training = state.create_training(config, DEVICE_AXIS)
@@ -119,7 +121,8 @@ def benchmark(config: ml_collections.ConfigDict, runs: int, steps_per_run: int,
       achieved_flops_per_s=None if flops_per_step is None else flops_per_step / median,
       peak_memory_bytes=memory.get('peak_bytes_in_use') if memory else None,
       compile_s=compile_seconds, runs=runs, steps_per_run=steps_per_run,
-      steps_per_dispatch=dispatch, config=_CONFIG.value, config_arg=_CONFIG_ARG.value, smoke=_SMOKE.value,
+      steps_per_dispatch=dispatch, config=_CONFIG.value, config_arg=config_arg,
+      smoke=_SMOKE.value,
       jax=jax.__version__)
 
 
@@ -139,12 +142,12 @@ def report(result: dict) -> None:
 def main(argv: list[str]) -> None:
   del argv
   dtypes = ['float32'] if _SMOKE.value else _DTYPES.value
-  for dtype in dtypes:
-    if _SMOKE.value:
-      result = benchmark(benchmark_config(dtype), runs=1, steps_per_run=1, warmup_steps=1)
-    else:
-      result = benchmark(benchmark_config(dtype), _RUNS.value, _STEPS.value, _WARMUP.value)
-    report(result)
+  timing = (1, 1, 1) if _SMOKE.value else (_RUNS.value, _STEPS.value, _WARMUP.value)
+  for config_arg in _CONFIG_ARGS.value or ['']:
+    for dtype in dtypes:
+      for dispatch in _DISPATCHES.value:
+        config = benchmark_config(config_arg, dtype, int(dispatch))
+        report(benchmark(config, config_arg, *timing))
 
 
 if __name__ == '__main__':

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The train step on one GPU, JAX against PyTorch on the same work, in one table with ratios, peak
 # memory and compile times (benchmarks/compare_table.py), in about five minutes:
-# - vaegan_jax: celeba64.py (the authors' Feb passes) and celeba64.py:mar, float32 and bfloat16
-#   at one step per dispatch, and bfloat16 at K=16 steps per dispatch (steps_per_dispatch);
+# - vaegan_jax: celeba64.py (the authors' Feb passes) and celeba64.py:mar, float32 and bfloat16,
+#   each at one step per dispatch and at K=16 (steps_per_dispatch);
 # - PyTorch (benchmarks/torch_reference.py, the machine's own torch): authors_feb and
 #   authors_mar, eager with --tf32 (as XLA's default precision), eager with --bf16, and
 #   --compile reduce-overhead (CUDA graphs) with --bf16; where a compiled variant fails, the line
@@ -36,12 +36,8 @@ fi
 compiled=$(mktemp)
 failure=$(mktemp)
 trap 'rm -f "$compiled" "$failure"' EXIT
-for config_arg in '' mar; do
-  "$python" benchmarks/train_step.py --config_arg="$config_arg" --dtypes=float32,bfloat16 \
-      "${jax_args[@]}" 2>&1 | grep -E '^\[|^\{' | tee -a "$out"
-  "$python" benchmarks/train_step.py --config_arg="$config_arg" --dtypes=bfloat16 \
-      --steps_per_dispatch=16 "${jax_args[@]}" 2>&1 | grep -E '^\[|^\{' | tee -a "$out"
-done
+"$python" benchmarks/train_step.py --config_arg=,mar --dtypes=float32,bfloat16 \
+    --steps_per_dispatch=1,16 "${jax_args[@]}" 2>&1 | grep -E '^\[|^\{' | tee -a "$out"
 for style in authors_feb authors_mar; do
   "$torch_python" "$reference" --style "$style" --fc 1024 --tf32 "${torch_args[@]}" | tee -a "$out"
   "$torch_python" "$reference" --style "$style" --fc 1024 --bf16 "${torch_args[@]}" | tee -a "$out"

@@ -4,6 +4,7 @@ import ml_collections
 import pytest
 
 from vaegan_jax.configs import celeba64, schema, synthetic, tiny
+from vaegan_jax.training import checkpoints
 
 SHIPPED = [celeba64.get_config(arg) for arg in (None, 'mar', 'conditional', '32', '128')] + [
     synthetic.get_config(arg) for arg in ('vaegan', 'vae', 'vae_disl', 'gan', 'gan,conditional')
@@ -96,8 +97,8 @@ def test_unknown_key_message_lists_the_section():
 def test_resumable_settings_are_those_that_leave_state_and_batches_alone():
   assert set(schema.RESUMABLE) == {
       'num_train_steps', 'log_every_steps', 'image_every_steps', 'eval_every_steps',
-      'eval_batches', 'checkpoint_every_steps', 'keep_checkpoints', 'grid_size', 'data.data_dir',
-      'data.raw_dir', 'data.reader_threads', 'data.synthetic_images', 'model.conv_gradients',
+      'eval_batches', 'checkpoint_every_steps', 'keep_checkpoints', 'grid_size',
+      'steps_per_dispatch', 'data.data_dir', 'data.raw_dir', 'data.reader_threads', 'data.synthetic_images', 'model.conv_gradients',
       'quality.every_steps', 'quality.num_samples', 'quality.extractor', 'quality.extractor_steps',
       'quality.inception_weights', 'quality.inception_sha256', 'data.max_image_bytes',
       'data.max_image_pixels'} | {   # the schedule: the step sets the learning rate each time
@@ -117,3 +118,16 @@ def test_a_run_saved_before_keys_were_added_reads_with_their_defaults():
   schema.check(config)
   assert config.data.max_image_bytes == celeba64.get_config().data.max_image_bytes
   assert config.quality.inception_sha256 == '' and config.model.resolution == 16
+
+
+def test_a_run_saved_before_model_upsample_existed_resumes_as_transposed():
+  """model.upsample shapes the decoder; runs saved before it existed had transposed convs."""
+  saved = tiny.get_config().to_dict()
+  del saved['model']['upsample']
+  config = schema.with_added_keys(saved, celeba64.get_config())
+  assert config.model.upsample == 'transposed'
+  current = tiny.get_config()
+  assert checkpoints.config_differences(saved, current) == []
+  current.model.upsample = 'resize_conv'
+  assert checkpoints.config_differences(saved, current) == [
+      "model.upsample: checkpoint 'transposed', config 'resize_conv'"]

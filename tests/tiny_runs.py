@@ -1,7 +1,9 @@
 """Helpers for tests that train the tiny config end to end, in this process or in another."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -52,3 +54,17 @@ def run_in_subprocess(workdir, data_dir, steps, checkpoint_every, log_every=2, k
                            str(steps_per_dispatch), str(evaluate_every or '')],
                           env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL,
                           stderr=stderr)
+
+
+def kill_once_saved(process, workdir, step, steps):
+  """SIGKILL the trainer `process` once its checkpoint at `step` exists, and check that it had
+  not reached its last step (`steps`) by then."""
+  deadline = time.time() + 300
+  while time.time() < deadline and not os.path.isdir(os.path.join(workdir, 'checkpoints',
+                                                                  str(step))):
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  saved = sorted(int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
+                 if name.isdigit())
+  assert saved and saved[-1] < steps, f'the run finished before the kill: {saved}'

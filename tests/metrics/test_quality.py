@@ -100,3 +100,33 @@ def test_nearest_neighbour_radii_by_hand():
   # squared distances to the 1st and 2nd nearest other points
   np.testing.assert_allclose(quality.nearest_neighbour_radii(points, k=1), [1, 1, 4, 16])
   np.testing.assert_allclose(quality.nearest_neighbour_radii(points, k=2), [9, 4, 9, 36])
+
+
+def grid(height=8, width=8):
+  return np.meshgrid(np.arange(height), np.arange(width), indexing='ij')
+
+
+def test_nyquist_share_of_patterns_by_hand():
+  rows, cols = grid()
+  checkerboard = (-1.0) ** (rows + cols)                # all power at (H/2, W/2)
+  stripes = (-1.0) ** rows                              # all power at (H/2, 0)
+  smooth = np.cos(2 * np.pi * rows / 8)                 # all power at (+-1, 0)
+  as_images = lambda pattern: np.repeat(pattern[None, :, :, None], 3, axis=-1)
+  assert quality.nyquist_share(as_images(checkerboard)) == pytest.approx(1.0)
+  assert quality.nyquist_share(as_images(stripes)) == pytest.approx(1.0)
+  assert quality.nyquist_share(as_images(smooth)) == pytest.approx(0.0, abs=1e-12)
+  # cos has power 2 (HW/2)^2 and c (-1)^(i+j) has c^2 (HW)^2: the share is c^2 / (c^2 + 1/2).
+  mixed = as_images(smooth + 0.5 * checkerboard)
+  assert quality.nyquist_share(mixed) == pytest.approx(0.25 / 0.75)
+  # A constant offset per image is removed first; the channel mean is what is measured.
+  assert quality.nyquist_share(mixed + 0.3) == pytest.approx(0.25 / 0.75)
+
+
+def test_checkerboard_index_is_the_ratio_of_shares():
+  rows, cols = grid()
+  rng = np.random.default_rng(0)
+  real = np.cos(2 * np.pi * rows / 8)[None, :, :, None] + 0.1 * rng.standard_normal((4, 8, 8, 1))
+  artefacts = real + 0.5 * ((-1.0) ** (rows + cols))[None, :, :, None]
+  index = quality.checkerboard_index(artefacts, real)
+  assert index == pytest.approx(quality.nyquist_share(artefacts) / quality.nyquist_share(real))
+  assert index > 2 and quality.checkerboard_index(real, real) == pytest.approx(1.0)

@@ -140,3 +140,36 @@ def test_transposed_conv_init_bounds_use_deeppys_fan_in_of_the_output_channels()
   encoder = init(networks.encoder, (1, 64, 64, 3))['params']
   assert float(jnp.max(jnp.abs(encoder['conv2']['kernel']))) <= 1 / np.sqrt(3 * 25 * 64)
   assert float(jnp.max(jnp.abs(encoder['conv2']['kernel']))) > 0.95 / np.sqrt(3 * 25 * 64)
+
+
+def test_resize_conv_upsampling_is_a_conv_of_the_pixels_repeated():
+  """model.upsample='resize_conv' [ours]: each up layer is a stride-1 5x5 conv of the input with
+  every pixel repeated 2 x 2 (no transposed conv, so no checkerboard of uneven overlaps)."""
+  x = jnp.arange(2 * 2 * 3, dtype=jnp.float32).reshape(1, 2, 2, 3)
+  repeated = models.nearest_upsample(x)
+  assert repeated.shape == (1, 4, 4, 3)
+  np.testing.assert_array_equal(repeated[0, :, :, 0], [[0, 0, 3, 3], [0, 0, 3, 3],
+                                                       [6, 6, 9, 9], [6, 6, 9, 9]])
+  config = tiny.get_config()
+  config.model.upsample = 'resize_conv'
+  schema.check(config)
+  decoder = models.build_networks(config).decoder
+  z = jax.random.normal(jax.random.key(0), (2, config.model.latent_dim))
+  variables = decoder.init(jax.random.key(1), z, train=False)
+  kernel = variables['params']['up1']['kernel']
+  dense = config.model.decoder_dense_channels
+  assert kernel.shape == (5, 5, dense, config.model.decoder_channels[0])   # HWIO, stride 1
+  images = decoder.apply(variables, z, train=False)
+  assert images.shape == (2, 16, 16, 3) and bool(jnp.all(jnp.isfinite(images)))
+
+  # The first up layer's output, recomputed by hand from the dense layer's.
+  _, inner = decoder.apply(variables, z, train=False, capture_intermediates=True,
+                           mutable=['intermediates'])
+  before = inner['intermediates']['dense1_norm']['__call__'][0]
+  start = config.model.resolution // 2 ** len(config.model.decoder_channels)
+  h = jax.nn.relu(before).reshape(2, start, start, dense)
+  by_hand = jax.lax.conv_general_dilated(models.nearest_upsample(h), kernel, (1, 1),
+                                         ((2, 2), (2, 2)),
+                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  np.testing.assert_allclose(inner['intermediates']['up1']['__call__'][0], by_hand, rtol=1e-5,
+                             atol=1e-6)

@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 from tensorboardX.proto import event_pb2
 
-from step_inputs import assert_same_updates
-from tiny_runs import REPO, leaves, run_in_subprocess, tiny_run_config
+from tiny_runs import REPO, kill_once_saved, leaves, run_in_subprocess, tiny_run_config
 from vaegan_jax.analysis import runs
 from vaegan_jax.configs import tiny
+from vaegan_jax.data import grids
 from vaegan_jax.data.dataset_layout import DataError
-from vaegan_jax.training import checkpoints, metric_writers, state, train
+from vaegan_jax.training import checkpoints, state, train
 
 def read_events(path):
   """Every Event in a TensorBoard file (TFRecord framing: length, crc, data, crc)."""
@@ -51,7 +51,7 @@ def test_end_to_end_writes_every_report(tmp_path, data_dir):
     grid = Image.open(os.path.join(workdir, 'images', f'{name}_00000006.png'))
     # 4x4 images of 16 px with 1-px borders, each pixel shown 6x6 (16 * 6 >= 96), and a caption.
     side = 6 * (4 * 17 + 1)
-    assert grid.size == (side, side + metric_writers.CAPTION_HEIGHT) and grid.mode == 'RGB'
+    assert grid.size == (side, side + grids.CAPTION_HEIGHT) and grid.mode == 'RGB'
 
   (event_file,) = glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*'))
   tags = {value.tag for event in read_events(event_file) for value in event.summary.value}
@@ -70,14 +70,7 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, data_dir):
 
   workdir = str(tmp_path / 'killed')
   process = run_in_subprocess(workdir, data_dir, steps, checkpoint_every=2)
-  deadline = time.time() + 300
-  while time.time() < deadline and not os.path.isdir(os.path.join(workdir, 'checkpoints', '4')):
-    time.sleep(0.05)
-  process.send_signal(signal.SIGKILL)         # somewhere between steps 4 and 7
-  process.wait()
-  saved = sorted(int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
-                 if name.isdigit())
-  assert saved and saved[-1] < steps, f'the run finished before the kill: {saved}'
+  kill_once_saved(process, workdir, 4, steps)     # somewhere between steps 4 and 7
 
   resumed = train.train_and_evaluate(config, workdir)
   assert int(resumed.step) == steps
@@ -96,50 +89,35 @@ def test_a_dispatch_is_cut_short_where_an_action_falls_due():
   assert train.dispatch_length(5, 4, (3,), 7) == 1              # step 6 is due
 
 
-def several_steps_config(data_dir, steps_per_dispatch, **overrides):
-  """Every action at steps 4 and 8 and at the end (10), so that K=4 runs whole dispatches."""
-  config = tiny_run_config(data_dir, num_train_steps=10, log_every_steps=4, image_every_steps=8,
-                           eval_every_steps=8, checkpoint_every_steps=4,
-                           steps_per_dispatch=steps_per_dispatch, **overrides)
-  config.quality.every_steps = 8
-  return config
+def test_the_steps_of_a_dispatch_are_unstacked_in_order():
+  history = [(2, 1, {'loss': np.float32(1.0)}),
+             (5, 3, {'loss': np.array([2.0, 3.0, 4.0], np.float32)})]
+  assert [(step, float(metrics['loss'])) for step, metrics in train.per_step(history)] == [
+      (2, 1.0), (3, 2.0), (4, 3.0), (5, 4.0)]
+  window = train.fold_window(train.EMPTY_WINDOW, train.per_step(history))
+  assert window == {'steps': 4, 'sums': {'loss': 10.0}}
 
 
-def test_four_steps_per_dispatch_train_and_report_as_one_at_a_time(tmp_path, data_dir):
-  config = several_steps_config(data_dir, 1)
-  one = train.train_and_evaluate(config, str(tmp_path / 'one'))
-  four = train.train_and_evaluate(several_steps_config(data_dir, 4), str(tmp_path / 'four'))
-  assert int(four.step) == 10
-  assert_same_updates(state.create_training(config).initial_state, four, one)
-  one_lines, four_lines = records(str(tmp_path / 'one')), records(str(tmp_path / 'four'))
-  assert [(line['step'], line['kind']) for line in four_lines] == [
-      (line['step'], line['kind']) for line in one_lines]
-  for expected, got in zip(one_lines, four_lines):   # per-step metrics averaged as with K=1
-    for name, value in expected.items():
-      if isinstance(value, float):
-        assert got[name] == pytest.approx(value, rel=1e-3, abs=1e-5), (got['step'], name)
-
-
-def test_killed_run_with_four_steps_per_dispatch_resumes_bit_identical(tmp_path, data_dir):
+def test_four_steps_per_dispatch_report_at_their_steps_and_resume_bit_identical(tmp_path,
+                                                                                data_dir):
+  """K=4 with actions due at steps 4, 8, 12 and 14 runs dispatches of 4, 4, 4 and 2 steps and
+  reports at those steps; killed and resumed, it ends bit-identical to its uninterrupted run.
+  (That K steps in one dispatch make K=1's updates: test_steps.py.)"""
   steps, checkpoint_every = 14, 4
   config = tiny_run_config(data_dir, num_train_steps=steps, checkpoint_every_steps=4,
                            log_every_steps=4, image_every_steps=8, eval_every_steps=8,
                            steps_per_dispatch=4)
-  config.quality.every_steps = 8         # dispatches of 4, 4, 4 and 2 steps
+  config.quality.every_steps = 8
   uninterrupted = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+  whole = records(str(tmp_path / 'whole'))
+  assert [(line['step'], line['kind']) for line in whole] == [
+      (4, 'train'), (8, 'train'), (8, 'eval'), (12, 'train'), (14, 'train'), (14, 'eval')]
+  assert len(glob.glob(os.path.join(str(tmp_path / 'whole'), 'images', 'samples_*.png'))) == 2
 
   workdir = str(tmp_path / 'killed')
   process = run_in_subprocess(workdir, data_dir, steps, checkpoint_every, log_every=4,
                               steps_per_dispatch=4, evaluate_every=8)
-  deadline = time.time() + 300
-  while time.time() < deadline and not os.path.isdir(os.path.join(workdir, 'checkpoints', '4')):
-    time.sleep(0.05)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  saved = sorted(int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
-                 if name.isdigit())
-  assert saved and saved[-1] < steps, f'the run finished before the kill: {saved}'
-
+  kill_once_saved(process, workdir, 4, steps)
   resumed = train.train_and_evaluate(config, workdir)
   assert int(resumed.step) == steps
   for a, b in zip(leaves(uninterrupted), leaves(resumed)):
@@ -310,6 +288,7 @@ def test_the_loop_measures_sample_quality_in_the_domain_feature_space(tmp_path, 
       assert np.isfinite(measured[f'{metric}_domain_{label}']), (metric, label)
     assert 0 <= measured[f'precision_domain_{label}'] <= 1
     assert measured[f'fid_domain_{label}'] > 0
+    assert np.isfinite(measured[f'checkerboard_{label}']) and measured[f'checkerboard_{label}'] > 0
   folder = os.path.join(data_dir, 'vaegan_extractors', 'synthetic_16', 'domain')
   assert os.path.exists(os.path.join(folder, 'predictor.json'))      # trained once, cached
   assert os.path.exists(os.path.join(folder, 'reference_test_32.npz'))

@@ -26,7 +26,8 @@ quality          FID, KID, precision and recall (quality.py) of each run's --num
                  from p(z) and of its reconstructions of as many test images, against the test
                  split, in the --extractor feature space (extractors.py: 'domain', an attribute
                  predictor trained once on the runs' dataset, or 'inception', the standard FID
-                 network); bar charts of FID.
+                 network), and each set's checkerboard index against the test images; bar
+                 charts of FID.
 
 Runs are read from their workdirs (the checkpoint holds the config); the test and training images
 come from the dataset the first run was trained on (--data_dir overrides where it lies).
@@ -47,7 +48,7 @@ from PIL import Image, ImageDraw, ImageFont
 from vaegan_jax import console
 from vaegan_jax.analysis import attributes, plots, runs
 from vaegan_jax.data import grids, input_pipeline, preprocess
-from vaegan_jax.metrics import attribute_predictor, extractors
+from vaegan_jax.metrics import attribute_predictor, extractors, quality
 from vaegan_jax.training import checkpoints
 
 # The 18 attributes the authors' code edited (celeba_aegan.py, `selected_attributes`).
@@ -243,6 +244,8 @@ def quality_figure(loaded: dict[str, runs.Run], extractor: extractors.Extractor,
       measured = extractors.compare(extractor, reference, images, name)
       table[label][name] = {metric: measured[f'{metric}_{extractor.name}_{name}']
                             for metric in QUALITY_METRICS}
+      table[label][name]['checkerboard'] = quality.checkerboard_index(
+          images, preprocess.to_model_range(test['image']))
   charts = [plots.bar_chart(f'FID ({extractor.name} features) of {name}, lower is better',
                       {label: row[name]['fid'] for label, row in table.items() if name in row})
             for name in ('samples', 'reconstructions')

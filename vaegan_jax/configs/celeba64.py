@@ -85,6 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       discriminator_hidden_features=512,   # [paper] [code] 512
       compute_dtype='float32',             # [code] float32; 'bfloat16' [ours] keeps f32 params
       conv_gradients='auto',               # [ours] 'matmul' on CPU, 'xla' on GPU/TPU (layers.py)
+      # [code] the decoder's stride-2 transposed convs; 'resize_conv' [ours]: nearest-neighbour
+      # x2, then a 5x5 conv (Odena, Dumoulin and Olah 2016: no checkerboard artefacts)
+      upsample='transposed',
       # [paper] the conditional models take attributes y; which ones is [ours]: () unconditional
       condition_on=CELEBA_ATTRIBUTE_NAMES if 'conditional' in variants else (),
       **ARCHITECTURES[resolution],

@@ -23,6 +23,7 @@ PASSES = ('separate', 'joint')
 NETWORK_NAMES = ('encoder', 'decoder', 'discriminator')
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 CONV_GRADIENTS = ('auto', 'xla', 'matmul')
+UPSAMPLES = ('transposed', 'resize_conv')
 GAN_FORMS = ('logit', 'eps')
 REDUCTIONS = ('sum', 'mean')
 FAKES = ('prior_and_reconstruction', 'prior')
@@ -107,10 +108,12 @@ def attribute_names(key: str, value: Any) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-  """One key: what makes a value wrong, and whether a resumed run may change it (settings that
-  change neither the state's arrays nor which batches come next)."""
+  """One key: what makes a value wrong, whether a resumed run may change it (settings that
+  change neither the state's arrays nor which batches come next), and for a key added after
+  runs were saved without it, the value those runs had."""
   problem: Problem
   resumable: bool = False
+  before_it_existed: Any = None
 
 
 def _optimizer_settings() -> dict[str, Setting]:
@@ -136,6 +139,7 @@ SCHEMA: dict[str, Setting] = {
     'num_train_steps': Setting(positive_int, resumable=True),
     'model.kind': Setting(choice(*MODEL_KINDS)),
     'model.passes': Setting(choice(*PASSES)),
+    'model.upsample': Setting(choice(*UPSAMPLES), before_it_existed='transposed'),
     'model.resolution': Setting(positive_int),
     'model.image_channels': Setting(choice(1, 3)),
     'model.latent_dim': Setting(positive_int),
@@ -191,6 +195,9 @@ SCHEMA: dict[str, Setting] = {
 }
 
 RESUMABLE = tuple(key for key, setting in SCHEMA.items() if setting.resumable)
+# Keys that shape the run, added since runs were first saved: {key: the value those runs had}.
+ADDED_SINCE = {key: setting.before_it_existed for key, setting in SCHEMA.items()
+               if setting.before_it_existed is not None}
 
 
 # ---------------------------------------------------------------- keys and values
@@ -211,17 +218,18 @@ def flatten_config(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
 
 def with_added_keys(saved: dict[str, Any], defaults: ml_collections.ConfigDict
                     ) -> ml_collections.ConfigDict:
-  """A config saved before some resumable keys existed, completed with `defaults`' values of
-  them: such keys shape neither the state nor the batches, so an old run still reads."""
+  """A config saved before some keys existed, completed: resumable keys with `defaults'` values
+  (they shape neither the state nor the batches), ADDED_SINCE's with the value such runs had.
+  So an old run still reads."""
   config = ml_collections.ConfigDict(saved)
   present = flatten_config(saved)
-  for key in RESUMABLE:
+  for key in RESUMABLE + tuple(ADDED_SINCE):
     if key not in present:
       *sections, name = key.split('.')
       node, default = config, defaults
       for section in sections:
         node, default = node[section], default[section]
-      node[name] = default[name]
+      node[name] = ADDED_SINCE.get(key, default[name])
   return config
 
 

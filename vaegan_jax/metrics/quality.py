@@ -11,6 +11,10 @@ distance (FID), the kernel inception distance (KID), and precision and recall. P
   around its points reaching their k-th nearest neighbour (k = 3). Precision is the share of
   generated points inside the real manifold (are samples realistic?); recall is the share of real
   points inside the generated manifold (are the modes covered?).
+- The checkerboard index [ours], on pixels, not features: the share of a set's spectral power at
+  the 2-pixel period (the highest frequency on each axis, where the artefacts of transposed
+  convolutions sit; Odena, Dumoulin and Olah 2016), over the same share in real images. 1 is as
+  real images are; it flags excess only, so lower is not better below 1: blur is judged by FID.
 
 `FeatureStatistics` accumulates a set's count, sum and sum of outer products batch by batch, so
 that 50,000 images never sit in memory at once for FID.
@@ -64,6 +68,25 @@ class FeatureStatistics:
   def load(cls, path: str) -> FeatureStatistics:
     with np.load(path) as data:
       return cls(int(data['count']), data['total'], data['outer'])
+
+
+def nyquist_share(images: np.ndarray) -> float:
+  """The share of the power spectrum of images [N, H, W, C] (their channel mean, each image's
+  mean removed) that lies at the 2-pixel period: in row H / 2 and column W / 2 of the 2-D
+  spectrum, averaged over the images. H and W must be even."""
+  grey = np.asarray(images, np.float64).mean(axis=-1)
+  grey = grey - grey.mean(axis=(1, 2), keepdims=True)
+  power = np.mean(np.abs(np.fft.fft2(grey)) ** 2, axis=0)          # [H, W]
+  height, width = power.shape
+  at_period_two = (power[height // 2].sum() + power[:, width // 2].sum()
+                   - power[height // 2, width // 2])
+  return float(at_period_two / max(power.sum(), 1e-30))
+
+
+def checkerboard_index(generated: np.ndarray, real: np.ndarray) -> float:
+  """nyquist_share of the generated images over that of real ones (both [N, H, W, C], on the
+  same scale): 1 where generated images have real images' share of 2-pixel-period power."""
+  return nyquist_share(generated) / max(nyquist_share(real), 1e-30)
 
 
 def statistics_of(features: np.ndarray) -> FeatureStatistics:

@@ -97,11 +97,18 @@ class Encoder(nn.Module):
     return mu.astype(jnp.float32), log_variance.astype(jnp.float32)
 
 
+def nearest_upsample(x: jax.Array) -> jax.Array:
+  """[B, H, W, C] -> [B, 2H, 2W, C], each pixel repeated 2 x 2."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
 class Decoder(nn.Module):
   """z [B, latent_dim] (and y [B, A]) -> image [B, R, R, C] in [-1, 1] (tanh), float32.
 
   A dense layer makes a [S, S, dense_channels] map with S = R / 2**len(channels); each entry of
-  `channels` is one stride-2 transposed conv; a stride-1 conv makes the image channels.
+  `channels` doubles its side, with one stride-2 transposed conv (upsample='transposed', the
+  code's) or a nearest-neighbour x2 and a stride-1 conv ('resize_conv' [ours]); a stride-1 conv
+  makes the image channels.
   """
   resolution: int
   dense_channels: int
@@ -111,6 +118,7 @@ class Decoder(nn.Module):
   axis_name: str | None = None
   dtype: Any = jnp.float32
   conv_gradients: str = 'auto'       # see layers.resolve_conv_gradients
+  upsample: str = 'transposed'       # or 'resize_conv'
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool, condition: jax.Array | None = None) -> jax.Array:
@@ -122,8 +130,12 @@ class Decoder(nn.Module):
                       name='dense1_norm')(h, train))
     h = h.reshape(h.shape[0], start, start, self.dense_channels)
     for index, features in enumerate(self.channels, start=1):
-      h = ConvTranspose(features, dtype=self.dtype, gradients=self.conv_gradients,
-                        name=f'up{index}')(h)
+      if self.upsample == 'resize_conv':
+        h = Conv(features, stride=1, use_bias=False, dtype=self.dtype,
+                 name=f'up{index}')(nearest_upsample(h))
+      else:
+        h = ConvTranspose(features, dtype=self.dtype, gradients=self.conv_gradients,
+                          name=f'up{index}')(h)
       h = nn.relu(_Norm(CONV_BATCH_NORM_EPSILON, self.axis_name, self.dtype,
                         name=f'up{index}_norm')(h, train))
     h = Conv(self.image_channels, stride=1, dtype=self.dtype, name='to_image')(h)
@@ -197,7 +209,7 @@ def build_networks(config: Any, axis_name: str | None = None) -> Networks:
   decoder = Decoder(
       resolution=model_config.resolution, dense_channels=model_config.decoder_dense_channels,
       channels=tuple(model_config.decoder_channels), image_channels=model_config.image_channels,
-      **shared)
+      upsample=model_config.upsample, **shared)
   discriminator = None if kind == 'vae' else Discriminator(
       channels=tuple(model_config.discriminator_channels),
       hidden_features=model_config.discriminator_hidden_features, **shared)

@@ -31,7 +31,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from vaegan_jax import files
-from vaegan_jax.configs.schema import RESUMABLE, flatten_config
+from vaegan_jax.configs.schema import ADDED_SINCE, RESUMABLE, flatten_config
 
 UNUSABLE_SUFFIX = '-unusable'
 
@@ -102,7 +102,7 @@ def config_differences(saved: dict[str, Any], current: ml_collections.ConfigDict
   for key in sorted(set(saved_flat) | set(current_flat)):
     if key in RESUMABLE:
       continue
-    old, new = saved_flat.get(key, missing), current_flat.get(key, missing)
+    old, new = saved_flat.get(key, ADDED_SINCE.get(key, missing)), current_flat.get(key, missing)
     if old != new:
       describe = lambda value: 'absent' if value is missing else repr(value)
       differences.append(f'{key}: checkpoint {describe(old)}, config {describe(new)}')

@@ -341,11 +341,8 @@ def train_step(state: TrainState, images: jax.Array, conditions: jax.Array | Non
 def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array,
               conditions: jax.Array | None = None, *, config: Any, networks: Networks,
               axis_name: str | None = DEVICE_AXIS) -> tuple[dict[str, jax.Array], Metrics]:
-  """Test-time outputs with running batch statistics; the encoder returns mu (the Feb code).
-
-  The running statistics are those the state keeps (passes.py): the decoder's are its
-  reconstruction pass's, as the authors decode test images and samples with that copy; the
-  discriminator's are its GAN pass's.
+  """Test-time outputs with the running batch statistics the state keeps (which pass's:
+  passes.py); the encoder returns mu (the Feb code).
 
   Args:
     images: [B, R, R, C] local test batch.

@@ -24,7 +24,7 @@ from vaegan_jax import files
 from vaegan_jax.configs import schema
 from vaegan_jax.data import grids, input_pipeline, prepare
 from vaegan_jax.data.dataset_layout import DataError
-from vaegan_jax.metrics import extractors
+from vaegan_jax.metrics import extractors, quality
 from vaegan_jax.sharding import DEVICE_AXIS, device_sharding
 from vaegan_jax.training import checkpoints, metric_writers, state, steps, workdir_lock
 
@@ -249,11 +249,11 @@ def quality_probe(config: ml_collections.ConfigDict
   dataset has no extractor."""
   if config.quality.extractor == 'none':
     return None
-  quality = config.quality
-  probe = extractors.quality_space(config, quality.extractor, quality.num_samples,
-                                   inception_weights=quality.inception_weights,
-                                   inception_sha256=quality.inception_sha256,
-                                   extractor_steps=quality.extractor_steps)
+  settings = config.quality
+  probe = extractors.quality_space(config, settings.extractor, settings.num_samples,
+                                   inception_weights=settings.inception_weights,
+                                   inception_sha256=settings.inception_sha256,
+                                   extractor_steps=settings.extractor_steps)
   if probe is None:
     logging.info('No sample-quality metrics: %s has no attribute that varies to train the '
                  'domain feature extractor on.', config.data.name)
@@ -264,13 +264,15 @@ def measure_quality(eval_step: Callable, train_state: state.TrainState,
                     batches: Iterable[dict[str, jax.Array]], probe, count: int, seed: int,
                     latent_dim: int) -> dict[str, float]:
   """FID, KID, precision and recall of `count` samples from p(z) and of the reconstructions of
-  as many test images (from `batches`, model input), in the probe's feature space."""
+  as many test images (from `batches`, model input), in the probe's feature space; and each
+  set's checkerboard index against those test images (quality.checkerboard_index)."""
   outputs: dict[str, list[np.ndarray]] = {}
   seen = 0
   for index, batch in enumerate(batches):
     latents = jax.random.normal(jax.random.PRNGKey(seed + QUALITY_SEED_OFFSET + index),
                                 batch['image'].shape[:2] + (latent_dim,))
     images, _ = eval_step(train_state, batch['image'], latents, batch.get('condition'))
+    images = {**images, 'test_images': batch['image']}
     if jax.process_count() > 1:
       images = multihost_utils.process_allgather(images)
     for name, value in images.items():
@@ -279,9 +281,12 @@ def measure_quality(eval_step: Callable, train_state: state.TrainState,
     if seen >= count:
       break
   extractor, reference = probe
+  real = np.concatenate(outputs.pop('test_images'))[:count]
   metrics = {}
   for name, images in outputs.items():          # 'samples', and 'reconstructions' with an encoder
-    metrics.update(extractors.compare(extractor, reference, np.concatenate(images)[:count], name))
+    images = np.concatenate(images)[:count]
+    metrics.update(extractors.compare(extractor, reference, images, name))
+    metrics[f'checkerboard_{name}'] = quality.checkerboard_index(images, real)
   return metrics
 
 
