@@ -54,8 +54,13 @@ def test_bad_values_are_named_with_what_is_valid(config, message):
 
 def test_optimizer_settings_are_checked_per_network():
   config = tiny.get_config()
-  config.optimizer.discriminator.name = 'adam'
-  with pytest.raises(schema.ConfigError, match=r"optimizer.discriminator.name='adam'.*'rmsprop'"):
+  config.optimizer.discriminator.name = 'sgd'
+  with pytest.raises(schema.ConfigError,
+                     match=r"optimizer.discriminator.name='sgd'.*'rmsprop', 'adam'"):
+    schema.check(config)
+  config = tiny.get_config()
+  config.optimizer.decoder.b1 = 1.0
+  with pytest.raises(schema.ConfigError, match=r"optimizer.decoder.b1=1.0 .* in \[0, 1\)"):
     schema.check(config)
   config = tiny.get_config()
   config.optimizer.encoder.schedule = 'cosine'

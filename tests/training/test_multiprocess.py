@@ -29,6 +29,10 @@ if __name__ == '__main__':      # the guard keeps spawned helper processes from 
   config = tiny.get_config()
   config.data.data_dir = data_dir
   config.num_train_steps = int(os.environ['STEPS'])
+  # Every report, grid and checkpoint once, after the last step: the parameters are compared.
+  for interval in ('log_every_steps', 'image_every_steps', 'eval_every_steps',
+                   'checkpoint_every_steps'):
+    config[interval] = config.num_train_steps
   final = train.train_and_evaluate(config, workdir)
   assert jax.process_count() == int(process_count), jax.process_count()
   assert jax.local_device_count() == int(devices)

@@ -40,6 +40,29 @@ def test_rmsprop_step_with_deeppys_weight_decay_on_the_authors_kernels():
     np.testing.assert_allclose(leaf, second(0.5, 0.1), rtol=1e-6)
 
 
+def test_adam_steps_with_the_gan_betas_by_hand():
+  """optimizer.X.name='adam' [ours]: Adam's bias-corrected steps with b1 = 0.5, b2 = 0.999 and
+  the same coupled weight decay on the kernels."""
+  opt_config = celeba64.optimizer_config(learning_rate=0.1)
+  opt_config.update(name='adam', weight_decay=0.01)
+  optimizer = state.make_optimizer(opt_config)
+  params = {'conv': {'kernel': jnp.array([2.0]), 'bias': jnp.array([2.0])}}
+  grads = {'conv': {'kernel': jnp.array([0.5]), 'bias': jnp.array([0.5])}}
+  opt_state = optimizer.init(params)
+  moments = {'kernel': (0.0, 0.0), 'bias': (0.0, 0.0)}
+  for step, scale in enumerate((1.0, 0.2), start=1):
+    updates, opt_state = optimizer.update(jax.tree.map(lambda g: g * scale, grads), opt_state,
+                                          params)
+    for name, decay in (('kernel', 2 * 0.01 * 2.0), ('bias', 0.0)):
+      g = 0.5 * scale + decay
+      m, v = moments[name]
+      m, v = 0.5 * m + 0.5 * g, 0.999 * v + 0.001 * g * g
+      moments[name] = m, v
+      m_hat, v_hat = m / (1 - 0.5 ** step), v / (1 - 0.999 ** step)
+      np.testing.assert_allclose(updates['conv'][name], [-0.1 * m_hat / (np.sqrt(v_hat) + 1e-8)],
+                                 rtol=1e-5, err_msg=f'{name}, step {step}')
+
+
 def test_anneal_schedule_is_the_authors_per_epoch_formula():
   opt_config = ml_collections.ConfigDict(dict(
       schedule='anneal', learning_rate=0.02 / 64, end_learning_rate=1e-5 / 64,

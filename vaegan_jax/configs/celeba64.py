@@ -43,10 +43,12 @@ def optimizer_config(learning_rate: float = 0.02 / 64, epochs: int = 150
                      ) -> ml_collections.ConfigDict:
   """One network's optimizer: RMSProp with DeepPy's weight decay, the code's annealed rate."""
   return ml_collections.ConfigDict(dict(
-      name='rmsprop',                  # [paper] [code] aegan.py: dp.RMSProp()
+      name='rmsprop',                  # [paper] [code] aegan.py: dp.RMSProp(); 'adam' [ours]
       learning_rate=learning_rate,     # [code] aegan.py: lr_start / batch = 0.02 / 64 at epoch 0
       decay=0.9,                       # [code] DeepPy RMSProp: ms = 0.9 ms + 0.1 g^2
       eps=1e-8,                        # [code] DeepPy RMSProp: added outside the square root
+      b1=0.5,                          # [ours] Adam's betas, the GAN-usual (Radford et al.
+      b2=0.999,                        #   2016); read only with name='adam'
       weight_decay=1e-5,               # [code] architectures.py wdecay; DeepPy adds 2 * wd * w
       schedule='anneal',               # [code] dp.GammaAnnealer per epoch; [paper] 'constant'
       end_learning_rate=1e-5 / 64,     # [code] aegan.py: lr_stop / batch

@@ -28,7 +28,7 @@ GAN_FORMS = ('logit', 'eps')
 REDUCTIONS = ('sum', 'mean')
 FAKES = ('prior_and_reconstruction', 'prior')
 DECODER_GAN_MODES = ('saturating', 'non_saturating')
-OPTIMIZER_NAMES = ('rmsprop',)
+OPTIMIZER_NAMES = ('rmsprop', 'adam')
 SCHEDULES = ('constant', 'anneal')
 FLIP_MODES = ('none', 'batch', 'example')
 ORDERS = ('shuffled', 'sequential')
@@ -71,6 +71,12 @@ def non_negative_number(key: str, value: Any) -> str | None:
 def positive_number(key: str, value: Any) -> str | None:
   ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
   return None if ok else f'{key}={value!r} must be a number > 0.'
+
+
+def beta(key: str, value: Any) -> str | None:
+  """An Adam beta: a decay rate in [0, 1)."""
+  ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1
+  return None if ok else f'{key}={value!r} must be a number in [0, 1), e.g. 0.5 or 0.999.'
 
 
 def open_unit_interval(key: str, value: Any) -> str | None:
@@ -123,6 +129,7 @@ def _optimizer_settings() -> dict[str, Setting]:
       name=Setting(choice(*OPTIMIZER_NAMES)),
       learning_rate=Setting(non_negative_number, resumable=True),
       decay=Setting(non_negative_number), eps=Setting(non_negative_number),
+      b1=Setting(beta, before_it_existed=0.5), b2=Setting(beta, before_it_existed=0.999),
       weight_decay=Setting(non_negative_number),
       schedule=Setting(choice(*SCHEDULES), resumable=True),
       end_learning_rate=Setting(non_negative_number, resumable=True),

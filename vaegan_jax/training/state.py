@@ -95,15 +95,26 @@ def _rmsprop_with_weight_decay(learning_rate: float, decay: float, eps: float,
       optax.rmsprop(learning_rate, decay=decay, eps=eps, initial_scale=0.0, eps_in_sqrt=False))
 
 
+def _adam_with_weight_decay(learning_rate: float, b1: float, b2: float, eps: float,
+                            weight_decay: float) -> optax.GradientTransformation:
+  # [ours] Adam (Kingma and Ba 2015), with the same coupled weight decay as the RMSProp above.
+  return optax.chain(optax.add_decayed_weights(2.0 * weight_decay, mask=is_decayed),
+                     optax.adam(learning_rate, b1=b1, b2=b2, eps=eps))
+
+
 def make_optimizer(opt_config: Any) -> optax.GradientTransformation:
-  """One network's optax transformation.
+  """One network's optax transformation: the code's RMSProp, or Adam [ours].
 
   The learning rate is an injected hyperparameter that the train step sets from the global step,
   so a network whose update the equilibrium gating skips keeps the same schedule as the others.
+  Each network has its own rates, so two time-scale rates (Heusel et al. 2017) are a setting.
   """
-  return optax.inject_hyperparams(_rmsprop_with_weight_decay)(
-      learning_rate=opt_config.learning_rate, decay=opt_config.decay, eps=opt_config.eps,
-      weight_decay=opt_config.weight_decay)
+  shared = dict(learning_rate=opt_config.learning_rate, eps=opt_config.eps,
+                weight_decay=opt_config.weight_decay)
+  if opt_config.name == 'adam':
+    return optax.inject_hyperparams(_adam_with_weight_decay)(b1=opt_config.b1, b2=opt_config.b2,
+                                                             **shared)
+  return optax.inject_hyperparams(_rmsprop_with_weight_decay)(decay=opt_config.decay, **shared)
 
 
 def build_optimizers(config: Any, networks: Networks) -> Optimizers:
