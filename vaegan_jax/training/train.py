@@ -310,7 +310,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
   columns = input_pipeline.condition_columns(train_split.attribute_names,
                                              config.model.condition_on)
   devices = jax.local_devices()
-  grids = grid_inputs(config, eval_split, devices, columns)
+  grid_batch = grid_inputs(config, eval_split, devices, columns)
 
   # ---- Input: this process's part of every global batch, read ahead, on its devices.
   load = input_pipeline.training_batches(
@@ -395,7 +395,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
                         time.perf_counter() - interval_start, config.global_batch_size)
         window, interval_steps, interval_start = EMPTY_WINDOW, 0, time.perf_counter()
       if due(config.image_every_steps):
-        write_grids(eval_step, train_state, grids, writer, step, config.grid_size)
+        write_grids(eval_step, train_state, grid_batch, writer, step, config.grid_size)
       if due(config.eval_every_steps):
         report_finite('eval', evaluate(eval_step, train_state, eval_batches(eval_limit),
                                        config.seed, config.model.latent_dim))
