@@ -34,7 +34,8 @@ def describe(result: dict) -> tuple[str, str | None, str]:
   dispatch = result.get('steps_per_dispatch', 1)
   label = (f'vaegan_jax {variant}, {result["passes"]} passes, {precision}'
            + (f', K={dispatch}' if dispatch != 1 else ''))
-  return label, WORK.get(result['config_arg']) if result['passes'] == 'separate' else None, precision
+  work = WORK.get(result['config_arg']) if result['passes'] == 'separate' else None
+  return label, work, precision
 
 
 def is_eager_baseline(result: dict) -> bool:

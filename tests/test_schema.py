@@ -103,7 +103,8 @@ def test_resumable_settings_are_those_that_leave_state_and_batches_alone():
   assert set(schema.RESUMABLE) == {
       'num_train_steps', 'log_every_steps', 'image_every_steps', 'eval_every_steps',
       'eval_batches', 'checkpoint_every_steps', 'keep_checkpoints', 'grid_size',
-      'steps_per_dispatch', 'data.data_dir', 'data.raw_dir', 'data.reader_threads', 'data.synthetic_images', 'model.conv_gradients',
+      'steps_per_dispatch', 'data.data_dir', 'data.raw_dir', 'data.reader_threads',
+      'data.synthetic_images', 'model.conv_gradients',
       'quality.every_steps', 'quality.num_samples', 'quality.extractor', 'quality.extractor_steps',
       'quality.inception_weights', 'quality.inception_sha256', 'data.max_image_bytes',
       'data.max_image_pixels'} | {   # the schedule: the step sets the learning rate each time
