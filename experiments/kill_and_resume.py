@@ -31,7 +31,8 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the kill times.')
 
 RUN = '''
 import os, sys
-os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
+flags = os.environ.get('XLA_FLAGS', '')      # the caller's, with 8 CPU devices
+os.environ['XLA_FLAGS'] = flags + ' --xla_force_host_platform_device_count=8'
 os.environ['JAX_PLATFORMS'] = 'cpu'
 import jax, numpy as np
 from vaegan_jax.configs import tiny

@@ -8,13 +8,13 @@ import sys
 import textwrap
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tiny_runs import REPO, subprocess_env
 
 
 def run(command, returncode=0, **env):
-  """Runs a script as a user would, on one CPU device (not the tests' eight fake ones)."""
+  """Runs a script as a user would, on one device (not the tests' eight fake ones)."""
   result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', **env))
+                          env=subprocess_env(None, **env))
   assert result.returncode == returncode, result.stdout[-3000:] + result.stderr[-3000:]
   return result.stdout
 
@@ -146,7 +146,7 @@ def test_quality_curves_smoke(tmp_path):
   missing = subprocess.run([sys.executable, 'experiments/quality_curves.py', '--smoke',
                             '--train=VAE/GAN', f'--out={tmp_path / "other"}',
                             f'--data_dir={tmp_path / "data"}'], cwd=REPO, capture_output=True,
-                           text=True, env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS=''))
+                           text=True, env=subprocess_env(None))
   assert missing.returncode != 0 and 'No run of VAE in' in missing.stderr
 
 

@@ -8,9 +8,20 @@ import time
 import jax
 import numpy as np
 
+from conftest import PLATFORM, cpu_xla_flags
 from vaegan_jax.configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(devices: int | None = 1, **extra: str) -> dict[str, str]:
+  """The environment of a process a test starts, with this project importable: on the CPU with
+  `devices` fake devices and the suite's XLA flag (conftest.FAST_COMPILE); devices=None: on the
+  suite's own platform (a GPU where the suite runs on one), with no flags of ours there."""
+  if devices is None and PLATFORM != 'cpu':
+    return dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', **extra)
+  return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
+              XLA_FLAGS=cpu_xla_flags(devices or 1), **extra)
 
 
 def tiny_run_config(data_dir, **overrides):
@@ -25,9 +36,7 @@ def leaves(tree):
 
 
 RUN_SCRIPT = '''
-import os, sys
-os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
-os.environ['JAX_PLATFORMS'] = 'cpu'
+import sys
 from vaegan_jax.configs import tiny
 from vaegan_jax.training import train
 config = tiny.get_config()
@@ -52,7 +61,7 @@ def run_in_subprocess(workdir, data_dir, steps, checkpoint_every, log_every=2, k
   return subprocess.Popen([sys.executable, '-c', RUN_SCRIPT, workdir, data_dir, str(steps),
                            str(checkpoint_every), str(log_every), str(keep),
                            str(steps_per_dispatch), str(evaluate_every or '')],
-                          env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL,
+                          env=subprocess_env(8), stdout=subprocess.DEVNULL,
                           stderr=stderr)
 
 

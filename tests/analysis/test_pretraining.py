@@ -1,7 +1,6 @@
 """The pretraining experiment (the paper's section 4.3): its scoring by hand, probes that learn
 what features hold and nothing from noise, and the command on tiny runs."""
 import json
-import os
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tiny_runs import REPO
+from tiny_runs import REPO, subprocess_env
 from vaegan_jax.analysis import pretraining, runs
 from vaegan_jax.configs import tiny
 from vaegan_jax.data import prepare
@@ -112,7 +111,7 @@ def test_the_command_writes_one_row_per_budget_method_and_run(tmp_path):
        f'--run=VAE/GAN={tmp_path / "vaegan"}', f'--run=GAN={tmp_path / "gan"}',
        '--labels=10,all', '--seeds=2', '--steps=2', '--batch_size=8', '--num_test=40',
        f'--out={out}'], cwd=REPO, capture_output=True, text=True,
-      env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu'))
+      env=subprocess_env())
   assert result.returncode == 0, result.stderr[-3000:]
   table = json.load(open(out / 'pretraining.json'))
   num_train = table['task']['num_train']
@@ -132,6 +131,6 @@ def test_the_command_writes_one_row_per_budget_method_and_run(tmp_path):
   refused = subprocess.run(
       [sys.executable, '-m', 'vaegan_jax.analysis.pretraining', f'--run=VAE={tmp_path / "vae"}',
        '--labels=100000', f'--out={out}'], cwd=REPO, capture_output=True, text=True,
-      env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu'))
+      env=subprocess_env())
   assert refused.returncode != 0 and 'vaegan-pretraining: --labels=100000' in refused.stderr
   assert 'Traceback' not in refused.stderr

@@ -9,7 +9,7 @@ import time
 import jax
 
 from checkpoint_damage import damage_by_nan, steps_in
-from tiny_runs import REPO, run_in_subprocess, tiny_run_config
+from tiny_runs import REPO, run_in_subprocess, subprocess_env, tiny_run_config
 from vaegan_jax.analysis import runs
 from vaegan_jax.training import checkpoints, train
 
@@ -52,7 +52,7 @@ def test_figures_refuse_a_run_whose_only_checkpoint_holds_nan(tmp_path, data_dir
   command = [sys.executable, '-m', 'vaegan_jax.analysis.figures', '--figure=reconstructions',
              f'--run=nan={workdir}', f'--out={tmp_path / "figures"}']
   failed = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu'))
+                          env=subprocess_env())
   assert failed.returncode != 0
   assert 'vaegan-figures: No checkpoint in' in failed.stderr, failed.stderr[-2000:]
   assert 'step 2: .decoder' in failed.stderr and 'holds NaN or Inf' in failed.stderr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from checkpoint_damage import damage_by_deletion, damage_by_nan, damage_by_truncation, steps_in
-from tiny_runs import REPO, leaves, tiny_run_config
+from tiny_runs import REPO, leaves, subprocess_env, tiny_run_config
 from vaegan_jax.configs import tiny
 from vaegan_jax.training import checkpoints, state, train
 
@@ -68,7 +68,7 @@ def test_no_usable_checkpoint_is_one_message(tmp_path, data_dir):
              '--config=vaegan_jax/configs/tiny.py', f'--config.data.data_dir={data_dir}',
              '--config.num_train_steps=4']
   failed = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', JAX_PLATFORMS='cpu'))
+                          env=subprocess_env())
   assert failed.returncode != 0
   assert 'vaegan-train: No checkpoint in' in failed.stderr and 'step 2: it cannot be read' in (
       failed.stderr)

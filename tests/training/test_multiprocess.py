@@ -1,13 +1,12 @@
 """2 processes x 2 CPU devices (gloo collectives on localhost) end with the same parameters as
 1 process x 4 devices on the same global batches."""
-import os
 import socket
 import subprocess
 import sys
 
 import numpy as np
 
-from tiny_runs import REPO
+from tiny_runs import subprocess_env
 from vaegan_jax.configs import tiny
 from vaegan_jax.data import prepare
 
@@ -17,8 +16,6 @@ RUN = '''
 import os, sys
 if __name__ == '__main__':      # the guard keeps spawned helper processes from rerunning this
   process_id, process_count, devices, port, workdir, data_dir, out = sys.argv[1:]
-  os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  os.environ['JAX_PLATFORMS'] = 'cpu'
   import jax
   import numpy as np
   if int(process_count) > 1:
@@ -51,7 +48,7 @@ def launch(process_id, process_count, devices, port, workdir, data_dir, out):
   return subprocess.Popen(
       [sys.executable, '-c', RUN, str(process_id), str(process_count), str(devices), str(port),
        workdir, data_dir, out],
-      env=dict(os.environ, PYTHONPATH=REPO, STEPS=str(STEPS)), stdout=subprocess.PIPE,
+      env=subprocess_env(devices, STEPS=str(STEPS)), stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True)
 
 
