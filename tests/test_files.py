@@ -12,6 +12,18 @@ import pytest
 from vaegan_jax import files
 from vaegan_jax.training import workdir_lock
 
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_nothing_else(tmp_path):
+  path = tmp_path / 'numbers.bin'
+  files.write_atomically(str(path), lambda file: file.write(b'first'))
+
+  def fail_midway(file):
+    file.write(b'half of the sec')
+    raise OSError(errno.ENOSPC, 'No space left on device')
+  with pytest.raises(OSError, match='No space left'):
+    files.write_atomically(str(path), fail_midway)
+  assert path.read_bytes() == b'first' and os.listdir(tmp_path) == ['numbers.bin']
+
+
 HOLD_SCRIPT = '''
 import sys, time
 from vaegan_jax import files

@@ -46,9 +46,18 @@ def bad(**changes):
     (bad(quality__inception_sha256='6726825d'), r"quality.inception_sha256='6726825d' must be "
                                                 r'the full SHA-256 \(64 hex digits'),
     (bad(data__max_image_pixels=0), 'data.max_image_pixels=0: must be a positive integer'),
+    (bad(quality__priors=('gmm:ten',)), r"quality.priors: Unknown prior 'gmm:ten'; use standard, "
+                                        r'gaussian or gmm:K'),
 ])
 def test_bad_values_are_named_with_what_is_valid(config, message):
   with pytest.raises(schema.ConfigError, match=message):
+    schema.check(config)
+
+
+def test_a_gan_has_no_codes_to_fit_a_prior_to():
+  config = tiny.get_config('gan')
+  config.quality.priors = ('gaussian',)
+  with pytest.raises(schema.ConfigError, match=r"a gan run has no encoder; set quality.priors"):
     schema.check(config)
 
 
@@ -106,7 +115,8 @@ def test_resumable_settings_are_those_that_leave_state_and_batches_alone():
       'steps_per_dispatch', 'data.data_dir', 'data.raw_dir', 'data.reader_threads',
       'data.synthetic_images', 'model.conv_gradients',
       'quality.every_steps', 'quality.num_samples', 'quality.extractor', 'quality.extractor_steps',
-      'quality.inception_weights', 'quality.inception_sha256', 'data.max_image_bytes',
+      'quality.inception_weights', 'quality.inception_sha256', 'quality.priors',
+      'quality.prior_codes', 'data.max_image_bytes',
       'data.max_image_pixels'} | {   # the schedule: the step sets the learning rate each time
           f'optimizer.{network}.{key}' for network in ('encoder', 'decoder', 'discriminator')
           for key in ('learning_rate', 'schedule', 'end_learning_rate', 'anneal_power',

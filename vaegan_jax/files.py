@@ -7,6 +7,7 @@
   planted in a shared folder cannot make us overwrite its target. The operating system releases
   the lock when the holder dies, even by SIGKILL, so a stale lock never blocks anyone.
 - `check_writable_folder` probes a folder with a fresh file from mkstemp (O_EXCL: never a link).
+- `write_atomically` writes a file whole or not at all, through a fresh file beside it.
 
 This module imports nothing else of the package, so any module may use it.
 """
@@ -109,6 +110,26 @@ def check_writable_folder(folder: str, what: str, flag: str) -> None:
   except OSError as error:
     raise FolderError(f'Cannot write to {what} {folder} ({error.strerror or error}). Give '
                       f'{flag} a folder this user can write.') from None
+
+
+def write_atomically(path: str, write: Callable[[BinaryIO], None]) -> None:
+  """`path` written whole or not at all: write(file) fills a fresh file beside it (mkstemp:
+  O_EXCL, never a link), which is flushed to disk and renamed over `path`. A reader sees the old
+  file or the new one, never part of one; a link at `path` is replaced, not written through;
+  where writing fails, the fresh file is removed and `path` is as it was."""
+  folder = os.path.dirname(path) or '.'
+  descriptor, temporary = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.',
+                                           suffix='.incomplete', dir=folder)
+  try:
+    with os.fdopen(descriptor, 'wb') as file:
+      write(file)
+      file.flush()
+      os.fsync(file.fileno())
+    os.replace(temporary, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(temporary)
+    raise
 
 
 def open_no_follow(path: str, flags: int, mode: int = 0o644) -> int:

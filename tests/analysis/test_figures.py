@@ -12,8 +12,9 @@ from PIL import Image
 from tiny_runs import REPO
 from vaegan_jax.analysis import attributes, figures, runs
 from vaegan_jax.configs import tiny
-from vaegan_jax.data import input_pipeline, prepare
+from vaegan_jax.data import grids, input_pipeline, prepare
 from vaegan_jax.metrics import attribute_predictor
+from vaegan_jax.model import priors
 from vaegan_jax.training import checkpoints, state
 
 
@@ -87,6 +88,22 @@ def test_samples_figure(tmp_path, tiny_runs):
   pixels = np.asarray(image)
   strip = pixels[:, -(5 * 17 + 1):]
   assert not np.array_equal(strip[:18], strip[18:36])    # different networks, different rows
+
+
+def test_samples_from_a_fitted_prior_move_the_same_draws_into_each_runs_fit(tmp_path, tiny_runs):
+  chosen = {'VAE': tiny_runs['vae'], 'VAE/GAN': tiny_runs['vaegan']}
+  written = figures.make_figure('samples', chosen, str(tmp_path), count=4, seed=3,
+                                prior='gmm:2')
+  image, numbers = check_written(written['samples'], height=2 * 18)
+  assert numbers['prior'] == 'gmm:2'
+  for label, workdir in chosen.items():         # each run's fit is kept beside its checkpoints
+    assert os.path.exists(priors.fit_path(workdir, 'gmm:2', 0)), label
+  run = runs.load_run(tiny_runs['vae'])
+  expected = grids.image_grid(run.decode(run.prior('gmm:2').sample(4, 3)), columns=4)
+  np.testing.assert_array_equal(np.asarray(image)[:18, -(4 * 17 + 1):], expected)
+  with pytest.raises(ValueError, match='no encoder'):
+    figures.make_figure('samples', {'GAN': tiny_runs['gan']}, str(tmp_path), count=4, seed=3,
+                        prior='gaussian')
 
 
 def test_reconstructions_figure(tmp_path, tiny_runs):

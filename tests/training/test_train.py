@@ -20,6 +20,7 @@ from vaegan_jax.analysis import runs
 from vaegan_jax.configs import tiny
 from vaegan_jax.data import grids
 from vaegan_jax.data.dataset_layout import DataError
+from vaegan_jax.model import priors
 from vaegan_jax.training import checkpoints, state, train
 
 def read_events(path):
@@ -278,12 +279,13 @@ def test_condition_on_an_attribute_the_data_lacks_is_named(tmp_path, data_dir):
 def test_the_loop_measures_sample_quality_in_the_domain_feature_space(tmp_path, data_dir):
   config = tiny_run_config(data_dir, num_train_steps=3)
   config.quality.extractor = 'domain'
+  config.quality.update(priors=('gaussian', 'gmm:2'), prior_codes=40)
   workdir = str(tmp_path / 'quality')
   train.train_and_evaluate(config, workdir)
   lines = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   (measured,) = [line for line in lines if line['kind'] == 'quality']
   assert measured['step'] == 3
-  for label in ('samples', 'reconstructions'):
+  for label in ('samples', 'reconstructions', 'samples_gaussian', 'samples_gmm2'):
     for metric in ('fid', 'kid', 'kid_std', 'precision', 'recall'):
       assert np.isfinite(measured[f'{metric}_domain_{label}']), (metric, label)
     assert 0 <= measured[f'precision_domain_{label}'] <= 1
@@ -292,6 +294,18 @@ def test_the_loop_measures_sample_quality_in_the_domain_feature_space(tmp_path, 
   folder = os.path.join(data_dir, 'vaegan_extractors', 'synthetic_16', 'domain')
   assert os.path.exists(os.path.join(folder, 'predictor.json'))      # trained once, cached
   assert os.path.exists(os.path.join(folder, 'reference_test_32.npz'))
+
+  # The fits the loop kept for step 3 are of the encoder's means of the first 40 training
+  # images: as runs.Run.prior fits them afresh once the kept file is gone.
+  assert sorted(os.listdir(os.path.join(workdir, 'priors'))) == [
+      'gaussian-step_3.npz', 'gmm2-step_3.npz']
+  run = runs.load_run(workdir)
+  kept = run.prior('gaussian')
+  os.remove(priors.fit_path(workdir, 'gaussian', 3))
+  again = run.prior('gaussian')
+  np.testing.assert_allclose(again.means, kept.means, atol=1e-5)
+  np.testing.assert_allclose(again.scales, kept.scales, atol=1e-4)
+  assert os.path.exists(priors.fit_path(workdir, 'gaussian', 3))     # kept again
 
 
 def records(workdir):

@@ -108,13 +108,14 @@ def check_runs_fit(loaded: dict[str, runs.Run], what: str) -> None:
 
 
 # ---------------------------------------------------------------- the figures
-def samples_figure(loaded: dict[str, runs.Run], count: int, seed: int) -> tuple[np.ndarray, dict]:
-  """Fig. 3: every run decodes the same z ~ N(0, I)."""
+def samples_figure(loaded: dict[str, runs.Run], count: int, seed: int, prior: str = 'standard',
+                   data_dir: str | None = None) -> tuple[np.ndarray, dict]:
+  """Fig. 3: every run decodes the same z ~ N(0, I); with a fitted prior [ours], the same draws
+  moved into each run's own fit (priors.Mixture.sample)."""
   check_runs_fit(loaded, 'samples')
-  latent_dim = next(iter(loaded.values())).config.model.latent_dim
-  latents = np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
-  rows = [(label, run.decode(latents)) for label, run in loaded.items()]
-  numbers = {'seed': seed, 'count': count, 'runs': runs.provenance(loaded)}
+  rows = [(label, run.decode(run.prior(prior, data_dir).sample(count, seed)))
+          for label, run in loaded.items()]
+  numbers = {'seed': seed, 'count': count, 'prior': prior, 'runs': runs.provenance(loaded)}
   return labelled_rows(rows), numbers
 
 
@@ -223,19 +224,19 @@ def conditional_figures(loaded: dict[str, runs.Run], test_split: input_pipeline.
 
 def quality_figure(loaded: dict[str, runs.Run], extractor: extractors.Extractor,
                    reference: extractors.Reference, test_split: input_pipeline.PreparedSplit,
-                   num_samples: int, seed: int) -> tuple[np.ndarray, dict]:
-  """FID, KID, precision and recall of each run's samples from p(z) and of its reconstructions
-  of the first test images, against the test split, in one feature space; bar charts of FID.
-  Conditional runs draw their samples for the test images' attributes."""
+                   num_samples: int, seed: int, prior: str = 'standard',
+                   data_dir: str | None = None) -> tuple[np.ndarray, dict]:
+  """FID, KID, precision and recall of each run's samples from p(z) (or from a prior fitted to
+  its codes [ours]) and of its reconstructions of the first test images, against the test split,
+  in one feature space; bar charts of FID. Conditional runs draw their samples for the test
+  images' attributes."""
   check_runs_fit(loaded, 'quality')
   test = test_split.read(np.arange(min(num_samples, len(test_split))))
-  latent_dim = next(iter(loaded.values())).config.model.latent_dim
-  latents = np.random.default_rng(seed).standard_normal((len(test['image']), latent_dim)
-                                                        ).astype(np.float32)
   table = {}
   for label, run in loaded.items():
     conditions = (run.conditions(test['attributes'], test_split.attribute_names)
                   if run.condition_on else None)
+    latents = run.prior(prior, data_dir).sample(len(test['image']), seed)
     sets = {'samples': run.decode(latents, conditions)}
     if run.networks.encoder is not None:
       sets['reconstructions'] = run.decode(run.encode(test['image'], conditions), conditions)
@@ -255,7 +256,7 @@ def quality_figure(loaded: dict[str, runs.Run], extractor: extractors.Extractor,
                                  constant_values=255) for chart in charts])
   numbers = {'extractor': extractor.name, 'extractor_checkpoint': extractor.checkpoint,
              'reference': {'split': test_split.split, 'images': reference.statistics.count},
-             'num_samples': len(test['image']), 'seed': seed, 'table': table,
+             'num_samples': len(test['image']), 'seed': seed, 'prior': prior, 'table': table,
              'runs': runs.provenance(loaded)}
   return image, numbers
 
@@ -366,8 +367,9 @@ def figure(name: str):
 
 @figure('samples')
 def _samples(request: Request):
-  return {'samples': samples_figure(request.runs, request.options['count'],
-                                    request.options['seed'])}
+  options = request.options
+  return {'samples': samples_figure(request.runs, options['count'], options['seed'],
+                                    options.get('prior', 'standard'), options.get('data_dir'))}
 
 
 @figure('reconstructions')
@@ -403,9 +405,11 @@ def _conditional(request: Request):
 
 @figure('quality')
 def _quality(request: Request):
-  return {'quality': quality_figure(request.runs, *quality_space(request.first, request.options),
-                                    request.split('eval_split'), request.options['num_samples'],
-                                    request.options['seed'])}
+  options = request.options
+  return {'quality': quality_figure(request.runs, *quality_space(request.first, options),
+                                    request.split('eval_split'), options['num_samples'],
+                                    options['seed'], options.get('prior', 'standard'),
+                                    options.get('data_dir'))}
 
 
 def quality_space(run: runs.Run, options: dict
@@ -440,6 +444,9 @@ def define_flags() -> None:
   flags.DEFINE_integer('count', 8, 'samples: images per row; reconstructions: test images.',
                        lower_bound=1)
   flags.DEFINE_integer('seed', 0, 'samples: seed of the shared z.', lower_bound=0)
+  flags.DEFINE_string('prior', 'standard', "samples, quality: p(z) to draw from: standard "
+                      "(N(0, I)), or [ours] gaussian or gmm:K fitted to each run's codes "
+                      '(model/priors.py; the fit is kept in its workdir).')
   flags.DEFINE_list('attributes', ['paper'], "attributes: names, or 'paper' for the 18.")
   flags.DEFINE_integer('num_encode', 10_000, 'attributes: training images encoded.', lower_bound=1)
   flags.DEFINE_integer('num_test', 64, 'attributes: test images edited.', lower_bound=1)

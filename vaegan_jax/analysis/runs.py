@@ -15,10 +15,11 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from vaegan_jax.configs import celeba64, schema
 from vaegan_jax.data import input_pipeline, preprocess
-from vaegan_jax.model import models
+from vaegan_jax.model import models, priors
 from vaegan_jax.training import checkpoints, state
 
 
@@ -57,6 +58,29 @@ class Run:
     """[N, L] (and y [N, A] for a conditional run) -> images [N, R, R, C] in [-1, 1]."""
     return _batched(functools.partial(_decode, self.networks.decoder, self.state.decoder),
                     batch_size, np.asarray(latents, np.float32), conditions)
+
+  def prior(self, spec: str, data_dir: str | None = None) -> priors.Mixture:
+    """The prior `spec` (model/priors.py) for this run's checkpoint: the fit its workdir keeps
+    for this step (the training loop's, or an earlier call's); else fitted now, as the loop
+    fits it (the encoder's means of the first quality.prior_codes training images, seeded by
+    the run's seed), and kept there for the next call."""
+    latent_dim = self.config.model.latent_dim
+    if priors.check_spec(spec) == 'standard':
+      return priors.standard(latent_dim)
+    path = priors.fit_path(self.workdir, spec, self.step)
+    if os.path.exists(path):
+      return priors.load(path, latent_dim)
+    split = self.split('train_split', data_dir)
+    train = split.read(np.arange(min(self.config.quality.prior_codes, len(split))))
+    conditions = (self.conditions(train['attributes'], split.attribute_names)
+                  if self.condition_on else None)
+    mixture = priors.fit(spec, self.encode(train['image'], conditions), self.config.seed)
+    try:
+      priors.save(mixture, path)
+    except OSError as error:         # a run read from a folder this user may not write
+      logging.warning('The fit of prior %s is not kept in %s (%s); it is made again next time.',
+                      spec, path, error.strerror or error)
+    return mixture
 
   def split(self, which: str, data_dir: str | None = None) -> input_pipeline.PreparedSplit:
     """The run's own 'train_split' or 'eval_split' of its dataset (data_dir: where it lies, if

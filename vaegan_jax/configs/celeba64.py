@@ -161,6 +161,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       extractor_steps=1500,                # [ours] training steps of the domain extractor
       inception_weights='',                # [ours] the .pth file ('': download once, cached)
       inception_sha256='',                 # [ours] its full SHA-256 ('': pytorch-fid's file's)
+      # [ours] priors fitted ex post to the encoder's means whose samples are measured too
+      # (Ghosh et al. 2020; model/priors.py), e.g. ('gaussian', 'gmm:10'); each fit is saved
+      # as workdir/priors/SPEC-step_STEP.npz
+      priors=(),
+      prior_codes=10_000,                  # [ours] the first training images, encoded to fit
   ))
   config.checkpoint_every_steps = 2500     # [ours] also on SIGTERM and at the end
   config.keep_checkpoints = 3              # [ours] the last K are kept

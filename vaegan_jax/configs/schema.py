@@ -6,7 +6,8 @@ they hold no checks of their own. `check` runs once at start-up (`train.train_an
 the benchmarks, a run read back by `runs.load_run`), and every message names the key, the value
 it got and what would be valid.
 
-This module imports nothing else of the package, so any module may take its names from here.
+Of the package it imports only model/priors.py (the one parser of a prior's name, which imports
+no module that imports this one), so any module may take its names from here.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import re
 from typing import Any, Callable
 
 import ml_collections
+
+from vaegan_jax.model import priors
 
 MODEL_KINDS = ('vaegan', 'vae', 'vae_disl', 'gan')
 PASSES = ('separate', 'joint')
@@ -112,6 +115,18 @@ def attribute_names(key: str, value: Any) -> str | None:
                           f'"Smiling"), or () for the unconditional model.')
 
 
+def prior_specs(key: str, value: Any) -> str | None:
+  specs = tuple(value) if isinstance(value, (tuple, list)) else None
+  if specs is None:
+    return f'{key}={value!r} must be a tuple of priors, e.g. ("gaussian", "gmm:10"), or ().'
+  for spec in specs:
+    try:
+      priors.check_spec(spec)
+    except priors.PriorError as error:
+      return f'{key}: {error}'
+  return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
   """One key: what makes a value wrong, whether a resumed run may change it (settings that
@@ -195,6 +210,8 @@ SCHEMA: dict[str, Setting] = {
     'quality.extractor_steps': Setting(positive_int, resumable=True),
     'quality.inception_weights': Setting(text, resumable=True),
     'quality.inception_sha256': Setting(sha256_or_empty, resumable=True),
+    'quality.priors': Setting(prior_specs, resumable=True),
+    'quality.prior_codes': Setting(positive_int, resumable=True),
     'checkpoint_every_steps': Setting(positive_int, resumable=True),
     'keep_checkpoints': Setting(positive_int, resumable=True),
     'grid_size': Setting(positive_int, resumable=True),
@@ -274,6 +291,7 @@ def check(config: ml_collections.ConfigDict, *, device_count: int = 1, process_c
       raise ConfigError(problem)
   for problem in (_architecture_problem(config.model),
                   _feature_layer_problem(config.model, config.loss.feature_layer),
+                  _priors_problem(config.model.kind, config.quality.priors),
                   _batch_problem(config.global_batch_size, device_count, process_count,
                                  local_device_count or device_count // process_count)):
     if problem:
@@ -311,6 +329,13 @@ def _feature_layer_problem(model: Any, feature_layer: str) -> str | None:
   if model.kind in ('vaegan', 'vae_disl') and feature_layer not in valid:
     return (f'loss.feature_layer={feature_layer!r} is not a discriminator layer; choose one of '
             f'{valid} (the paper uses the last conv, conv4 at 64x64).')
+  return None
+
+
+def _priors_problem(kind: str, specs: Any) -> str | None:
+  if kind == 'gan' and specs:
+    return (f'quality.priors={tuple(specs)} are fitted to the encoder\'s codes, and a gan run '
+            f'has no encoder; set quality.priors=().')
   return None
 
 

@@ -114,13 +114,10 @@ def _write_reference(extractor: Extractor, split: input_pipeline.PreparedSplit, 
                                                                    len(split))))['image'])
     statistics = statistics.add(features)
     sample.append(features[:max(0, sample_size - start)])
-  # A unique temporary name, renamed when complete: where the lock cannot be taken, two writers
-  # then each publish a whole file.
-  descriptor, temporary = tempfile.mkstemp(prefix=f'.{name}-', suffix='.npz', dir=folder)
-  with os.fdopen(descriptor, 'wb') as file:
-    np.savez(file, count=statistics.count, total=statistics.total, outer=statistics.outer,
-             sample=np.concatenate(sample))
-  os.replace(temporary, os.path.join(folder, f'{name}.npz'))
+  # Where the lock cannot be taken, two writers then each publish a whole file.
+  files.write_atomically(os.path.join(folder, f'{name}.npz'), lambda file: np.savez(
+      file, count=statistics.count, total=statistics.total, outer=statistics.outer,
+      sample=np.concatenate(sample)))
 
 
 def quality_space(config: Any, extractor_name: str, num_samples: int, data_dir: str | None = None,

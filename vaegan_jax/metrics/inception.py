@@ -23,7 +23,6 @@ import functools
 import hashlib
 import os
 import re
-import tempfile
 import urllib.request
 from typing import Any
 
@@ -285,10 +284,7 @@ def _download(target: str, expected: str, what: str) -> bytes:
         f'--inception_weights.') from error
   _check_digest(data, expected, what, 'The download ')
   os.makedirs(CACHE, exist_ok=True)
-  descriptor, staging = tempfile.mkstemp(dir=CACHE, suffix='.incomplete')
-  with os.fdopen(descriptor, 'wb') as file:
-    file.write(data)
-  os.replace(staging, target)
+  files.write_atomically(target, lambda file: file.write(data))
   return data
 
 

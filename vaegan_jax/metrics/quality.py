@@ -22,11 +22,12 @@ that 50,000 images never sit in memory at once for FID.
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 
 import numpy as np
 from scipy import linalg
+
+from vaegan_jax import files
 
 SQRTM_OFFSET = 1e-6          # pytorch-fid's eps, added when the square root is not finite
 IMAGINARY_TOLERANCE = 1e-3   # pytorch-fid: a larger imaginary part of the diagonal is an error
@@ -59,10 +60,9 @@ class FeatureStatistics:
     return (self.outer - self.count * np.outer(self.mean, self.mean)) / (self.count - 1)
 
   def save(self, path: str) -> None:
-    """An .npz file, written to a temporary name and renamed, so it is never half-written."""
-    temporary = f'{path}.incomplete.npz'
-    np.savez(temporary, count=self.count, total=self.total, outer=self.outer)
-    os.replace(temporary, path)
+    """An .npz file, never half-written (files.write_atomically)."""
+    files.write_atomically(path, lambda file: np.savez(file, count=self.count, total=self.total,
+                                                       outer=self.outer))
 
   @classmethod
   def load(cls, path: str) -> FeatureStatistics:

@@ -49,10 +49,7 @@ def drop_records_after(path: str, step: int) -> int:
       else:
         kept.append(line if line.endswith('\n') else line + '\n')
   if dropped:
-    temporary = path + '.tmp'
-    with open(temporary, 'w') as file:
-      file.writelines(kept)
-    os.replace(temporary, path)
+    files.write_atomically(path, lambda file: file.write(''.join(kept).encode()))
   return dropped
 
 

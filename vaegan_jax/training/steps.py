@@ -383,6 +383,16 @@ def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array,
   return outputs, _pmean({name: jnp.mean(value) for name, value in averages.items()}, axis_name)
 
 
+def encode_step(state: TrainState, images: jax.Array, conditions: jax.Array | None = None, *,
+                networks: Networks) -> jax.Array:
+  """The encoder's means mu [B, latent] of images [B, R, R, C] (and y [B, A]), with the
+  running batch statistics: the codes a prior is fitted to ex post (model/priors.py)."""
+  encoder = state.encoder
+  mu, _ = networks.encoder.apply({'params': encoder.params, 'batch_stats': encoder.batch_stats},
+                                 images, train=False, condition=conditions)
+  return mu
+
+
 # ---------------------------------------------------------------- pmap wrapping
 def scanned_train_steps(state: TrainState, images: jax.Array,
                         conditions: jax.Array | None = None, **step_options: Any
@@ -432,3 +442,11 @@ def make_pmapped_eval_step(config: Any, networks: Networks,
   step = functools.partial(eval_step, config=config, networks=networks, axis_name=DEVICE_AXIS)
   return jax.pmap(step, axis_name=DEVICE_AXIS, in_axes=(None, 0, 0, 0), out_axes=(0, None),
                   devices=devices)
+
+
+def make_pmapped_encode_step(networks: Networks, devices: Sequence[jax.Device] | None = None
+                             ) -> Callable[..., jax.Array]:
+  """encode_step over `devices`, called as step(state, images, conditions): images (and the
+  codes [D, B, latent] it returns) with a leading device axis."""
+  return jax.pmap(functools.partial(encode_step, networks=networks), axis_name=DEVICE_AXIS,
+                  in_axes=(None, 0, 0), devices=devices)

@@ -7,6 +7,7 @@ restarted ends with exactly the parameters of one never interrupted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import signal
@@ -25,6 +26,7 @@ from vaegan_jax.configs import schema
 from vaegan_jax.data import grids, input_pipeline, prepare
 from vaegan_jax.data.dataset_layout import DataError
 from vaegan_jax.metrics import extractors, quality
+from vaegan_jax.model import priors
 from vaegan_jax.sharding import DEVICE_AXIS, device_sharding
 from vaegan_jax.training import checkpoints, metric_writers, state, steps, workdir_lock
 
@@ -260,19 +262,53 @@ def quality_probe(config: ml_collections.ConfigDict
   return probe
 
 
+def fit_priors(encode_step: Callable, train_state: state.TrainState,
+               batches: Iterable[dict[str, jax.Array]], specs: Iterable[str], count: int,
+               seed: int) -> dict[str, priors.Mixture]:
+  """{spec: the prior fitted to the encoder's means of the first `count` training images} (from
+  `batches`, model input, in order): the same images at every measurement [ours]."""
+  codes, seen = [], 0
+  for batch in batches:
+    mu = encode_step(train_state, batch['image'], batch.get('condition'))
+    if jax.process_count() > 1:
+      mu = multihost_utils.process_allgather(mu)
+    codes.append(np.asarray(mu).reshape(-1, mu.shape[-1]))
+    seen += len(codes[-1])
+    if seen >= count:
+      break
+  codes = np.concatenate(codes)[:count]
+  return {spec: priors.fit(spec, codes, seed) for spec in specs}
+
+
+def save_priors(fitted: dict[str, priors.Mixture], workdir: str, step: int) -> None:
+  """Each fit into the workdir, keyed by the step whose encoder made its codes (process 0)."""
+  if jax.process_index() == 0:
+    with metric_writers.writing('the prior fits'):
+      for spec, mixture in fitted.items():
+        priors.save(mixture, priors.fit_path(workdir, spec, step))
+
+
 def measure_quality(eval_step: Callable, train_state: state.TrainState,
                     batches: Iterable[dict[str, jax.Array]], probe, count: int, seed: int,
-                    latent_dim: int) -> dict[str, float]:
+                    latent_dim: int, fitted: dict[str, priors.Mixture] | None = None
+                    ) -> dict[str, float]:
   """FID, KID, precision and recall of `count` samples from p(z) and of the reconstructions of
   as many test images (from `batches`, model input), in the probe's feature space; and each
-  set's checkerboard index against those test images (quality.checkerboard_index)."""
+  set's checkerboard index against those test images (quality.checkerboard_index). Each fitted
+  prior's samples ('samples_gmm10', ...) decode the same e ~ N(0, I) as p(z)'s, transformed."""
   outputs: dict[str, list[np.ndarray]] = {}
   seen = 0
   for index, batch in enumerate(batches):
-    latents = jax.random.normal(jax.random.PRNGKey(seed + QUALITY_SEED_OFFSET + index),
-                                batch['image'].shape[:2] + (latent_dim,))
+    key = jax.random.PRNGKey(seed + QUALITY_SEED_OFFSET + index)
+    latents = jax.random.normal(key, batch['image'].shape[:2] + (latent_dim,))
     images, _ = eval_step(train_state, batch['image'], latents, batch.get('condition'))
     images = {**images, 'test_images': batch['image']}
+    uniform = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), latents.shape[:2]))
+    for spec, mixture in (fitted or {}).items():
+      moved = mixture.transform(np.asarray(latents).reshape(-1, latent_dim), uniform.ravel())
+      images[f'samples_{priors.label(spec)}'] = eval_step(
+          train_state, batch['image'], moved.reshape(latents.shape),
+          batch.get('condition'))[0]['samples']
     if jax.process_count() > 1:
       images = multihost_utils.process_allgather(images)
     for name, value in images.items():
@@ -319,10 +355,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
       process_index=jax.process_index(), process_count=jax.process_count())
   batches = input_pipeline.TrainingIterator(load, devices, threads=config.data.reader_threads,
                                             condition_columns=columns)
-  eval_batches = lambda limit: input_pipeline.eval_inputs(
-      eval_split, global_batch_size=config.global_batch_size, devices=devices,
+  in_order = lambda split, limit: input_pipeline.eval_inputs(
+      split, global_batch_size=config.global_batch_size, devices=devices,
       condition_columns=columns, process_index=jax.process_index(),
       process_count=jax.process_count(), max_batches=limit)
+  eval_batches = functools.partial(in_order, eval_split)
+  prior_batches = lambda: in_order(train_split, math.ceil(config.quality.prior_codes
+                                                          / config.global_batch_size))
   probe = quality_probe(config)
 
   # ---- Model, optimisers and the initial state.
@@ -347,6 +386,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
   # ---- The update and evaluation steps; reports past the restored step are dropped.
   train_step = steps.make_pmapped_train_step(config, training.networks, training.optimizers)
   eval_step = steps.make_pmapped_eval_step(config, training.networks)
+  encode_step = (steps.make_pmapped_encode_step(training.networks)
+                 if config.quality.priors and training.networks.encoder is not None else None)
   writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0,
                                        start_step=start_step)
 
@@ -400,9 +441,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
         report_finite('eval', evaluate(eval_step, train_state, eval_batches(eval_limit),
                                        config.seed, config.model.latent_dim))
       if probe is not None and due(config.quality.every_steps):
+        fitted = {} if encode_step is None else fit_priors(
+            encode_step, train_state, prior_batches(), config.quality.priors,
+            config.quality.prior_codes, config.seed)
+        save_priors(fitted, workdir, step)
         report_finite('quality', measure_quality(eval_step, train_state, eval_batches(None),
                                                  probe, config.quality.num_samples, config.seed,
-                                                 config.model.latent_dim))
+                                                 config.model.latent_dim, fitted))
       if due(config.checkpoint_every_steps):
         save_checkpoint(checkpointer, step, train_state,
                         {**batches.get_state(), 'report_window': window}, config)
