@@ -101,3 +101,32 @@ def test_fan_in_uniform_init_bounds(fan_in):
   limit = 1.0 / np.sqrt(3.0 * fan_in)
   assert float(jnp.max(jnp.abs(values))) <= limit
   assert float(jnp.max(jnp.abs(values))) > 0.95 * limit   # fills the whole range
+
+
+def power_iterations(layer, x, variables, count):
+  """`count` train-mode applications, each keeping the batch statistics it updates."""
+  for _ in range(count):
+    _, updates = layer.apply(variables, x, mutable=['batch_stats'])
+    variables = {**variables, 'batch_stats': updates['batch_stats']}
+  return variables
+
+
+def test_spectral_norm_makes_the_largest_singular_value_one_after_its_power_iterations():
+  dense = layers.Dense(6, use_bias=False, spectral_norm=True)
+  identity = jnp.eye(10)                     # the layer's output is then its kernel
+  variables = dense.init(jax.random.key(0), identity)
+  raw = np.asarray(variables['params']['kernel'])
+  assert np.linalg.svd(np.asarray(dense.apply(variables, identity)), compute_uv=False)[0] != (
+      pytest.approx(1.0, abs=1e-3))          # one iteration from u's start is not there yet
+  variables = power_iterations(dense, identity, variables, 50)
+  used = np.asarray(dense.apply(variables, identity))          # eval: u only read
+  assert np.linalg.svd(used, compute_uv=False)[0] == pytest.approx(1.0, abs=1e-4)
+  np.testing.assert_allclose(used * np.linalg.svd(raw, compute_uv=False)[0], raw, rtol=1e-4)
+  # A conv divides its kernel by the top singular value of the kernel as [k * k * C_in, C_out].
+  conv = layers.Conv(4, stride=2, use_bias=False, spectral_norm=True)
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+  variables = power_iterations(conv, x, conv.init(jax.random.key(2), x), 50)
+  kernel = np.asarray(variables['params']['kernel'])
+  sigma = np.linalg.svd(kernel.reshape(-1, 4), compute_uv=False)[0]
+  np.testing.assert_allclose(conv.apply(variables, x), layers.conv2d(x, kernel / sigma, 2),
+                             rtol=1e-4, atol=1e-5)

@@ -196,6 +196,56 @@ def test_tiny_vaegan_drives_the_feature_loss_down_against_a_fixed_discriminator(
   assert last['llike'] < 0.65 * first['llike']       # measured: 7.9 -> 4.0
 
 
+def test_the_decoder_ema_is_the_hand_computed_average_and_changes_nothing_else():
+  ends, decoders = {}, []
+  for decay in (0.0, 0.9):
+    config = tiny_config('vaegan')
+    config.decoder_ema_decay = decay
+    config, networks, optimizers, state = build_from(config)
+    train_step = jax.jit(functools.partial(steps.train_step, config=config, networks=networks,
+                                           optimizers=optimizers, axis_name=None))
+    decoders = [state.decoder]
+    for seed in range(3):
+      state, _ = train_step(state, images(seed))
+      decoders.append(state.decoder)
+    ends[decay] = state
+  plain, averaged = ends[0.0], ends[0.9]
+  assert plain.decoder_ema is None
+  # The EMA is read by nothing that trains: the three networks take the same steps.
+  assert_trees_close(averaged.replace(decoder_ema=None), plain, rtol=0, atol=0)
+  # decay^3 * init + (1 - decay) * (decay^2 * d1 + decay * d2 + d3), params and batch stats.
+  weights = (0.9 ** 3, 0.1 * 0.9 ** 2, 0.1 * 0.9, 0.1)
+  for part in ('params', 'batch_stats'):
+    expected = jax.tree.map(lambda *leaves: sum(w * leaf for w, leaf in zip(weights, leaves)),
+                            *[getattr(decoder, part) for decoder in decoders])
+    assert_trees_close(getattr(averaged.decoder_ema, part), expected, rtol=1e-6, atol=1e-7)
+  # Test-time samples come from the average.
+  z = jax.random.normal(jax.random.key(5), (4, config.model.latent_dim))
+  outputs, _ = steps.eval_step(averaged, images()[:4], z, config=config, networks=networks,
+                               axis_name=None)
+  ema = averaged.decoder_ema
+  np.testing.assert_array_equal(outputs['samples'], networks.decoder.apply(
+      {'params': ema.params, 'batch_stats': ema.batch_stats}, z, train=False))
+
+
+def test_spectral_norm_keeps_the_vectors_of_the_kept_pass_and_the_feature_loss_works():
+  config = tiny_config('vaegan')
+  config.model.spectral_norm = True
+  config, networks, optimizers, state = build_from(config)
+  new_state, metrics = jax.jit(functools.partial(
+      steps.train_step, config=config, networks=networks, optimizers=optimizers,
+      axis_name=None))(state, images())
+  assert np.isfinite(metrics['llike']) and metrics['llike'] > 0        # L_llike at Dis_l
+  unit = lambda vector: vector / np.linalg.norm(vector)
+  for layer in ('conv1', 'conv2', 'dense1', 'dense2'):
+    # One power iteration on the kernel the step's passes used, from the u the state held.
+    kernel = np.asarray(state.discriminator.params[layer]['kernel'])
+    kernel = kernel.reshape(-1, kernel.shape[-1])
+    u = np.asarray(state.discriminator.batch_stats[layer]['spectral_u'])
+    np.testing.assert_allclose(new_state.discriminator.batch_stats[layer]['spectral_u'],
+                               unit(kernel.T @ unit(kernel @ u)), rtol=1e-5, atol=1e-6)
+
+
 def test_bfloat16_compute_keeps_float32_state_and_matches_float32_losses():
   results = {}
   for dtype in ('float32', 'bfloat16'):

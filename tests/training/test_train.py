@@ -253,14 +253,16 @@ def test_conditional_run_trains_on_the_batch_attributes_and_reloads(tmp_path, da
   config = tiny.get_config('vaegan,conditional')
   config.data.data_dir = data_dir
   config.num_train_steps = 3
+  config.decoder_ema_decay = 0.5             # [ours]: kept in the checkpoint, read back with it
   workdir = str(tmp_path / 'conditional')
   final = train.train_and_evaluate(config, workdir)
-  assert int(final.step) == 3
+  assert int(final.step) == 3 and final.decoder_ema is not None
   lines = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert all(np.isfinite(line['llike']) for line in lines if line['kind'] == 'train')
   assert os.path.exists(os.path.join(workdir, 'images', 'samples_00000003.png'))
   run = runs.load_run(workdir)
   assert run.condition_on == tuple(config.model.condition_on)
+  assert jax.tree.structure(final) == jax.tree.structure(run.state)
   for a, b in zip(leaves(final), leaves(run.state)):
     np.testing.assert_array_equal(a, b)
 

@@ -55,8 +55,10 @@ class Run:
 
   def decode(self, latents: np.ndarray, conditions: np.ndarray | None = None,
              batch_size: int = 256) -> np.ndarray:
-    """[N, L] (and y [N, A] for a conditional run) -> images [N, R, R, C] in [-1, 1]."""
-    return _batched(functools.partial(_decode, self.networks.decoder, self.state.decoder),
+    """[N, L] (and y [N, A] for a conditional run) -> images [N, R, R, C] in [-1, 1] (by the
+    decoder's EMA where the run keeps one)."""
+    return _batched(functools.partial(_decode, self.networks.decoder,
+                                      state.sampling_decoder(self.state)),
                     batch_size, np.asarray(latents, np.float32), conditions)
 
   def prior(self, spec: str, data_dir: str | None = None) -> priors.Mixture:

@@ -90,6 +90,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # [code] the decoder's stride-2 transposed convs; 'resize_conv' [ours]: nearest-neighbour
       # x2, then a 5x5 conv (Odena, Dumoulin and Olah 2016: no checkerboard artefacts)
       upsample='transposed',
+      # [code] plain layers; True [ours]: the discriminator's conv and dense layers spectrally
+      # normalised (Miyato et al. 2018), one power iteration per step
+      spectral_norm=False,
       # [paper] the conditional models take attributes y; which ones is [ours]: () unconditional
       condition_on=CELEBA_ATTRIBUTE_NAMES if 'conditional' in variants else (),
       **ARCHITECTURES[resolution],
@@ -127,6 +130,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if paper:
     for network in ('encoder', 'decoder', 'discriminator'):
       config.optimizer[network].update(learning_rate=3e-4, schedule='constant')
+
+  # [ours] > 0 (e.g. 0.999): samples, reconstructions, grids, metrics and figures decode with an
+  # exponential moving average of the decoder's weights and batch statistics, updated after
+  # every step (Karras et al. 2018; Yazici et al. 2019); 0: the decoder itself, as the code
+  config.decoder_ema_decay = 0.0
 
   config.data = ml_collections.ConfigDict(dict(
       name='celeba',                       # [ours] the prepared dataset (vaegan-prepare --name)

@@ -77,7 +77,7 @@ def positive_number(key: str, value: Any) -> str | None:
 
 
 def beta(key: str, value: Any) -> str | None:
-  """An Adam beta: a decay rate in [0, 1)."""
+  """A decay rate in [0, 1): an Adam beta, an EMA's decay."""
   ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1
   return None if ok else f'{key}={value!r} must be a number in [0, 1), e.g. 0.5 or 0.999.'
 
@@ -162,6 +162,7 @@ SCHEMA: dict[str, Setting] = {
     'model.kind': Setting(choice(*MODEL_KINDS)),
     'model.passes': Setting(choice(*PASSES)),
     'model.upsample': Setting(choice(*UPSAMPLES), before_it_existed='transposed'),
+    'model.spectral_norm': Setting(boolean, before_it_existed=False),
     'model.resolution': Setting(positive_int),
     'model.image_channels': Setting(choice(1, 3)),
     'model.latent_dim': Setting(positive_int),
@@ -216,6 +217,7 @@ SCHEMA: dict[str, Setting] = {
     'keep_checkpoints': Setting(positive_int, resumable=True),
     'grid_size': Setting(positive_int, resumable=True),
     'steps_per_dispatch': Setting(positive_int, resumable=True),
+    'decoder_ema_decay': Setting(beta, before_it_existed=0.0),
 }
 
 RESUMABLE = tuple(key for key, setting in SCHEMA.items() if setting.resumable)

@@ -170,6 +170,24 @@ def _conv_transpose2d_backward(gradients, residuals, output_cotangent):
 conv_transpose2d.defvjp(_conv_transpose2d_forward, _conv_transpose2d_backward)
 
 
+def spectrally_normalised(layer: nn.Module, kernel: jax.Array) -> jax.Array:
+  """[ours] kernel / sigma (Miyato et al. 2018), sigma the largest singular value of the kernel
+  as a [fan_in, features] matrix, estimated by one power iteration per application from the
+  vector u [features] that the layer keeps among its batch statistics ('spectral_u'). u moves
+  where they are updated (train mode; the pass whose statistics a step keeps decides which,
+  passes.py) and is only read where not; the gradient flows through the kernel, not u or v."""
+  matrix = kernel.reshape(-1, kernel.shape[-1])
+  u = layer.variable('batch_stats', 'spectral_u',
+                     lambda: jnp.full((matrix.shape[1],), matrix.shape[1] ** -0.5, jnp.float32))
+  unit = lambda vector: vector / (jnp.linalg.norm(vector) + 1e-12)
+  v = unit(matrix @ u.value)                                    # [fan_in]
+  new_u = lax.stop_gradient(unit(matrix.T @ v))                  # [features]
+  v = lax.stop_gradient(v)
+  if layer.is_mutable_collection('batch_stats') and not layer.is_initializing():
+    u.value = new_u
+  return kernel / (v @ matrix @ new_u)
+
+
 def _with_bias(layer: nn.Module, y: jax.Array) -> jax.Array:
   """y plus the layer's zero-initialised bias 'bias' [features], if it has one."""
   if not layer.use_bias:
@@ -185,12 +203,15 @@ class Conv(nn.Module):
   kernel_size: int = 5
   dtype: Any = jnp.float32
   gradients: str = 'auto'
+  spectral_norm: bool = False        # [ours] see spectrally_normalised
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k, in_features = self.kernel_size, x.shape[-1]
     kernel = self.param('kernel', fan_in_uniform(k * k * in_features),
                         (k, k, in_features, self.features))
+    if self.spectral_norm:
+      kernel = spectrally_normalised(self, kernel)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if self.stride == 2:
       y = strided_conv2d(x, kernel, resolve_conv_gradients(self.gradients))
@@ -227,10 +248,13 @@ class Dense(nn.Module):
   features: int
   use_bias: bool = True
   dtype: Any = jnp.float32
+  spectral_norm: bool = False        # [ours] see spectrally_normalised
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     in_features = x.shape[-1]
     kernel = self.param('kernel', fan_in_uniform(in_features), (in_features, self.features))
+    if self.spectral_norm:
+      kernel = spectrally_normalised(self, kernel)
     y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
     return _with_bias(self, y)

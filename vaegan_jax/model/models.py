@@ -156,6 +156,7 @@ class Discriminator(nn.Module):
   axis_name: str | None = None
   dtype: Any = jnp.float32
   conv_gradients: str = 'auto'       # see layers.resolve_conv_gradients
+  spectral_norm: bool = False        # [ours] every conv and dense layer (layers.py)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool, condition: jax.Array | None = None
@@ -166,18 +167,19 @@ class Discriminator(nn.Module):
       name = f'conv{index}'
       first = index == 1
       h = Conv(width, stride=1 if first else 2, use_bias=first, dtype=self.dtype,
-               gradients=self.conv_gradients, name=name)(h)
+               gradients=self.conv_gradients, spectral_norm=self.spectral_norm, name=name)(h)
       features[name] = h
       if not first:
         h = _Norm(CONV_BATCH_NORM_EPSILON, self.axis_name, self.dtype, name=f'{name}_norm')(h, train)
       h = nn.relu(h)
     h = with_condition(h.reshape(h.shape[0], -1), condition, self.condition_features,
                        'Discriminator')
-    h = Dense(self.hidden_features, use_bias=False, dtype=self.dtype, name='dense1')(h)
+    h = Dense(self.hidden_features, use_bias=False, dtype=self.dtype,
+              spectral_norm=self.spectral_norm, name='dense1')(h)
     features['dense1'] = h
     h = nn.relu(_Norm(DENSE_BATCH_NORM_EPSILON, self.axis_name, self.dtype,
                       name='dense1_norm')(h, train))
-    logit = Dense(1, dtype=self.dtype, name='dense2')(h)
+    logit = Dense(1, dtype=self.dtype, spectral_norm=self.spectral_norm, name='dense2')(h)
     features['dense2'] = logit
     return logit[:, 0].astype(jnp.float32), features
 
@@ -212,5 +214,6 @@ def build_networks(config: Any, axis_name: str | None = None) -> Networks:
       upsample=model_config.upsample, **shared)
   discriminator = None if kind == 'vae' else Discriminator(
       channels=tuple(model_config.discriminator_channels),
-      hidden_features=model_config.discriminator_hidden_features, **shared)
+      hidden_features=model_config.discriminator_hidden_features,
+      spectral_norm=model_config.spectral_norm, **shared)
   return Networks(encoder, decoder, discriminator)

@@ -18,6 +18,7 @@ metrics of the report window in progress) and the config. What is promised:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -61,6 +62,15 @@ class _Vanished(Exception):
 
 
 VANISHED_RETRIES = 10     # a reader beside a running trainer starts over from the newest step
+
+
+def on_disk(state: Any) -> dict[str, Any]:
+  """The train state as a checkpoint holds it: its fields by name, without decoder_ema where
+  the run keeps none, as in every checkpoint written before that field existed."""
+  fields = {field.name: getattr(state, field.name) for field in dataclasses.fields(state)}
+  if fields.get('decoder_ema', ...) is None:
+    del fields['decoder_ema']
+  return fields
 
 
 def first_non_finite_leaf(tree: Any) -> str | None:
@@ -134,8 +144,8 @@ class CheckpointReader:
 
   def _read(self, step: int, target_state: Any) -> tuple[Any, dict[str, Any]]:
     restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target_state), input=ocp.args.JsonRestore()))
-    return restored['state'], restored['input']
+        state=ocp.args.StandardRestore(on_disk(target_state)), input=ocp.args.JsonRestore()))
+    return target_state.replace(**restored['state']), restored['input']
 
   def restore(self, target_state: Any, config: ml_collections.ConfigDict
               ) -> tuple[Any, dict[str, Any]] | None:
@@ -182,6 +192,13 @@ class CheckpointReader:
       return list_steps()
     except FileNotFoundError as error:
       raise _Vanished(error.filename) from error
+    except NotADirectoryError as error:
+      # orbax checks exists() and then is_dir(): a folder deleted in between is "not a
+      # directory" (its message ends with the path); a file that is really there is not ours.
+      path = str(error).rpartition(': ')[2]
+      if os.path.lexists(path):
+        raise
+      raise _Vanished(path) from error
 
   def _reload(self) -> None:
     self._unless_deleted_while_listed(self.manager.reload)
@@ -304,7 +321,7 @@ class Checkpointer(CheckpointReader):
       raise NonFiniteState(step, bad)
     self.wait()
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(host_state), input=ocp.args.JsonSave(input_state),
+        state=ocp.args.StandardSave(on_disk(host_state)), input=ocp.args.JsonSave(input_state),
         config=ocp.args.JsonSave(json.loads(json.dumps(config.to_dict())))))
     self._unverified = (step, host_state)
 

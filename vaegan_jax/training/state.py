@@ -30,6 +30,13 @@ class NetworkState:
 
 
 @flax.struct.dataclass
+class AveragedNetwork:
+  """[ours] An exponential moving average of one network's params and batch statistics."""
+  params: Any
+  batch_stats: Any
+
+
+@flax.struct.dataclass
 class TrainState:
   """Everything a training step reads and writes; `None` for a network the model kind lacks."""
   step: jax.Array                        # int32 scalar: updates applied so far
@@ -37,6 +44,22 @@ class TrainState:
   encoder: NetworkState | None
   decoder: NetworkState
   discriminator: NetworkState | None
+  # [ours] the decoder's EMA where config.decoder_ema_decay > 0: what samples, reconstructions,
+  # grids, metrics and figures decode with (`sampling_decoder`); None otherwise
+  decoder_ema: AveragedNetwork | None = None
+
+
+def moving_average(average: AveragedNetwork, network: NetworkState, decay: float
+                   ) -> AveragedNetwork:
+  """decay * average + (1 - decay) * network, leaf by leaf (params and batch statistics)."""
+  mix = lambda old, new: decay * old + (1.0 - decay) * new
+  return AveragedNetwork(params=jax.tree.map(mix, average.params, network.params),
+                         batch_stats=jax.tree.map(mix, average.batch_stats, network.batch_stats))
+
+
+def sampling_decoder(state: TrainState) -> NetworkState | AveragedNetwork:
+  """The decoder that test-time outputs come from: its EMA where the run keeps one."""
+  return state.decoder if state.decoder_ema is None else state.decoder_ema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,14 +168,17 @@ def init_train_state(config: Any, networks: Networks, optimizers: Optimizers,
   image = jnp.zeros((1, model.resolution, model.resolution, model.image_channels), jnp.float32)
   latent = jnp.zeros((1, model.latent_dim), jnp.float32)
   condition = jnp.zeros((1, len(model.condition_on)), jnp.float32) if model.condition_on else None
+  decoder = _init_network(networks.decoder, optimizers.decoder, decoder_key, latent, condition)
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       rng=train_key,
       encoder=None if networks.encoder is None else _init_network(
           networks.encoder, optimizers.encoder, encoder_key, image, condition),
-      decoder=_init_network(networks.decoder, optimizers.decoder, decoder_key, latent, condition),
+      decoder=decoder,
       discriminator=None if networks.discriminator is None else _init_network(
-          networks.discriminator, optimizers.discriminator, discriminator_key, image, condition))
+          networks.discriminator, optimizers.discriminator, discriminator_key, image, condition),
+      decoder_ema=(AveragedNetwork(decoder.params, decoder.batch_stats)    # starts at the init
+                   if config.decoder_ema_decay > 0 else None))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,6 +50,7 @@ from vaegan_jax.model import losses
 from vaegan_jax.model.models import Networks
 from vaegan_jax.sharding import DEVICE_AXIS
 from vaegan_jax.training import passes
+from vaegan_jax.training import state as state_lib
 from vaegan_jax.training.state import NetworkState, Optimizers, TrainState
 
 Metrics = dict[str, jax.Array]
@@ -333,6 +334,9 @@ def train_step(state: TrainState, images: jax.Array, conditions: jax.Array | Non
         getattr(optimizers, name), learning_rate, update[name])
     metrics[f'{name}_grad_norm'] = optax.tree.norm(network_gradients)
     metrics[f'{name}_learning_rate'] = learning_rate
+  if state.decoder_ema is not None:
+    new_networks['decoder_ema'] = state_lib.moving_average(
+        state.decoder_ema, new_networks['decoder'], config.decoder_ema_decay)
   new_state = state.replace(step=state.step + 1, **new_networks)
   return new_state, metrics
 
@@ -342,7 +346,8 @@ def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array,
               conditions: jax.Array | None = None, *, config: Any, networks: Networks,
               axis_name: str | None = DEVICE_AXIS) -> tuple[dict[str, jax.Array], Metrics]:
   """Test-time outputs with the running batch statistics the state keeps (which pass's:
-  passes.py); the encoder returns mu (the Feb code).
+  passes.py), and the decoder's EMA where the run keeps one; the encoder returns mu (the Feb
+  code).
 
   Args:
     images: [B, R, R, C] local test batch.
@@ -356,7 +361,7 @@ def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array,
     'd_reconstruction', 'd_prior'.
   """
   def apply(name, inputs, copies=1):
-    network = getattr(state, name)
+    network = state_lib.sampling_decoder(state) if name == 'decoder' else getattr(state, name)
     return getattr(networks, name).apply(
         {'params': network.params, 'batch_stats': network.batch_stats}, inputs, train=False,
         condition=passes.repeat(conditions, copies))
