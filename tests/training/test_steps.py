@@ -42,9 +42,14 @@ def test_derived_gan_weights(kind, ratio, expected):
     np.testing.assert_allclose(steps.gan_weights(config, 1), (0.5, 0.5))
 
 
-def run_pmapped(devices, steps_to_run=2, kind='vaegan', passes_choice='separate'):
+def run_pmapped(devices, steps_to_run=2, kind='vaegan', passes_choice='separate',
+                options=False):
   config = tiny_config(kind)
   config.model.passes = passes_choice
+  if options:            # [ours]: spectral norm, the decoder's EMA, R1 on the first step only
+    config.model.spectral_norm = True
+    config.decoder_ema_decay = 0.9
+    config.loss.update(r1_weight=0.5, r1_every=2)
   config, networks, optimizers, state = build_from(config, axis_name=DEVICE_AXIS)
   train_step = steps.make_pmapped_train_step(config, networks, optimizers, devices=devices)
   all_metrics = []
@@ -58,13 +63,14 @@ def run_pmapped(devices, steps_to_run=2, kind='vaegan', passes_choice='separate'
 
 
 @needs_eight_devices
-@pytest.mark.parametrize('kind,passes_choice', [
-    ('vaegan', 'separate'), ('vae', 'separate'), ('gan', 'separate'),
-    ('vaegan,conditional', 'separate'), ('vaegan', 'joint')])
-def test_eight_devices_make_the_same_update_as_one(kind, passes_choice):
-  one_state, one_metrics = run_pmapped(jax.devices()[:1], kind=kind, passes_choice=passes_choice)
+@pytest.mark.parametrize('kind,passes_choice,options', [
+    ('vaegan', 'separate', False), ('vae', 'separate', False), ('gan', 'separate', False),
+    ('vaegan,conditional', 'separate', False), ('vaegan', 'joint', True)])
+def test_eight_devices_make_the_same_update_as_one(kind, passes_choice, options):
+  one_state, one_metrics = run_pmapped(jax.devices()[:1], kind=kind, passes_choice=passes_choice,
+                                       options=options)
   eight_state, eight_metrics = run_pmapped(jax.devices()[:8], kind=kind,
-                                           passes_choice=passes_choice)
+                                           passes_choice=passes_choice, options=options)
   assert int(eight_state.step) == 2
   assert_trees_close(eight_state, one_state, rtol=1e-4, atol=2e-6)
   assert_trees_close(eight_metrics, one_metrics, rtol=1e-4, atol=1e-5)
@@ -244,6 +250,57 @@ def test_spectral_norm_keeps_the_vectors_of_the_kept_pass_and_the_feature_loss_w
     u = np.asarray(state.discriminator.batch_stats[layer]['spectral_u'])
     np.testing.assert_allclose(new_state.discriminator.batch_stats[layer]['spectral_u'],
                                unit(kernel.T @ unit(kernel @ u)), rtol=1e-5, atol=1e-6)
+
+
+def test_r1_is_half_the_squared_gradient_norm_of_the_summed_logits():
+  x = jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
+  w = jax.random.normal(jax.random.key(1), (32,))
+  linear = lambda images: images.reshape(3, -1) @ w             # d/dx_i = w for every i
+  np.testing.assert_allclose(steps.r1_penalty(linear, x), 0.5 * 3 * jnp.sum(w ** 2), rtol=1e-6)
+  square = lambda images: jnp.sum(images ** 2, axis=(1, 2, 3))   # d/dx = 2x
+  np.testing.assert_allclose(steps.r1_penalty(square, x), 2 * jnp.sum(x ** 2), rtol=1e-6)
+
+
+def test_r1_gradients_every_k_steps_match_plain_autodiff_and_change_only_the_discriminator():
+  config = tiny_config('vaegan')
+  config.loss.update(r1_weight=0.5, r1_every=2)
+  config, networks, optimizers, state = build_from(config)
+  x = images()
+  gradient, value = steps.r1_gradients(state, x, None, config=config, networks=networks,
+                                       axis_name=None)
+  # The same penalty through XLA's own conv gradients (no custom VJPs, which the step's CPU
+  # convolutions use), by its definition, times r1_weight * r1_every.
+  config.model.conv_gradients = 'xla'
+  plain = build_from(config)[1].discriminator
+
+  def penalty(params):
+    def summed(images):
+      (logits, _), _ = plain.apply({'params': params,
+                                    'batch_stats': state.discriminator.batch_stats}, images,
+                                   train=True, mutable=['batch_stats'])
+      return jnp.sum(logits)
+    return 0.5 * jnp.sum(jax.grad(summed)(x) ** 2)
+  expected_value, expected = jax.value_and_grad(penalty)(state.discriminator.params)
+  assert_trees_close(gradient, jax.tree.map(lambda leaf: 0.5 * 2 * leaf, expected),
+                     rtol=1e-3, atol=1e-6)
+  np.testing.assert_allclose(value, expected_value / BATCH, rtol=1e-4)
+  # Between the lazy steps: nothing.
+  gradient, value = steps.r1_gradients(state.replace(step=state.step + 1), x, None,
+                                       config=config, networks=networks, axis_name=None)
+  assert float(value) == 0 and all(not np.any(leaf) for leaf in jax.tree.leaves(gradient))
+  # In the step it joins only the discriminator's gradient.
+  config.model.conv_gradients = 'auto'
+  ends = {}
+  for weight in (0.0, 0.5):
+    config.loss.r1_weight = weight
+    ends[weight], metrics = jax.jit(functools.partial(
+        steps.train_step, config=config, networks=networks, optimizers=optimizers,
+        axis_name=None))(state, x)
+  assert float(metrics['r1']) > 0
+  for name in ('encoder', 'decoder'):
+    assert_trees_close(getattr(ends[0.5], name), getattr(ends[0.0], name), rtol=0, atol=0)
+  assert not np.allclose(ends[0.5].discriminator.params['conv2']['kernel'],
+                         ends[0.0].discriminator.params['conv2']['kernel'])
 
 
 def test_bfloat16_compute_keeps_float32_state_and_matches_float32_losses():

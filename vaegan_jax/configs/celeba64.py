@@ -120,6 +120,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       equilibrium=0.68,                    # [code] model/aegan.py GradientDescent default
       margin=0.35,                         # [code] aegan.py gan_margin: skip Dis below 0.33,
                                            # skip Dec above 1.03
+      # [code] none; > 0 [ours]: the discriminator's R1 penalty on real images, gamma / 2 of
+      # the squared gradient norm (Mescheder et al. 2018), every r1_every steps with the weight
+      # times r1_every (StyleGAN2's lazy regularisation)
+      r1_weight=0.0,
+      r1_every=16,
   ))
 
   # [paper] a constant 3e-4; [code] 0.02 / 64 annealed over 150 epochs; [Mar] 0.025 / 64, 250

@@ -187,6 +187,8 @@ SCHEMA: dict[str, Setting] = {
     'loss.gating': Setting(boolean),
     'loss.equilibrium': Setting(non_negative_number),
     'loss.margin': Setting(non_negative_number),
+    'loss.r1_weight': Setting(non_negative_number, before_it_existed=0.0),
+    'loss.r1_every': Setting(positive_int, before_it_existed=16),
     **_optimizer_settings(),
     'data.name': Setting(text),
     'data.data_dir': Setting(text, resumable=True),

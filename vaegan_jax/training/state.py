@@ -177,8 +177,14 @@ def init_train_state(config: Any, networks: Networks, optimizers: Optimizers,
       decoder=decoder,
       discriminator=None if networks.discriminator is None else _init_network(
           networks.discriminator, optimizers.discriminator, discriminator_key, image, condition),
-      decoder_ema=(AveragedNetwork(decoder.params, decoder.batch_stats)    # starts at the init
-                   if config.decoder_ema_decay > 0 else None))
+      decoder_ema=_copy_of(decoder) if config.decoder_ema_decay > 0 else None)
+
+
+def _copy_of(network: NetworkState) -> AveragedNetwork:
+  """An EMA that starts at `network`, in buffers of its own (the step donates the state, and
+  one buffer must not be donated twice)."""
+  copy = lambda tree: jax.tree.map(lambda leaf: jnp.array(leaf, copy=True), tree)
+  return AveragedNetwork(copy(network.params), copy(network.batch_stats))
 
 
 @dataclasses.dataclass(frozen=True)

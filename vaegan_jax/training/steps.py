@@ -260,6 +260,47 @@ def compute_gradients(state: TrainState, images: jax.Array, conditions: jax.Arra
   return gradients, forward.batch_stats, terms, forward
 
 
+# ---------------------------------------------------------------- R1 [ours]
+def r1_penalty(logits: Callable[[jax.Array], jax.Array], images: jax.Array) -> jax.Array:
+  """Mescheder et al. 2018's R1 on real images [B, R, R, C]: 0.5 ||d sum(logits(x)) / dx||^2,
+  the gradient of the batch's summed logits (as StyleGAN2 takes it), summed over the batch."""
+  gradient = jax.grad(lambda x: jnp.sum(logits(x)))(images)
+  return 0.5 * jnp.sum(jnp.square(gradient.astype(jnp.float32)))
+
+
+def r1_gradients(state: TrainState, images: jax.Array, conditions: jax.Array | None, *,
+                 config: Any, networks: Networks, axis_name: str | None
+                 ) -> tuple[Any, jax.Array]:
+  """(the discriminator's gradient of r1_weight * R1, R1 per example) on this device's real
+  images: lazily, every r1_every steps with the weight times r1_every (as StyleGAN2), and zero
+  gradients between (lax.cond: one executable). The discriminator runs as in its passes (train
+  mode; the statistics this application computes are dropped). Its gradient joins L_GAN's, so
+  the gating's skips apply to it too."""
+  discriminator = state.discriminator
+  loss = config.loss
+  scale = loss.r1_weight * loss.r1_every / (
+      1.0 if loss.reduction == 'sum' else images.shape[0] * _axis_size(axis_name))
+
+  def penalty(params):
+    def logits(x):
+      (real_logits, _), _ = networks.discriminator.apply(
+          {'params': params, 'batch_stats': discriminator.batch_stats}, x, train=True,
+          condition=conditions, mutable=['batch_stats'])
+      return real_logits
+    return r1_penalty(logits, images)
+
+  def measured(params):
+    value, gradient = jax.value_and_grad(penalty)(params)
+    return jax.tree.map(lambda leaf: scale * leaf, gradient), value
+
+  def skipped(params):
+    return jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32)
+
+  gradient, value = lax.cond(state.step % loss.r1_every == 0, measured, skipped,
+                             discriminator.params)
+  return gradient, value / images.shape[0]
+
+
 # ---------------------------------------------------------------- updates
 def equilibrium_gate(real_bce: jax.Array, fake_bce: jax.Array, equilibrium: float,
                      margin: float) -> tuple[jax.Array, jax.Array]:
@@ -310,6 +351,10 @@ def train_step(state: TrainState, images: jax.Array, conditions: jax.Array | Non
   """
   gradients, new_batch_stats, terms, forward = compute_gradients(
       state, images, conditions, config=config, networks=networks, axis_name=axis_name)
+  if networks.discriminator is not None and config.loss.r1_weight > 0:
+    r1_gradient, terms['r1'] = r1_gradients(state, images, conditions, config=config,
+                                             networks=networks, axis_name=axis_name)
+    gradients['discriminator'] = jax.tree.map(jnp.add, gradients['discriminator'], r1_gradient)
   gradients = _psum(gradients, axis_name)
   metrics = {name: jnp.mean(value) for name, value in terms.items()}
   update = {name: jnp.array(True) for name in gradients}
