@@ -267,7 +267,7 @@ def fit_priors(encode_step: Callable, train_state: state.TrainState,
                seed: int) -> dict[str, priors.Mixture]:
   """{spec: the prior fitted to the encoder's means of the first `count` training images} (from
   `batches`, model input, in order): the same images at every measurement [ours]."""
-  codes, seen = [], 0
+  start, codes, seen = time.perf_counter(), [], 0
   for batch in batches:
     mu = encode_step(train_state, batch['image'], batch.get('condition'))
     if jax.process_count() > 1:
@@ -277,7 +277,10 @@ def fit_priors(encode_step: Callable, train_state: state.TrainState,
     if seen >= count:
       break
   codes = np.concatenate(codes)[:count]
-  return {spec: priors.fit(spec, codes, seed) for spec in specs}
+  fitted = {spec: priors.fit(spec, codes, seed) for spec in specs}
+  logging.info('Fitted the priors %s to %d codes in %.1f s (encoding included).',
+               ', '.join(specs), len(codes), time.perf_counter() - start)
+  return fitted
 
 
 def save_priors(fitted: dict[str, priors.Mixture], workdir: str, step: int) -> None:
