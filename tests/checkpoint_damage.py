@@ -42,7 +42,7 @@ def damage_by_nan(step_dir, config):
   staging = step_dir + '.staging'
   writer = ocp.CheckpointManager(staging, item_names=('state', 'input', 'config'))
   writer.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(bad), input=ocp.args.JsonSave(position),
+      state=ocp.args.StandardSave(checkpoints.on_disk(bad)), input=ocp.args.JsonSave(position),
       config=ocp.args.JsonSave(config_item)))
   writer.wait_until_finished()
   writer.close()

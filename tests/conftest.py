@@ -54,6 +54,31 @@ needs_eight_devices = pytest.mark.skipif(
     jax.local_device_count() < 8, reason='needs 8 devices (the default CPU run has 8 fake ones)')
 
 
+# The longest tests (20 s to 100 s each on 2 cores; most start trainers or scripts as
+# subprocesses), run first: xdist deals the first tests out to its workers in turn, so the long
+# ones overlap and the short ones fill in at the end, instead of one worker finishing alone.
+LONGEST_FIRST = (
+    'test_two_processes_match_one', 'test_quality_benchmark_smoke',
+    'test_gpu_benchmark_script_smoke',
+    'test_four_steps_per_dispatch_report_at_their_steps_and_resume_bit_identical',
+    'test_separate_passes_give_the_gradients_of_the_authors_graph[vaegan-loss_overrides0]',
+    'test_quality_curves_smoke', 'test_the_command_writes_one_row_per_budget_method_and_run',
+    'test_divergence_is_never_saved_and_the_message_says_what_was_kept[intervals0]',
+    'test_four_steps_in_one_dispatch_equal_four_dispatches_of_one',
+    'test_kill_and_resume_script_smoke', 'test_compare_with_torch_script_smoke',
+    'test_metrics_after_a_kill_and_resume_equal_the_uninterrupted_run',
+    'test_a_conditional_model_takes_the_scores_and_a_regressor_judges_it',
+    'test_a_run_is_read_while_its_trainer_saves_and_rotates_every_step',
+    'test_killed_run_resumes_to_identical_parameters')
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+  position = lambda item: rank.get(item.name, rank.get(getattr(item, 'originalname', ''),
+                                                       len(rank)))
+  items.sort(key=position)                        # stable: the rest keep their order
+
+
 def pytest_sessionfinish(session):
   """The run's compilation cache goes with it, once every worker is done."""
   if OWN_CACHE:

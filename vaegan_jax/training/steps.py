@@ -27,6 +27,10 @@ Under pmap the per-device sums add up (psum) to the global-batch sums, and batch
 its statistics over the device axis, so N devices make the same update as one device on the same
 global batch.
 
+[ours] R1 on the real images (`r1_gradients`, loss.r1_weight > 0) joins the discriminator's
+gradient; the decoder's EMA (decoder_ema_decay > 0) follows each step and is what eval_step
+decodes with.
+
 A new loss term touches, in this order:
   1. `loss_terms`: its per-example value from the heads (a new head also goes into
      `passes.Forward`, `HEADS` and `loss_cotangents`);
