@@ -1,4 +1,6 @@
 """The paper's 64x64 networks: parameter counts, shapes at 32/64/128, layer names and errors."""
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,11 +11,16 @@ from vaegan_jax.model import models
 
 
 def count(params):
-  return sum(x.size for x in jax.tree.leaves(params))
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(params))
 
 
 def init(module, shape):
   return module.init(jax.random.key(0), jnp.zeros(shape), train=False)
+
+
+def shapes(function, module, *args):
+  """function(module, *args) evaluated abstractly (jax.eval_shape): shapes, nothing computed."""
+  return jax.eval_shape(lambda: function(module, *args))
 
 
 def paper_networks(resolution=64, variant=''):
@@ -30,16 +37,18 @@ def test_parameter_counts_of_the_paper_networks_match_a_hand_count():
   # The code's encoder (the default): hidden 1024.
   code_encoder = (5 * 5 * 3 * 64 + bn(64) + 5 * 5 * 64 * 128 + bn(128) + 5 * 5 * 128 * 256
                   + bn(256) + 8 * 8 * 256 * 1024 + bn(1024) + 2 * (1024 * 128 + 128))
-  assert count(init(paper_networks()[1].encoder, (1, 64, 64, 3))['params']) == code_encoder
+  assert count(shapes(init, paper_networks()[1].encoder, (1, 64, 64, 3))[
+      'params']) == code_encoder
   # Dec: dense to 8x8x256, ups to 256, 128, 32 channels, 5x5 conv to 3 channels with bias.
   decoder = (128 * 8 * 8 * 256 + bn(8 * 8 * 256) + 5 * 5 * 256 * 256 + bn(256)
              + 5 * 5 * 256 * 128 + bn(128) + 5 * 5 * 128 * 32 + bn(32) + 5 * 5 * 32 * 3 + 3)
   # Dis: conv 32 with bias and no BN, convs 128, 256, 256, dense 512, dense 1 with bias.
   discriminator = (5 * 5 * 3 * 32 + 32 + 5 * 5 * 32 * 128 + bn(128) + 5 * 5 * 128 * 256 + bn(256)
                    + 5 * 5 * 256 * 256 + bn(256) + 8 * 8 * 256 * 512 + bn(512) + 512 + 1)
-  assert count(init(networks.encoder, (1, 64, 64, 3))['params']) == encoder == 35_112_768
-  assert count(init(networks.decoder, (1, 128))['params']) == decoder == 4_693_155
-  assert count(init(networks.discriminator, (1, 64, 64, 3))['params']) == discriminator == 10_953_857
+  assert count(shapes(init, networks.encoder, (1, 64, 64, 3))['params']) == encoder == 35_112_768
+  assert count(shapes(init, networks.decoder, (1, 128))['params']) == decoder == 4_693_155
+  assert count(shapes(init, networks.discriminator, (1, 64, 64, 3))[
+      'params']) == discriminator == 10_953_857
 
 
 @pytest.mark.parametrize('resolution', [32, 64, 128])
@@ -48,12 +57,11 @@ def test_output_shapes(resolution):
   batch = 2
   image = jnp.zeros((batch, resolution, resolution, 3))
   latent = jnp.zeros((batch, 128))
-  mu, log_variance = networks.encoder.apply(init(networks.encoder, image.shape), image, train=False)
+  applied = lambda module, x: module.apply(init(module, x.shape), x, train=False)
+  mu, log_variance = shapes(applied, networks.encoder, image)
   assert mu.shape == log_variance.shape == (batch, 128)
-  decoded = networks.decoder.apply(init(networks.decoder, latent.shape), latent, train=False)
-  assert decoded.shape == image.shape
-  logits, features = networks.discriminator.apply(
-      init(networks.discriminator, image.shape), image, train=False)
+  assert shapes(applied, networks.decoder, latent).shape == image.shape
+  logits, features = shapes(applied, networks.discriminator, image)
   assert logits.shape == (batch,)
   assert tuple(features) == schema.discriminator_layer_names(len(
       config.model.discriminator_channels))
