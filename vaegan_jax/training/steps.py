@@ -437,6 +437,15 @@ def eval_step(state: TrainState, images: jax.Array, prior_latents: jax.Array,
   return outputs, _pmean({name: jnp.mean(value) for name, value in averages.items()}, axis_name)
 
 
+def decode_step(state: TrainState, latents: jax.Array, conditions: jax.Array | None = None, *,
+                networks: Networks) -> jax.Array:
+  """Test-time samples [B, R, R, C] of latents [B, latent] (and y [B, A]): the decoder eval_step
+  uses, alone."""
+  decoder = state_lib.sampling_decoder(state)
+  return networks.decoder.apply({'params': decoder.params, 'batch_stats': decoder.batch_stats},
+                                latents, train=False, condition=conditions)
+
+
 def encode_step(state: TrainState, images: jax.Array, conditions: jax.Array | None = None, *,
                 networks: Networks) -> jax.Array:
   """The encoder's means mu [B, latent] of images [B, R, R, C] (and y [B, A]), with the
@@ -503,4 +512,12 @@ def make_pmapped_encode_step(networks: Networks, devices: Sequence[jax.Device] |
   """encode_step over `devices`, called as step(state, images, conditions): images (and the
   codes [D, B, latent] it returns) with a leading device axis."""
   return jax.pmap(functools.partial(encode_step, networks=networks), axis_name=DEVICE_AXIS,
+                  in_axes=(None, 0, 0), devices=devices)
+
+
+def make_pmapped_decode_step(networks: Networks, devices: Sequence[jax.Device] | None = None
+                             ) -> Callable[..., jax.Array]:
+  """decode_step over `devices`, called as step(state, latents, conditions), with a leading
+  device axis."""
+  return jax.pmap(functools.partial(decode_step, networks=networks), axis_name=DEVICE_AXIS,
                   in_axes=(None, 0, 0), devices=devices)

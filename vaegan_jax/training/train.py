@@ -293,8 +293,8 @@ def save_priors(fitted: dict[str, priors.Mixture], workdir: str, step: int) -> N
 
 def measure_quality(eval_step: Callable, train_state: state.TrainState,
                     batches: Iterable[dict[str, jax.Array]], probe, count: int, seed: int,
-                    latent_dim: int, fitted: dict[str, priors.Mixture] | None = None
-                    ) -> dict[str, float]:
+                    latent_dim: int, fitted: dict[str, priors.Mixture] | None = None,
+                    decode_step: Callable | None = None) -> dict[str, float]:
   """FID, KID, precision and recall of `count` samples from p(z) and of the reconstructions of
   as many test images (from `batches`, model input), in the probe's feature space; and each
   set's checkerboard index against those test images (quality.checkerboard_index). Each fitted
@@ -309,9 +309,8 @@ def measure_quality(eval_step: Callable, train_state: state.TrainState,
     uniform = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), latents.shape[:2]))
     for spec, mixture in (fitted or {}).items():
       moved = mixture.transform(np.asarray(latents).reshape(-1, latent_dim), uniform.ravel())
-      images[f'samples_{priors.label(spec)}'] = eval_step(
-          train_state, batch['image'], moved.reshape(latents.shape),
-          batch.get('condition'))[0]['samples']
+      images[f'samples_{priors.label(spec)}'] = decode_step(
+          train_state, moved.reshape(latents.shape), batch.get('condition'))
     if jax.process_count() > 1:
       images = multihost_utils.process_allgather(images)
     for name, value in images.items():
@@ -389,8 +388,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
   # ---- The update and evaluation steps; reports past the restored step are dropped.
   train_step = steps.make_pmapped_train_step(config, training.networks, training.optimizers)
   eval_step = steps.make_pmapped_eval_step(config, training.networks)
-  encode_step = (steps.make_pmapped_encode_step(training.networks)
-                 if config.quality.priors and training.networks.encoder is not None else None)
+  fits_priors = bool(config.quality.priors) and training.networks.encoder is not None
+  encode_step = steps.make_pmapped_encode_step(training.networks) if fits_priors else None
+  decode_step = steps.make_pmapped_decode_step(training.networks) if fits_priors else None
   writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0,
                                        start_step=start_step)
 
@@ -450,7 +450,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
         save_priors(fitted, workdir, step)
         report_finite('quality', measure_quality(eval_step, train_state, eval_batches(None),
                                                  probe, config.quality.num_samples, config.seed,
-                                                 config.model.latent_dim, fitted))
+                                                 config.model.latent_dim, fitted,
+                                                 decode_step))
       if due(config.checkpoint_every_steps):
         save_checkpoint(checkpointer, step, train_state,
                         {**batches.get_state(), 'report_window': window}, config)
