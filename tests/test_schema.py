@@ -47,7 +47,7 @@ def bad(**changes):
                                                 r'the full SHA-256 \(64 hex digits'),
     (bad(data__max_image_pixels=0), 'data.max_image_pixels=0: must be a positive integer'),
     (bad(quality__priors=('gmm:ten',)), r"quality.priors: Unknown prior 'gmm:ten'; use standard, "
-                                        r'gaussian or gmm:K'),
+                                        r'gaussian, gmm:K'),
 ])
 def test_bad_values_are_named_with_what_is_valid(config, message):
   with pytest.raises(schema.ConfigError, match=message):

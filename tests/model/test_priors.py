@@ -64,7 +64,8 @@ def test_the_gmm_prior_finds_the_clusters_and_its_samples_have_the_mixtures_mome
   np.testing.assert_allclose(np.cov(samples, rowvar=False), covariance, rtol=0.02, atol=0.03)
 
 
-@pytest.mark.parametrize('spec', ['normal', 'gmm:0', 'gmm:', 'gmm:2.5', ' gaussian', 'gmm:2000'])
+@pytest.mark.parametrize('spec', ['normal', 'gmm:0', 'gmm:', 'gmm:2.5', ' gaussian', 'gmm:2000',
+                                  'vae2:3'])
 def test_a_bad_spec_is_named(spec):
   with pytest.raises(priors.PriorError, match='prior|Prior'):
     priors.check_spec(spec)
@@ -86,7 +87,7 @@ def test_a_saved_fit_reads_back_exactly_and_replaces_a_link_rather_than_writing_
   os.symlink(target, path)
   priors.save(fitted, path)
   assert target.read_bytes() == b'not ours' and not os.path.islink(path)
-  again = priors.load(path, latent_dim=4)
+  again = priors.load(path, 'gmm:2', latent_dim=4)
   for name in ('weights', 'means', 'scales'):
     np.testing.assert_array_equal(getattr(again, name), getattr(fitted, name))
   assert os.listdir(os.path.dirname(path)) == ['gmm2-step_800.npz']      # nothing half-written
@@ -110,7 +111,7 @@ def test_a_fit_that_does_not_fit_the_model_is_refused_and_left_alone(tmp_path, a
   write_npz(path, **arrays)
   before = path.read_bytes()
   with pytest.raises(priors.PriorError, match=problem):
-    priors.load(str(path), latent_dim=4)
+    priors.load(str(path), 'gmm:2', latent_dim=4)
   assert path.read_bytes() == before
 
 
@@ -125,12 +126,12 @@ def test_a_pickle_inside_a_fit_is_never_unpickled(tmp_path, monkeypatch):
   write_npz(path, weights=np.array([Exploit()], dtype=object), means=np.zeros((1, 4)),
             scales=np.eye(4)[None])
   with pytest.raises(priors.PriorError, match='not a saved prior fit'):
-    priors.load(str(path), latent_dim=4)
+    priors.load(str(path), 'gmm:2', latent_dim=4)
   assert not os.path.exists(tmp_path / 'pwned')
   with open(tmp_path / 'raw.npz', 'wb') as file:           # not an npz at all: a bare pickle
     pickle.dump(Exploit(), file)
   with pytest.raises(priors.PriorError, match='not a saved prior fit'):
-    priors.load(str(tmp_path / 'raw.npz'), latent_dim=4)
+    priors.load(str(tmp_path / 'raw.npz'), 'gmm:2', latent_dim=4)
   assert not os.path.exists(tmp_path / 'pwned')
 
 
@@ -139,4 +140,4 @@ def test_a_fit_larger_than_any_fit_of_the_model_is_not_read(tmp_path):
   with open(path, 'wb') as file:
     file.truncate(priors.MAX_COMPONENTS * (4 * 4 + 4 + 1) * 8 + 4097)
   with pytest.raises(priors.PriorError, match='over the limit'):
-    priors.load(str(path), latent_dim=4)
+    priors.load(str(path), 'gmm:2', latent_dim=4)

@@ -20,7 +20,7 @@ from vaegan_jax.analysis import runs
 from vaegan_jax.configs import tiny
 from vaegan_jax.data import grids
 from vaegan_jax.data.dataset_layout import DataError
-from vaegan_jax.model import priors
+from vaegan_jax.model import priors, second_stage
 from vaegan_jax.training import checkpoints, state, train
 
 def read_events(path):
@@ -278,16 +278,19 @@ def test_condition_on_an_attribute_the_data_lacks_is_named(tmp_path, data_dir):
   assert not os.path.exists(str(tmp_path / 'run' / 'checkpoints'))
 
 
-def test_the_loop_measures_sample_quality_in_the_domain_feature_space(tmp_path, data_dir):
+def test_the_loop_measures_sample_quality_in_the_domain_feature_space(tmp_path, data_dir,
+                                                                       monkeypatch):
   config = tiny_run_config(data_dir, num_train_steps=3)
   config.quality.extractor = 'domain'
-  config.quality.update(priors=('gaussian', 'gmm:2'), prior_codes=40)
+  config.quality.update(priors=('gaussian', 'gmm:2', 'vae2'), prior_codes=40)
+  monkeypatch.setattr(priors, 'SECOND_STAGE_WIDTH', 16)         # a second stage in seconds
+  monkeypatch.setattr(second_stage, 'STEPS', 20)
   workdir = str(tmp_path / 'quality')
   train.train_and_evaluate(config, workdir)
   lines = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   (measured,) = [line for line in lines if line['kind'] == 'quality']
   assert measured['step'] == 3
-  for label in ('samples', 'reconstructions', 'samples_gaussian', 'samples_gmm2'):
+  for label in ('samples', 'reconstructions', 'samples_gaussian', 'samples_gmm2', 'samples_vae2'):
     for metric in ('fid', 'kid', 'kid_std', 'precision', 'recall'):
       assert np.isfinite(measured[f'{metric}_domain_{label}']), (metric, label)
     assert 0 <= measured[f'precision_domain_{label}'] <= 1
@@ -300,8 +303,9 @@ def test_the_loop_measures_sample_quality_in_the_domain_feature_space(tmp_path, 
   # The fits the loop kept for step 3 are of the encoder's means of the first 40 training
   # images: as runs.Run.prior fits them afresh once the kept file is gone.
   assert sorted(os.listdir(os.path.join(workdir, 'priors'))) == [
-      'gaussian-step_3.npz', 'gmm2-step_3.npz']
+      'gaussian-step_3.npz', 'gmm2-step_3.npz', 'vae2-step_3.npz']
   run = runs.load_run(workdir)
+  assert isinstance(run.prior('vae2'), priors.SecondStage)       # the kept file, read as its kind
   kept = run.prior('gaussian')
   os.remove(priors.fit_path(workdir, 'gaussian', 3))
   again = run.prior('gaussian')

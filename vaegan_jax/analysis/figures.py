@@ -111,7 +111,7 @@ def check_runs_fit(loaded: dict[str, runs.Run], what: str) -> None:
 def samples_figure(loaded: dict[str, runs.Run], count: int, seed: int, prior: str = 'standard',
                    data_dir: str | None = None) -> tuple[np.ndarray, dict]:
   """Fig. 3: every run decodes the same z ~ N(0, I); with a fitted prior [ours], the same draws
-  moved into each run's own fit (priors.Mixture.sample)."""
+  moved into each run's own fit (its sample())."""
   check_runs_fit(loaded, 'samples')
   rows = [(label, run.decode(run.prior(prior, data_dir).sample(count, seed)))
           for label, run in loaded.items()]
@@ -445,7 +445,7 @@ def define_flags() -> None:
                        lower_bound=1)
   flags.DEFINE_integer('seed', 0, 'samples: seed of the shared z.', lower_bound=0)
   flags.DEFINE_string('prior', 'standard', "samples, quality: p(z) to draw from: standard "
-                      "(N(0, I)), or [ours] gaussian or gmm:K fitted to each run's codes "
+                      "(N(0, I)), or [ours] gaussian, gmm:K or vae2 fitted to each run's codes "
                       '(model/priors.py; the fit is kept in its workdir).')
   flags.DEFINE_list('attributes', ['paper'], "attributes: names, or 'paper' for the 18.")
   flags.DEFINE_integer('num_encode', 10_000, 'attributes: training images encoded.', lower_bound=1)

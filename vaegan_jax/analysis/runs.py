@@ -61,7 +61,7 @@ class Run:
                                       state.sampling_decoder(self.state)),
                     batch_size, np.asarray(latents, np.float32), conditions)
 
-  def prior(self, spec: str, data_dir: str | None = None) -> priors.Mixture:
+  def prior(self, spec: str, data_dir: str | None = None) -> priors.Prior:
     """The prior `spec` (model/priors.py) for this run's checkpoint: the fit its workdir keeps
     for this step (the training loop's, or an earlier call's); else fitted now, as the loop
     fits it (the encoder's means of the first quality.prior_codes training images, seeded by
@@ -71,18 +71,18 @@ class Run:
       return priors.standard(latent_dim)
     path = priors.fit_path(self.workdir, spec, self.step)
     if os.path.exists(path):
-      return priors.load(path, latent_dim)
+      return priors.load(path, spec, latent_dim)
     split = self.split('train_split', data_dir)
     train = split.read(np.arange(min(self.config.quality.prior_codes, len(split))))
     conditions = (self.conditions(train['attributes'], split.attribute_names)
                   if self.condition_on else None)
-    mixture = priors.fit(spec, self.encode(train['image'], conditions), self.config.seed)
+    prior = priors.fit(spec, self.encode(train['image'], conditions), self.config.seed)
     try:
-      priors.save(mixture, path)
+      priors.save(prior, path)
     except OSError as error:         # a run read from a folder this user may not write
       logging.warning('The fit of prior %s is not kept in %s (%s); it is made again next time.',
                       spec, path, error.strerror or error)
-    return mixture
+    return prior
 
   def split(self, which: str, data_dir: str | None = None) -> input_pipeline.PreparedSplit:
     """The run's own 'train_split' or 'eval_split' of its dataset (data_dir: where it lies, if

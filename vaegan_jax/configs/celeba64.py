@@ -175,8 +175,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       inception_weights='',                # [ours] the .pth file ('': download once, cached)
       inception_sha256='',                 # [ours] its full SHA-256 ('': pytorch-fid's file's)
       # [ours] priors fitted ex post to the encoder's means whose samples are measured too
-      # (Ghosh et al. 2020; model/priors.py), e.g. ('gaussian', 'gmm:10'); each fit is saved
-      # as workdir/priors/SPEC-step_STEP.npz
+      # (Ghosh et al. 2020; Dai & Wipf 2019's 'vae2'; model/priors.py), e.g. ('gaussian',
+      # 'gmm:10', 'vae2'); each fit is saved as workdir/priors/SPEC-step_STEP.npz
       priors=(),
       prior_codes=10_000,                  # [ours] the first training images, encoded to fit
   ))

@@ -6,9 +6,11 @@ A prior is named by a spec:
   standard   N(0, I), the paper's and the faithful default
   gaussian   one Gaussian with the codes' mean and full covariance
   gmm:K      K full-covariance Gaussians fitted by EM (scikit-learn's GaussianMixture)
+  vae2       Dai & Wipf 2019's second-stage VAE on the codes (model/second_stage.py)
 
-Each is a Gaussian mixture, so one sampler serves all: z = means[c] + scales[c] @ e, with e from
-N(0, I) and the component c drawn by its weight from a uniform u. The standard prior's z is e
+Every prior moves the same draws: z = transform(e, u, n) with e and n from N(0, I) [N, L] and u
+from U[0, 1) [N]. A mixture's z is means[c] + scales[c] @ e, its component c drawn by weight
+from u; the second stage's z is its decoder's f(e) + gamma_z n. The standard prior's z is e
 itself, so it decodes exactly the latents the rest of the project draws.
 
 A fit belongs to the checkpoint step whose encoder made the codes. It is kept in the workdir as
@@ -21,16 +23,21 @@ import dataclasses
 import io
 import os
 import re
+from typing import Any
 
 import numpy as np
 
 from vaegan_jax import files
 
-SPEC_FORMAT = re.compile(r'(standard|gaussian|gmm:([1-9][0-9]*))')
-SPEC_HELP = "standard, gaussian or gmm:K (K >= 1 components)"
+SPEC_FORMAT = re.compile(r'(standard|gaussian|gmm:([1-9][0-9]*)|vae2)')
+SPEC_HELP = "standard, gaussian, gmm:K (K >= 1 components) or vae2"
 RIDGE = 1e-6        # added to each covariance's diagonal, as scikit-learn's reg_covar default
 MAX_LATENT_DIM = 4096
 MAX_COMPONENTS = 1024
+# The second stage's size [ours]: the authors' depth (daib13/TwoStageVAE, demo.py --second-depth
+# 3), a quarter of their width (--second-dim 1024), so a fit costs seconds on a CPU.
+SECOND_STAGE_DEPTH = 3
+SECOND_STAGE_WIDTH = 256
 
 
 class PriorError(ValueError):
@@ -52,8 +59,24 @@ def label(spec: str) -> str:
   return check_spec(spec).replace(':', '')
 
 
+class _Prior:
+  """What every prior shares: `sample`, from its `transform` of e and u (and its latent_dim)."""
+
+  def transform(self, normal: np.ndarray, uniform: np.ndarray,
+                noise: np.ndarray) -> np.ndarray:
+    raise NotImplementedError
+
+  def sample(self, count: int, seed: int) -> np.ndarray:
+    """`count` latents [count, L] float32. e is drawn first from numpy's default_rng(seed), so
+    the standard prior gives default_rng(seed).standard_normal((count, L))."""
+    rng = np.random.default_rng(seed)
+    normal = rng.standard_normal((count, self.latent_dim))
+    uniform = rng.uniform(size=count)
+    return self.transform(normal, uniform, rng.standard_normal((count, self.latent_dim)))
+
+
 @dataclasses.dataclass(frozen=True)
-class Mixture:
+class Mixture(_Prior):
   """weights [K] (summing to 1), means [K, L] and scales [K, L, L], the lower Cholesky factors
   of the components' covariances."""
   weights: np.ndarray
@@ -64,8 +87,13 @@ class Mixture:
   def latent_dim(self) -> int:
     return self.means.shape[1]
 
-  def transform(self, normal: np.ndarray, uniform: np.ndarray) -> np.ndarray:
-    """z [N, L] from e ~ N(0, I) [N, L] and u ~ U[0, 1) [N] (which picks each z's component)."""
+  def arrays(self) -> dict[str, np.ndarray]:
+    return dict(weights=self.weights, means=self.means, scales=self.scales)
+
+  def transform(self, normal: np.ndarray, uniform: np.ndarray,
+                noise: np.ndarray | None = None) -> np.ndarray:
+    """z [N, L] from e ~ N(0, I) [N, L] and u ~ U[0, 1) [N] (which picks each z's component);
+    a mixture has no use for the noise."""
     normal = np.asarray(normal, np.float64)
     cumulative = np.cumsum(self.weights)
     component = np.minimum(np.searchsorted(cumulative / cumulative[-1], uniform, side='right'),
@@ -76,12 +104,55 @@ class Mixture:
       z[chosen] = self.means[k] + normal[chosen] @ self.scales[k].T
     return z.astype(np.float32)
 
-  def sample(self, count: int, seed: int) -> np.ndarray:
-    """`count` latents [count, L] float32. e is drawn first from numpy's default_rng(seed), so
-    the standard prior gives default_rng(seed).standard_normal((count, L))."""
-    rng = np.random.default_rng(seed)
-    normal = rng.standard_normal((count, self.latent_dim))
-    return self.transform(normal, rng.uniform(size=count))
+
+def tower(layers: dict[str, Any], x, xp=np):
+  """One network of the second stage, as the authors build it (daib13/TwoStageVAE,
+  network/two_stage_vae_model.py, build_encoder2/build_decoder2): SECOND_STAGE_DEPTH ReLU dense
+  layers, then the input concatenated to the last hidden layer, then the dense heads:
+  {'head...': output}. `xp` is numpy (sampling) or jax.numpy (training): one transcription."""
+  hidden = x
+  for index in range(SECOND_STAGE_DEPTH):
+    kernel, bias = layers[f'hidden_{index}_kernel'], layers[f'hidden_{index}_bias']
+    hidden = xp.maximum(hidden @ kernel + bias, 0)
+  hidden = xp.concatenate([x, hidden], axis=-1)
+  heads = [name[:-len('_kernel')] for name in layers
+           if name.startswith('head') and name.endswith('_kernel')]
+  return {head: hidden @ layers[f'{head}_kernel'] + layers[f'{head}_bias'] for head in heads}
+
+
+@dataclasses.dataclass(frozen=True)
+class SecondStage(_Prior):
+  """The second stage's decoder (float32 arrays hidden_I_kernel/bias, head_kernel/bias) and its
+  learned log gamma_z: z ~ N(f(u), gamma_z^2 I), as the authors' generate() draws it."""
+  decoder: dict[str, np.ndarray]
+  log_gamma: np.ndarray
+
+  @property
+  def latent_dim(self) -> int:
+    return self.decoder['head_bias'].shape[0]
+
+  def transform(self, normal: np.ndarray, uniform: np.ndarray,
+                noise: np.ndarray) -> np.ndarray:
+    del uniform                            # the second stage has no components to pick
+    mean = tower(self.decoder, np.asarray(normal, np.float32))['head']
+    return (mean + np.exp(self.log_gamma) * np.asarray(noise, np.float32)).astype(np.float32)
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    return dict(self.decoder, log_gamma=self.log_gamma)
+
+
+def second_stage_shapes(latent_dim: int) -> dict[str, tuple[int, ...]]:
+  """The arrays of a saved second stage, by name, for a model of latent size `latent_dim`."""
+  width = SECOND_STAGE_WIDTH
+  shapes = {'head_kernel': (latent_dim + width, latent_dim), 'head_bias': (latent_dim,),
+            'log_gamma': ()}
+  for index in range(SECOND_STAGE_DEPTH):
+    shapes[f'hidden_{index}_kernel'] = (latent_dim if index == 0 else width, width)
+    shapes[f'hidden_{index}_bias'] = (width,)
+  return shapes
+
+
+Prior = Mixture | SecondStage
 
 
 def standard(latent_dim: int) -> Mixture:
@@ -89,7 +160,7 @@ def standard(latent_dim: int) -> Mixture:
   return Mixture(np.ones(1), np.zeros((1, latent_dim)), np.eye(latent_dim)[None])
 
 
-def fit(spec: str, codes: np.ndarray, seed: int = 0) -> Mixture:
+def fit(spec: str, codes: np.ndarray, seed: int = 0) -> Prior:
   """The prior `spec` fitted to codes [N, L] (the encoder's means); 'standard' ignores them."""
   check_spec(spec)
   codes = np.asarray(codes, np.float64)
@@ -98,6 +169,9 @@ def fit(spec: str, codes: np.ndarray, seed: int = 0) -> Mixture:
                      f'{codes.shape}.')
   if spec == 'standard':
     return standard(codes.shape[1])
+  if spec == 'vae2':
+    from vaegan_jax.model import second_stage      # jax only where a second stage is trained
+    return second_stage.fit(codes, seed)
   components = 1 if spec == 'gaussian' else int(spec.split(':')[1])
   if len(codes) < 2 * components:
     raise PriorError(f'{len(codes)} codes are too few to fit {spec!r}: give at least '
@@ -123,17 +197,21 @@ def fit_path(workdir: str, spec: str, step: int) -> str:
   return os.path.join(workdir, 'priors', f'{label(spec)}-step_{int(step)}.npz')
 
 
-def save(mixture: Mixture, path: str) -> None:
-  """The fit as an .npz of three float64 arrays, never half-written."""
+def save(prior: Prior, path: str) -> None:
+  """The fit as an .npz of its arrays (a mixture's three float64 ones, a second stage's float32
+  decoder), never half-written."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  files.write_atomically(path, lambda file: np.savez(
-      file, weights=mixture.weights, means=mixture.means, scales=mixture.scales))
+  files.write_atomically(path, lambda file: np.savez(file, **prior.arrays()))
 
 
-def load(path: str, latent_dim: int) -> Mixture:
-  """A fit saved by `save`, for a model of latent size `latent_dim`; PriorError (one line, the
-  file untouched) where it is not one."""
-  most = MAX_COMPONENTS * (latent_dim * latent_dim + latent_dim + 1) * 8 + 4096
+def load(path: str, spec: str, latent_dim: int) -> Prior:
+  """A fit of `spec` saved by `save`, for a model of latent size `latent_dim`; PriorError (one
+  line, the file untouched) where it is not one."""
+  if check_spec(spec) == 'vae2':
+    shapes = second_stage_shapes(latent_dim)
+    most = sum(int(np.prod(shape)) for shape in shapes.values()) * 4 + 256 * len(shapes) + 4096
+  else:
+    most = MAX_COMPONENTS * (latent_dim * latent_dim + latent_dim + 1) * 8 + 4096
   try:
     data = files.read_regular_file(path, most)
     with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
@@ -141,15 +219,33 @@ def load(path: str, latent_dim: int) -> Mixture:
   except (files.UnsafeFile, OSError, ValueError) as error:
     raise PriorError(f'{path} is not a saved prior fit ({error}). Delete it; it is fitted '
                      f'again.') from None
-  problem = _problem(found, latent_dim)
+  problem = (_second_stage_problem if spec == 'vae2' else _mixture_problem)(found, latent_dim)
   if problem:
     raise PriorError(f'{path} is not a usable prior fit: {problem}. Delete it; it is fitted '
                      f'again.')
+  if spec == 'vae2':
+    return SecondStage({name: array for name, array in found.items() if name != 'log_gamma'},
+                       found['log_gamma'])
   return Mixture(found['weights'], found['means'], found['scales'])
 
 
-def _problem(arrays: dict[str, np.ndarray], latent_dim: int) -> str | None:
-  """What is wrong with a loaded fit's arrays, or None."""
+def _second_stage_problem(arrays: dict[str, np.ndarray], latent_dim: int) -> str | None:
+  """What is wrong with a loaded second stage's arrays, or None."""
+  shapes = second_stage_shapes(latent_dim)
+  if sorted(arrays) != sorted(shapes):
+    return f'it holds {sorted(arrays)}, not the second stage\'s {sorted(shapes)}'
+  wrong = [name for name, shape in shapes.items()
+           if arrays[name].shape != shape or arrays[name].dtype != np.float32]
+  if wrong:
+    return (f'{", ".join(sorted(wrong))} are not float32 arrays of the shapes a second stage '
+            f'of latent size {latent_dim} has')
+  if not all(np.isfinite(array).all() for array in arrays.values()):
+    return 'it holds NaN or Inf'
+  return None
+
+
+def _mixture_problem(arrays: dict[str, np.ndarray], latent_dim: int) -> str | None:
+  """What is wrong with a loaded mixture's arrays, or None."""
   if sorted(arrays) != ['means', 'scales', 'weights']:
     return f'it holds {sorted(arrays)}, not weights, means and scales'
   weights, means, scales = arrays['weights'], arrays['means'], arrays['scales']

@@ -264,7 +264,7 @@ def quality_probe(config: ml_collections.ConfigDict
 
 def fit_priors(encode_step: Callable, train_state: state.TrainState,
                batches: Iterable[dict[str, jax.Array]], specs: Iterable[str], count: int,
-               seed: int) -> dict[str, priors.Mixture]:
+               seed: int) -> dict[str, priors.Prior]:
   """{spec: the prior fitted to the encoder's means of the first `count` training images} (from
   `batches`, model input, in order): the same images at every measurement [ours]."""
   start, codes, seen = time.perf_counter(), [], 0
@@ -283,17 +283,17 @@ def fit_priors(encode_step: Callable, train_state: state.TrainState,
   return fitted
 
 
-def save_priors(fitted: dict[str, priors.Mixture], workdir: str, step: int) -> None:
+def save_priors(fitted: dict[str, priors.Prior], workdir: str, step: int) -> None:
   """Each fit into the workdir, keyed by the step whose encoder made its codes (process 0)."""
   if jax.process_index() == 0:
     with metric_writers.writing('the prior fits'):
-      for spec, mixture in fitted.items():
-        priors.save(mixture, priors.fit_path(workdir, spec, step))
+      for spec, prior in fitted.items():
+        priors.save(prior, priors.fit_path(workdir, spec, step))
 
 
 def measure_quality(eval_step: Callable, train_state: state.TrainState,
                     batches: Iterable[dict[str, jax.Array]], probe, count: int, seed: int,
-                    latent_dim: int, fitted: dict[str, priors.Mixture] | None = None,
+                    latent_dim: int, fitted: dict[str, priors.Prior] | None = None,
                     decode_step: Callable | None = None) -> dict[str, float]:
   """FID, KID, precision and recall of `count` samples from p(z) and of the reconstructions of
   as many test images (from `batches`, model input), in the probe's feature space; and each
@@ -307,8 +307,10 @@ def measure_quality(eval_step: Callable, train_state: state.TrainState,
     images, _ = eval_step(train_state, batch['image'], latents, batch.get('condition'))
     images = {**images, 'test_images': batch['image']}
     uniform = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), latents.shape[:2]))
-    for spec, mixture in (fitted or {}).items():
-      moved = mixture.transform(np.asarray(latents).reshape(-1, latent_dim), uniform.ravel())
+    noise = np.asarray(jax.random.normal(jax.random.fold_in(key, 2), latents.shape))
+    for spec, prior in (fitted or {}).items():
+      moved = prior.transform(np.asarray(latents).reshape(-1, latent_dim), uniform.ravel(),
+                              noise.reshape(-1, latent_dim))
       images[f'samples_{priors.label(spec)}'] = decode_step(
           train_state, moved.reshape(latents.shape), batch.get('condition'))
     if jax.process_count() > 1:
