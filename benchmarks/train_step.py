@@ -4,20 +4,27 @@ r"""Times the VAE/GAN train step at the paper's 64x64 CelebA config, on whatever
   python benchmarks/train_step.py --dtypes=float32 --runs=5 --steps=3
   python benchmarks/train_step.py --passes=joint           # our cheaper passes (passes.py)
   python benchmarks/train_step.py --config=synthetic       # the embedded default's step (32x32)
+  python benchmarks/train_step.py --config=synthetic --dtypes=float32 --runs=1 --steps=16 \
+      --variant=ema:decoder_ema_decay=0.99 --variant=sn:model.spectral_norm=True
+      # [ours] options' costs beside the config's own step, as ratios in one run
   python benchmarks/train_step.py --smoke                  # the tiny config, one timed step
 
 For each compute dtype it prints the compile time, XLA's FLOP count of one step, ms per step
 and images/s (median and spread over --runs runs of --steps steps, after warm-up steps), the
 achieved FLOP/s, and then one JSON line holding those numbers. The images are random: the step's
 cost does not depend on their content. To compare with PyTorch on the same machine in one run,
-see benchmarks/compare_with_torch.sh. --smoke runs the same code on configs/tiny.py with one
+see benchmarks/compare_with_torch.sh. Each --variant is the config with some values
+overridden, timed after the config itself; a table of their ms per step against the config's
+ends the run. R1 runs lazily (loss.r1_every steps), so time it over --steps that many. --smoke runs the same code on configs/tiny.py with one
 untimed and one timed step, in seconds: the test suite runs it so that the benchmark cannot rot.
 """
 from __future__ import annotations
 
+import ast
 import json
 import statistics
 import time
+from typing import Any
 
 import jax
 import ml_collections
@@ -44,13 +51,47 @@ _PASSES = flags.DEFINE_enum('passes', None, ['separate', 'joint'],
                             "model.passes (default: the config's, the authors' 'separate').")
 _DISPATCHES = flags.DEFINE_list('steps_per_dispatch', ['1'], 'Train steps per jitted call (K), '
                                 'each timed: a lax.scan over K batches; --steps counts calls.')
+_VARIANTS = flags.DEFINE_multi_string(
+    'variant', [], "NAME:KEY=VALUE[;KEY=VALUE...]: the config with these values, timed after "
+    "it (repeat), e.g. 'sn+r1:model.spectral_norm=True;loss.r1_weight=10.0'. Values are Python "
+    'literals; a string may be written bare.')
 _SMOKE = flags.DEFINE_bool('smoke', False, 'configs/tiny.py, float32, one warm-up and one timed '
                            'step: checks that the benchmark runs, measures nothing.')
 
 
-def benchmark_config(config_arg: str, dtype: str, steps_per_dispatch: int
-                     ) -> ml_collections.ConfigDict:
-  """The config to time: celeba64 with config_arg (or tiny with --smoke), batch per device."""
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+  """'NAME:KEY=VALUE;KEY=VALUE' -> (NAME, {KEY: value}); ValueError naming what is wrong."""
+  name, _, assignments = text.partition(':')
+  overrides = {}
+  for assignment in filter(None, (part.strip() for part in assignments.split(';'))):
+    key, equals, value = assignment.partition('=')
+    if not equals or not key.strip():
+      raise ValueError(f'--variant={text!r}: {assignment!r} is not KEY=VALUE.')
+    try:
+      overrides[key.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      overrides[key.strip()] = value.strip()          # a bare string, e.g. resize_conv
+  if not name.strip() or not overrides:
+    raise ValueError(f'--variant={text!r}: write NAME:KEY=VALUE[;KEY=VALUE...].')
+  return name.strip(), overrides
+
+
+def override(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:
+  """Set each dotted KEY of `overrides` in `config`; ValueError for a key the config lacks."""
+  for key, value in overrides.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for parent in parents:
+      node = node.get(parent) if isinstance(node, ml_collections.ConfigDict) else None
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+      raise ValueError(f'--variant: the config has no {key!r}.')
+    node[leaf] = value
+
+
+def benchmark_config(config_arg: str, dtype: str, steps_per_dispatch: int,
+                     overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """The config to time: celeba64 with config_arg (or tiny with --smoke), batch per device,
+  with a variant's overrides."""
   module = {'celeba64': celeba64, 'synthetic': synthetic}[_CONFIG.value]
   config = tiny.get_config() if _SMOKE.value else module.get_config(config_arg or None)
   config.model.compute_dtype = dtype
@@ -60,12 +101,13 @@ def benchmark_config(config_arg: str, dtype: str, steps_per_dispatch: int
     config.model.passes = _PASSES.value
   config.global_batch_size = (2 if _SMOKE.value else _BATCH.value) * jax.local_device_count()
   config.steps_per_dispatch = steps_per_dispatch
+  override(config, overrides or {})
   schema.check(config, device_count=jax.local_device_count())
   return config
 
 
 def benchmark(config: ml_collections.ConfigDict, config_arg: str, runs: int, steps_per_run: int,
-              warmup_steps: int) -> dict:
+              warmup_steps: int, variant: str = '') -> dict:
   devices = jax.local_devices()
   training = state.create_training(config, DEVICE_AXIS)
   train_state = training.initial_state
@@ -122,7 +164,7 @@ def benchmark(config: ml_collections.ConfigDict, config_arg: str, runs: int, ste
       peak_memory_bytes=memory.get('peak_bytes_in_use') if memory else None,
       compile_s=compile_seconds, runs=runs, steps_per_run=steps_per_run,
       steps_per_dispatch=dispatch, config=_CONFIG.value, config_arg=config_arg,
-      smoke=_SMOKE.value,
+      variant=variant, smoke=_SMOKE.value,
       jax=jax.__version__)
 
 
@@ -139,15 +181,39 @@ def report(result: dict) -> None:
   print(json.dumps(result), flush=True)
 
 
+def report_variants(results: list[dict]) -> None:
+  """Each variant's ms per step against its config's own (the same config_arg, dtype and K)."""
+  own = {(r['config_arg'], r['dtype'], r['steps_per_dispatch']): r['ms_per_step']
+         for r in results if not r['variant']}
+  print('variant | config_arg | dtype | K | ms/step | x the config\'s step')
+  for result in results:
+    base = own[result['config_arg'], result['dtype'], result['steps_per_dispatch']]
+    print(f'{result["variant"] or "(the config)"} | {result["config_arg"]} | {result["dtype"]} | '
+          f'{result["steps_per_dispatch"]} | {result["ms_per_step"]:.1f} | '
+          f'{result["ms_per_step"] / base:.2f}', flush=True)
+
+
 def main(argv: list[str]) -> None:
   del argv
   dtypes = ['float32'] if _SMOKE.value else _DTYPES.value
   timing = (1, 1, 1) if _SMOKE.value else (_RUNS.value, _STEPS.value, _WARMUP.value)
+  try:
+    variants = [('', {})] + [parse_variant(text) for text in _VARIANTS.value]
+    for name, overrides in variants:          # every variant checked before any is timed
+      benchmark_config(_CONFIG_ARGS.value[0] if _CONFIG_ARGS.value else '', dtypes[0], 1,
+                       overrides)
+  except (ValueError, TypeError) as error:       # schema.ConfigError is a ValueError
+    raise app.UsageError(str(error)) from None
+  results = []
   for config_arg in _CONFIG_ARGS.value or ['']:
     for dtype in dtypes:
       for dispatch in _DISPATCHES.value:
-        config = benchmark_config(config_arg, dtype, int(dispatch))
-        report(benchmark(config, config_arg, *timing))
+        for name, overrides in variants:
+          config = benchmark_config(config_arg, dtype, int(dispatch), overrides)
+          results.append(benchmark(config, config_arg, *timing, variant=name))
+          report(results[-1])
+  if len(variants) > 1:
+    report_variants(results)
 
 
 if __name__ == '__main__':

@@ -32,6 +32,15 @@ def test_conv_layers_benchmark_smoke():
     assert strided[f'{key}_ms'] > 0, key
 
 
+def test_the_train_step_benchmark_times_a_variant_beside_its_config():
+  output = run([sys.executable, 'benchmarks/train_step.py', '--smoke',
+                '--variant=ema+sn:decoder_ema_decay=0.9;model.spectral_norm=True'])
+  plain, variant = json_lines(output)
+  assert (plain['variant'], variant['variant']) == ('', 'ema+sn')
+  assert variant['flops_per_step'] > plain['flops_per_step']    # the overrides took effect
+  assert 'ema+sn | ' in output                                   # the table of ratios
+
+
 def test_input_pipeline_benchmark_smoke():
   (result,) = json_lines(run([sys.executable, 'benchmarks/input_pipeline.py', '--smoke']))
   assert result['num_images'] == 200 and result['prepare_images_per_s'] > 0
