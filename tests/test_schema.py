@@ -6,8 +6,9 @@ import pytest
 from vaegan_jax.configs import celeba64, schema, synthetic, tiny
 from vaegan_jax.training import checkpoints
 
-SHIPPED = [celeba64.get_config(arg) for arg in (None, 'mar', 'conditional', '32', '128')] + [
-    synthetic.get_config(arg) for arg in ('vaegan', 'vae', 'vae_disl', 'gan', 'gan,conditional')
+SHIPPED = [celeba64.get_config(arg) for arg in (None, 'mar', 'conditional', '32', '128', 'ours')] + [
+    synthetic.get_config(arg) for arg in ('vaegan', 'vae', 'vae_disl', 'gan', 'gan,conditional',
+                                          'ours')
 ] + [tiny.get_config(arg) for arg in ('vaegan', 'vae,conditional')]
 
 
@@ -15,6 +16,18 @@ SHIPPED = [celeba64.get_config(arg) for arg in (None, 'mar', 'conditional', '32'
 def test_shipped_configs_pass_and_have_exactly_the_schema_keys(config):
   schema.check(config)
   assert set(schema.flatten_config(config)) == set(schema.SCHEMA)
+
+
+@pytest.mark.parametrize('module, faithful, preset', [
+    (celeba64, None, 'ours'), (celeba64, 'mar,128', 'mar,128,ours'), (synthetic, None, 'ours'),
+    (synthetic, 'vae,conditional', 'vae,conditional,ours')])
+def test_the_ours_preset_changes_only_its_own_choices(module, faithful, preset):
+  before = schema.flatten_config(module.get_config(faithful))
+  after = schema.flatten_config(module.get_config(preset))
+  changed = {key: after[key] for key in before if after[key] != before[key]}
+  changed['quality.priors'] = tuple(changed['quality.priors'])
+  assert changed == {'decoder_ema_decay': 0.99,
+                     'quality.priors': ('gaussian', 'gmm:10', 'vae2')}
 
 
 def bad(**changes):

@@ -10,6 +10,9 @@ minutes; grids appear in the workdir's images/ folder as it trains.
 
 The config argument is the model kind, and 'conditional' conditions the networks on the 14
 attributes the synthetic faces draw: `--config=vaegan_jax/configs/synthetic.py:gan,conditional`.
+'ours' adds the [ours] preset past the 2016 recipe (celeba64.ours; provisional, see there):
+
+  vaegan-train --config=vaegan_jax/configs/synthetic.py:ours --workdir=runs/synthetic_ours
 """
 from __future__ import annotations
 
@@ -19,21 +22,21 @@ from vaegan_jax.configs import celeba64
 from vaegan_jax.data.celeba import RENDERED_ATTRIBUTES
 
 
-def parse_arg(arg: str | None) -> tuple[str, bool]:
-  """'KIND[,conditional]' -> (kind, conditional); the kind defaults to vaegan."""
+def parse_arg(arg: str | None) -> tuple[str, bool, bool]:
+  """'KIND[,conditional][,ours]' -> (kind, conditional, ours); the kind defaults to vaegan."""
   parts = [part.strip() for part in (arg or '').split(',') if part.strip()]
-  conditional = 'conditional' in parts
-  kinds = [part for part in parts if part != 'conditional']
+  conditional, preset = 'conditional' in parts, 'ours' in parts
+  kinds = [part for part in parts if part not in ('conditional', 'ours')]
   if len(kinds) > 1:
     raise ValueError(f'Config argument {arg!r}: give one model kind, optionally with '
-                     f'",conditional" (e.g. "gan,conditional").')
-  return (kinds[0] if kinds else 'vaegan'), conditional
+                     f'",conditional" and ",ours" (e.g. "gan,conditional").')
+  return (kinds[0] if kinds else 'vaegan'), conditional, preset
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """celeba64's method at 32x32 with CPU-sized networks; `arg` as in the module docstring."""
-  kind, conditional = parse_arg(arg)
-  config = celeba64.get_config('32')
+  kind, conditional, preset = parse_arg(arg)
+  config = celeba64.get_config('32,ours' if preset else '32')
   config.global_batch_size = 64
   config.num_train_steps = 800
   config.model.update(dict(

@@ -9,9 +9,10 @@ from vaegan_jax.data.celeba import RENDERED_ATTRIBUTES
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """celeba64's settings with small networks; `arg` is 'KIND[,conditional]' as in synthetic.py."""
-  kind, conditional = synthetic.parse_arg(arg)
-  config = celeba64.get_config()
+  """celeba64's settings with small networks; `arg` is 'KIND[,conditional][,ours]' as in
+  synthetic.py."""
+  kind, conditional, preset = synthetic.parse_arg(arg)
+  config = celeba64.get_config('ours' if preset else None)
   config.global_batch_size = 16
   config.num_train_steps = 20
   config.model.update(dict(
