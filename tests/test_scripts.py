@@ -181,3 +181,22 @@ def test_kill_and_resume_script_smoke(tmp_path):
   (result,) = json_lines(run([sys.executable, 'experiments/kill_and_resume.py',
                               f'--out={tmp_path}', '--kills=2', '--steps=8']))
   assert result['kills'] == 2 and result['same_parameters'] and result['same_metrics']
+
+
+def test_the_ablation_table_gives_each_variants_median_worst_and_share_of_seeds(tmp_path):
+  def quality_line(step, fid, gaussian_fid):
+    line = {'step': step, 'kind': 'quality', 'fid_domain_reconstructions': 50.0,
+            'checkerboard_samples': 1.0}
+    for name, value in (('samples', fid), ('samples_gaussian', gaussian_fid)):
+      line.update({f'fid_domain_{name}': value, f'precision_domain_{name}': 0.5,
+                   f'recall_domain_{name}': 0.5})
+    return json.dumps(line)
+
+  for seed, (fid, gaussian_fid) in enumerate([(100.0, 90.0), (160.0, 80.0), (140.0, 300.0)]):
+    (tmp_path / f'ours_s{seed}.jsonl').write_text(
+        quality_line(500, 999.0, 999.0) + '\n' + quality_line(1000, fid, gaussian_fid) + '\n')
+  output = run([sys.executable, 'experiments/ablation_table.py', f'--folder={tmp_path}'])
+  # the last step's FIDs: 100, 160, 140 -> median 140, worst 160; within 150: 100 and 140
+  assert '| ours | N(0, I) | 3 | 140 | 160 | 67% |' in output
+  assert '| ours | gaussian | 3 | 90 | 300 | 67% |' in output
+  assert '| ours | reconstructions | 3 | 50 | 50 | 100% |' in output

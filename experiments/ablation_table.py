@@ -1,0 +1,97 @@
+r"""Issue 22's ablation tables, from the quality lines its runs left (committed, a few KB each).
+
+  python experiments/ablation_table.py --folder=experiments/ablation_3000
+
+The folder holds one file per run, VARIANT_sSEED.jsonl: the 'quality' lines of that run's
+metrics.jsonl (e.g. `grep '"kind": "quality"' RUN/metrics.jsonl > faithful_s0.jsonl`). Prints
+two markdown tables: each run at its last measured step (sample FID, precision and recall from
+N(0, I) and from each fitted prior it measured, the samples' checkerboard index, the
+reconstructions' FID), and the seeds table: per variant and prior, the seeds, the median and
+the worst final sample FID, and the share of seeds within 1.5x of the best seed's (the issue's
+measure of stability). All FIDs are in the domain feature space.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import statistics
+
+from absl import app, flags
+
+_FOLDER = flags.DEFINE_string('folder', 'experiments/ablation_3000',
+                              'Folder of VARIANT_sSEED.jsonl files.')
+RUN_FILE = re.compile(r'(?P<variant>.+)_s(?P<seed>[0-9]+)\.jsonl')
+WITHIN = 1.5                 # a seed "trains" if its final sample FID is within 1.5x the best's
+
+
+def last_quality_line(path: str) -> dict:
+  """The quality line of the highest step in a run's file."""
+  with open(path) as file:
+    lines = [json.loads(line) for line in file if line.strip()]
+  lines = [line for line in lines if line.get('kind') == 'quality']
+  if not lines:
+    raise app.UsageError(f'{path} holds no quality line; copy the run\'s "kind": "quality" '
+                         f'lines into it.')
+  return max(lines, key=lambda line: line['step'])
+
+
+def sample_sets(line: dict) -> list[str]:
+  """'samples' (N(0, I)) and each fitted prior's set ('samples_gaussian', ...) in the line."""
+  return sorted((key[len('fid_domain_'):] for key in line
+                 if key.startswith('fid_domain_samples')), key=lambda name: (name != 'samples',
+                                                                             name))
+
+
+def seeds_summary(fids: list[float]) -> dict:
+  """{'seeds', 'median', 'worst', 'share'}: the share of seeds within WITHIN x the best FID."""
+  best = min(fids)
+  return dict(seeds=len(fids), median=statistics.median(fids), worst=max(fids),
+              share=sum(fid <= WITHIN * best for fid in fids) / len(fids))
+
+
+def prior_name(sample_set: str) -> str:
+  return 'N(0, I)' if sample_set == 'samples' else sample_set[len('samples_'):]
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  runs = {}
+  for name in sorted(os.listdir(_FOLDER.value)):
+    match = RUN_FILE.fullmatch(name)
+    if match:
+      runs[match['variant'], int(match['seed'])] = last_quality_line(
+          os.path.join(_FOLDER.value, name))
+  if not runs:
+    raise app.UsageError(f'No VARIANT_sSEED.jsonl file in {_FOLDER.value}.')
+
+  print('| variant | seed | step | sample FID | precision | recall | checkerboard (samples) '
+        '| reconstruction FID |')
+  print('|---|---|---|---|---|---|---|---|')
+  by_variant = collections.defaultdict(lambda: collections.defaultdict(list))
+  for (variant, seed), line in sorted(runs.items()):
+    sets = sample_sets(line)
+    cells = {metric: ' / '.join(f'{prior_name(s)} {line[f"{metric}_domain_{s}"]:{form}}'
+                                for s in sets)
+             for metric, form in (('fid', '.0f'), ('precision', '.2f'), ('recall', '.2f'))}
+    print(f'| {variant} | {seed} | {line["step"]} | {cells["fid"]} | {cells["precision"]} | '
+          f'{cells["recall"]} | {line["checkerboard_samples"]:.2f} | '
+          f'{line["fid_domain_reconstructions"]:.0f} |')
+    for sample_set in sets:
+      by_variant[variant][prior_name(sample_set)].append(line[f'fid_domain_{sample_set}'])
+    by_variant[variant]['reconstructions'].append(line['fid_domain_reconstructions'])
+
+  print()
+  print(f'| variant | samples from | seeds | median FID | worst FID | seeds within {WITHIN}x of '
+        f'the best |')
+  print('|---|---|---|---|---|---|')
+  for variant, sets in by_variant.items():
+    for sample_set, fids in sets.items():
+      summary = seeds_summary(fids)
+      print(f'| {variant} | {sample_set} | {summary["seeds"]} | {summary["median"]:.0f} | '
+            f'{summary["worst"]:.0f} | {summary["share"]:.0%} |')
+
+
+if __name__ == '__main__':
+  app.run(main)
