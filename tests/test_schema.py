@@ -67,6 +67,15 @@ def test_bad_values_are_named_with_what_is_valid(config, message):
     schema.check(config)
 
 
+def test_measuring_the_raw_decoder_needs_an_ema_beside_it():
+  config = tiny.get_config()
+  config.quality.raw_decoder = True
+  with pytest.raises(schema.ConfigError, match=r'keeps no EMA; set decoder_ema_decay'):
+    schema.check(config)
+  config.decoder_ema_decay = 0.99
+  schema.check(config)
+
+
 def test_a_gan_has_no_codes_to_fit_a_prior_to():
   config = tiny.get_config('gan')
   config.quality.priors = ('gaussian',)
@@ -129,7 +138,7 @@ def test_resumable_settings_are_those_that_leave_state_and_batches_alone():
       'data.synthetic_images', 'model.conv_gradients',
       'quality.every_steps', 'quality.num_samples', 'quality.extractor', 'quality.extractor_steps',
       'quality.inception_weights', 'quality.inception_sha256', 'quality.priors',
-      'quality.prior_codes', 'data.max_image_bytes',
+      'quality.prior_codes', 'quality.raw_decoder', 'data.max_image_bytes',
       'data.max_image_pixels'} | {   # the schedule: the step sets the learning rate each time
           f'optimizer.{network}.{key}' for network in ('encoder', 'decoder', 'discriminator')
           for key in ('learning_rate', 'schedule', 'end_learning_rate', 'anneal_power',

@@ -314,6 +314,30 @@ def test_the_loop_measures_sample_quality_in_the_domain_feature_space(tmp_path, 
   assert os.path.exists(priors.fit_path(workdir, 'gaussian', 3))     # kept again
 
 
+def test_a_run_with_the_decoder_ema_also_measures_the_run_without_it(tmp_path, data_dir):
+  # The EMA changes nothing training sees, so quality.raw_decoder's lines must be the numbers a
+  # run without the EMA measures, prior fits included; the EMA's own lines must differ.
+  def quality_lines(name, raw_decoder=False, **overrides):
+    config = tiny_run_config(data_dir, num_train_steps=4)
+    config.quality.update(extractor='domain', priors=('gaussian',), prior_codes=40,
+                          raw_decoder=raw_decoder)
+    config.update(overrides)
+    train.train_and_evaluate(config, str(tmp_path / name))
+    lines = [json.loads(line) for line in open(tmp_path / name / 'metrics.jsonl')]
+    return {line['kind']: line for line in lines if line['kind'].startswith('quality')}
+
+  plain = quality_lines('plain')
+  both = quality_lines('both', raw_decoder=True, decoder_ema_decay=0.5)
+  assert sorted(plain) == ['quality'] and sorted(both) == ['quality', 'quality_raw_decoder']
+  raw, ema = both['quality_raw_decoder'], both['quality']
+  assert raw.keys() == plain['quality'].keys()
+  for key in plain['quality']:
+    if key != 'kind':
+      np.testing.assert_allclose(raw[key], plain['quality'][key], rtol=1e-4, err_msg=key)
+  assert abs(ema['fid_domain_samples'] - raw['fid_domain_samples']) > 1e-3 * raw[
+      'fid_domain_samples']
+
+
 def records(workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as file:
     lines = [json.loads(line) for line in file]

@@ -197,6 +197,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # 'gmm:10', 'vae2'); each fit is saved as workdir/priors/SPEC-step_STEP.npz
       priors=(),
       prior_codes=10_000,                  # [ours] the first training images, encoded to fit
+      # [ours] with the decoder's EMA kept, also measure the trained decoder itself, logged as
+      # kind 'quality_raw_decoder': what the same run without the EMA measures, since the EMA
+      # changes nothing that training sees (one run gives both sides of the EMA's ablation)
+      raw_decoder=False,
   ))
   config.checkpoint_every_steps = 2500     # [ours] also on SIGTERM and at the end
   config.keep_checkpoints = 3              # [ours] the last K are kept

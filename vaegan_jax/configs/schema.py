@@ -215,6 +215,7 @@ SCHEMA: dict[str, Setting] = {
     'quality.inception_sha256': Setting(sha256_or_empty, resumable=True),
     'quality.priors': Setting(prior_specs, resumable=True),
     'quality.prior_codes': Setting(positive_int, resumable=True),
+    'quality.raw_decoder': Setting(boolean, resumable=True),
     'checkpoint_every_steps': Setting(positive_int, resumable=True),
     'keep_checkpoints': Setting(positive_int, resumable=True),
     'grid_size': Setting(positive_int, resumable=True),
@@ -296,6 +297,7 @@ def check(config: ml_collections.ConfigDict, *, device_count: int = 1, process_c
   for problem in (_architecture_problem(config.model),
                   _feature_layer_problem(config.model, config.loss.feature_layer),
                   _priors_problem(config.model.kind, config.quality.priors),
+                  _raw_decoder_problem(config.quality.raw_decoder, config.decoder_ema_decay),
                   _batch_problem(config.global_batch_size, device_count, process_count,
                                  local_device_count or device_count // process_count)):
     if problem:
@@ -340,6 +342,13 @@ def _priors_problem(kind: str, specs: Any) -> str | None:
   if kind == 'gan' and specs:
     return (f'quality.priors={tuple(specs)} are fitted to the encoder\'s codes, and a gan run '
             f'has no encoder; set quality.priors=().')
+  return None
+
+
+def _raw_decoder_problem(raw_decoder: bool, ema_decay: float) -> str | None:
+  if raw_decoder and not ema_decay:
+    return ('quality.raw_decoder=True measures the trained decoder beside its EMA, and this run '
+            'keeps no EMA; set decoder_ema_decay (e.g. 0.99) or quality.raw_decoder=False.')
   return None
 
 

@@ -450,10 +450,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
             encode_step, train_state, prior_batches(), config.quality.priors,
             config.quality.prior_codes, config.seed)
         save_priors(fitted, workdir, step)
-        report_finite('quality', measure_quality(eval_step, train_state, eval_batches(None),
-                                                 probe, config.quality.num_samples, config.seed,
-                                                 config.model.latent_dim, fitted,
-                                                 decode_step))
+        measured = {'quality': train_state}
+        if config.quality.raw_decoder:      # the same draws through the decoder the EMA follows
+          measured['quality_raw_decoder'] = train_state.replace(decoder_ema=None)
+        for kind, decoded_by in measured.items():
+          report_finite(kind, measure_quality(eval_step, decoded_by, eval_batches(None), probe,
+                                              config.quality.num_samples, config.seed,
+                                              config.model.latent_dim, fitted, decode_step))
       if due(config.checkpoint_every_steps):
         save_checkpoint(checkpointer, step, train_state,
                         {**batches.get_state(), 'report_window': window}, config)
