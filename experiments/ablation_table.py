@@ -3,7 +3,10 @@ r"""Issue 22's ablation tables, from the quality lines its runs left (committed,
   python experiments/ablation_table.py --folder=experiments/ablation_3000
 
 The folder holds one file per run, VARIANT_sSEED.jsonl: the 'quality' lines of that run's
-metrics.jsonl (e.g. `grep '"kind": "quality"' RUN/metrics.jsonl > faithful_s0.jsonl`). Prints
+metrics.jsonl (e.g. `grep '"kind": "quality"' RUN/metrics.jsonl > faithful_s0.jsonl`), or the
+'quality_raw_decoder' lines of a run that kept the decoder's EMA with quality.raw_decoder=True,
+which are the run without the EMA (`grep '"kind": "quality_raw_decoder"' RUN/metrics.jsonl >
+faithful_s1.jsonl`). Prints
 two markdown tables: each run at its last measured step (sample FID, precision and recall from
 N(0, I) and from each fitted prior it measured, the samples' checkerboard index, the
 reconstructions' FID), and the seeds table: per variant and prior, the seeds, the median and
@@ -24,16 +27,21 @@ _FOLDER = flags.DEFINE_string('folder', 'experiments/ablation_3000',
                               'Folder of VARIANT_sSEED.jsonl files.')
 RUN_FILE = re.compile(r'(?P<variant>.+)_s(?P<seed>[0-9]+)\.jsonl')
 WITHIN = 1.5                 # a seed "trains" if its final sample FID is within 1.5x the best's
+QUALITY_KINDS = ('quality', 'quality_raw_decoder')     # a run's own, or the run without its EMA
 
 
 def last_quality_line(path: str) -> dict:
-  """The quality line of the highest step in a run's file."""
+  """The quality line of the highest step in a run's file, of its one kind (QUALITY_KINDS)."""
   with open(path) as file:
     lines = [json.loads(line) for line in file if line.strip()]
-  lines = [line for line in lines if line.get('kind') == 'quality']
-  if not lines:
+  lines = [line for line in lines if line.get('kind') in QUALITY_KINDS]
+  kinds = sorted({line['kind'] for line in lines})
+  if not kinds:
     raise app.UsageError(f'{path} holds no quality line; copy the run\'s "kind": "quality" '
                          f'lines into it.')
+  if len(kinds) > 1:
+    raise app.UsageError(f'{path} holds quality lines of the kinds {kinds}; it needs those of '
+                         f'one kind, "quality" or "quality_raw_decoder", from one run.')
   return max(lines, key=lambda line: line['step'])
 
 

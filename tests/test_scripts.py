@@ -184,8 +184,8 @@ def test_kill_and_resume_script_smoke(tmp_path):
 
 
 def test_the_ablation_table_gives_each_variants_median_worst_and_share_of_seeds(tmp_path):
-  def quality_line(step, fid, gaussian_fid):
-    line = {'step': step, 'kind': 'quality', 'fid_domain_reconstructions': 50.0,
+  def quality_line(step, fid, gaussian_fid, kind='quality'):
+    line = {'step': step, 'kind': kind, 'fid_domain_reconstructions': 50.0,
             'checkerboard_samples': 1.0}
     for name, value in (('samples', fid), ('samples_gaussian', gaussian_fid)):
       line.update({f'fid_domain_{name}': value, f'precision_domain_{name}': 0.5,
@@ -200,3 +200,16 @@ def test_the_ablation_table_gives_each_variants_median_worst_and_share_of_seeds(
   assert '| ours | N(0, I) | 3 | 140 | 160 | 67% |' in output
   assert '| ours | gaussian | 3 | 90 | 300 | 67% |' in output
   assert '| ours | reconstructions | 3 | 50 | 50 | 100% |' in output
+
+  # A run that kept the decoder's EMA gives the run without it as its raw decoder's lines; a
+  # file of both kinds is refused, as two runs in one file would be.
+  (tmp_path / 'faithful_s1.jsonl').write_text(
+      quality_line(1000, 400.0, 300.0, kind='quality_raw_decoder') + '\n')
+  output = run([sys.executable, 'experiments/ablation_table.py', f'--folder={tmp_path}'])
+  assert '| faithful | N(0, I) | 1 | 400 | 400 | 100% |' in output
+  with open(tmp_path / 'faithful_s1.jsonl', 'a') as file:
+    file.write(quality_line(1000, 200.0, 200.0) + '\n')
+  refused = subprocess.run([sys.executable, 'experiments/ablation_table.py',
+                            f'--folder={tmp_path}'], cwd=REPO, capture_output=True, text=True)
+  assert refused.returncode != 0
+  assert "kinds ['quality', 'quality_raw_decoder']; it needs those of one kind" in refused.stderr

@@ -19,7 +19,8 @@ def test_transform_picks_components_by_weight_and_moves_by_the_cholesky_factor()
   mixture = priors.Mixture(weights=np.array([0.2, 0.8]), means=np.array([[1.0, 2.0], [-5, 0]]),
                            scales=np.array([[[2.0, 0], [1, 3]], [[1, 0], [0, 1]]]))
   normal = np.array([[1.0, 1.0], [1.0, -2.0], [0.5, 0.5]])
-  z = mixture.transform(normal, np.array([0.1, 0.1, 0.5]))       # u < 0.2 -> component 0
+  # u < 0.2 -> component 0; a mixture adds no noise, so a large one must change nothing
+  z = mixture.transform(normal, np.array([0.1, 0.1, 0.5]), noise=np.full((3, 2), 9.0))
   # [1, 2] + [[2, 0], [1, 3]] @ e
   np.testing.assert_allclose(z, [[3.0, 6.0], [3.0, -3.0], [-4.5, 0.5]])
 

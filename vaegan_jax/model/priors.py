@@ -91,9 +91,9 @@ class Mixture(_Prior):
     return dict(weights=self.weights, means=self.means, scales=self.scales)
 
   def transform(self, normal: np.ndarray, uniform: np.ndarray,
-                noise: np.ndarray | None = None) -> np.ndarray:
-    """z [N, L] from e ~ N(0, I) [N, L] and u ~ U[0, 1) [N] (which picks each z's component);
-    a mixture has no use for the noise."""
+                noise: np.ndarray) -> np.ndarray:
+    """z [N, L] from e ~ N(0, I) [N, L] and u ~ U[0, 1) [N] (which picks each z's component)."""
+    del noise                              # a mixture adds none
     normal = np.asarray(normal, np.float64)
     cumulative = np.cumsum(self.weights)
     component = np.minimum(np.searchsorted(cumulative / cumulative[-1], uniform, side='right'),

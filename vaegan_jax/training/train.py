@@ -306,13 +306,14 @@ def measure_quality(eval_step: Callable, train_state: state.TrainState,
     latents = jax.random.normal(key, batch['image'].shape[:2] + (latent_dim,))
     images, _ = eval_step(train_state, batch['image'], latents, batch.get('condition'))
     images = {**images, 'test_images': batch['image']}
-    uniform = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), latents.shape[:2]))
-    noise = np.asarray(jax.random.normal(jax.random.fold_in(key, 2), latents.shape))
-    for spec, prior in (fitted or {}).items():
-      moved = prior.transform(np.asarray(latents).reshape(-1, latent_dim), uniform.ravel(),
-                              noise.reshape(-1, latent_dim))
-      images[f'samples_{priors.label(spec)}'] = decode_step(
-          train_state, moved.reshape(latents.shape), batch.get('condition'))
+    if fitted:
+      uniform = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), latents.shape[:2]))
+      noise = np.asarray(jax.random.normal(jax.random.fold_in(key, 2), latents.shape))
+      for spec, prior in fitted.items():
+        moved = prior.transform(np.asarray(latents).reshape(-1, latent_dim), uniform.ravel(),
+                                noise.reshape(-1, latent_dim))
+        images[f'samples_{priors.label(spec)}'] = decode_step(
+            train_state, moved.reshape(latents.shape), batch.get('condition'))
     if jax.process_count() > 1:
       images = multihost_utils.process_allgather(images)
     for name, value in images.items():
