@@ -15,8 +15,10 @@ achieved FLOP/s, and then one JSON line holding those numbers. The images are ra
 cost does not depend on their content. To compare with PyTorch on the same machine in one run,
 see benchmarks/compare_with_torch.sh. Each --variant is the config with some values
 overridden, timed after the config itself; a table of their ms per step against the config's
-ends the run. R1 runs lazily (loss.r1_every steps), so time it over --steps that many. --smoke runs the same code on configs/tiny.py with one
-untimed and one timed step, in seconds: the test suite runs it so that the benchmark cannot rot.
+ends the run. R1 runs lazily, every loss.r1_every steps in an executable of its own (as in the
+loop), so time it over --steps that many, at --steps_per_dispatch=1. --smoke runs the same
+code on configs/tiny.py with one untimed and one timed step, in seconds: the test suite runs it
+so that the benchmark cannot rot.
 """
 from __future__ import annotations
 
@@ -103,6 +105,9 @@ def benchmark_config(config_arg: str, dtype: str, steps_per_dispatch: int,
   config.steps_per_dispatch = steps_per_dispatch
   override(config, overrides or {})
   schema.check(config, device_count=jax.local_device_count())
+  if steps.uses_r1(config) and steps_per_dispatch > 1:
+    raise ValueError('The benchmark times R1 (loss.r1_weight > 0) at --steps_per_dispatch=1 '
+                     'only; the training loop runs its lazy steps alone either way.')
   return config
 
 
@@ -113,6 +118,7 @@ def benchmark(config: ml_collections.ConfigDict, config_arg: str, runs: int, ste
   train_state = training.initial_state
   train_step = steps.make_pmapped_train_step(config, training.networks, training.optimizers,
                                              devices=devices)
+  r1_every = config.loss.r1_every if steps.uses_r1(config) else 0
   resolution, per_device = config.model.resolution, config.global_batch_size // len(devices)
   dispatch = config.steps_per_dispatch
   leading = (len(devices),) + ((dispatch,) if dispatch > 1 else ())
@@ -133,15 +139,25 @@ def benchmark(config: ml_collections.ConfigDict, config_arg: str, runs: int, ste
   # count does not depend on the backend, so the CPU's stands for it).
   # K steps per dispatch are a while loop, whose body the analysis counts once: one step.
   flops_per_step = float(cost['flops']) * len(devices) if cost and 'flops' in cost else None
+  # R1's lazy steps run in an executable of their own, as in the loop (train.dispatch_plan).
+  step_functions = {False: compiled}
+  if r1_every:
+    step_functions[True] = steps.make_pmapped_train_step(
+        config, training.networks, training.optimizers, devices=devices, with_r1=True).lower(
+            train_state, batches[0], None).compile()
 
-  for i in range(warmup_steps):
-    train_state, metrics = compiled(train_state, batches[i % 2], None)
+  def advance(train_state, call):
+    function = step_functions[bool(r1_every) and call % r1_every == 0]
+    return function(train_state, batches[call % 2], None)
+
+  for call in range(warmup_steps):
+    train_state, metrics = advance(train_state, call)
   jax.block_until_ready((train_state, metrics))
   seconds_per_step = []
-  for _ in range(runs):
+  for run in range(runs):
     start = time.perf_counter()
     for i in range(steps_per_run):
-      train_state, metrics = compiled(train_state, batches[i % 2], None)
+      train_state, metrics = advance(train_state, warmup_steps + run * steps_per_run + i)
     jax.block_until_ready((train_state, metrics))
     seconds_per_step.append((time.perf_counter() - start) / (steps_per_run * dispatch))
 

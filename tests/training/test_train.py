@@ -82,12 +82,21 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, data_dir):
 def test_a_dispatch_is_cut_short_where_an_action_falls_due():
   # The embedded default's intervals (log 50, grids 100, eval and quality 400, checkpoints 200)
   intervals = (50, 100, 400, 400, 200)
-  assert train.dispatch_length(0, 16, intervals, 800) == 16
-  assert train.dispatch_length(48, 16, intervals, 800) == 2      # step 50 logs
-  assert train.dispatch_length(50, 16, intervals, 800) == 16
-  assert train.dispatch_length(796, 16, intervals, 800) == 4     # the last step
-  assert train.dispatch_length(10, 1, intervals, 800) == 1
-  assert train.dispatch_length(5, 4, (3,), 7) == 1              # step 6 is due
+  plan = train.dispatch_plan
+  assert plan(0, 16, intervals, 800) == (16, False)
+  assert plan(48, 16, intervals, 800) == (2, False)      # step 50 logs
+  assert plan(50, 16, intervals, 800) == (16, False)
+  assert plan(796, 16, intervals, 800) == (4, False)     # the last step
+  assert plan(10, 1, intervals, 800) == (1, False)
+  assert plan(5, 4, (3,), 7) == (1, False)               # step 6 is due
+  # R1's lazy steps (every 16) run alone, in R1's executable, and cut the dispatch before them.
+  assert plan(0, 16, intervals, 800, r1_every=16) == (1, True)
+  assert plan(1, 16, intervals, 800, r1_every=16) == (15, False)
+  assert plan(48, 16, intervals, 800, r1_every=16) == (1, True)
+  assert plan(49, 16, intervals, 800, r1_every=16) == (1, False)    # step 50 logs
+  assert plan(51, 1, intervals, 800, r1_every=16) == (1, False)
+  assert [plan(step, 1, intervals, 800, r1_every=4)[1] for step in range(6)] == [
+      True, False, False, False, True, False]
 
 
 def test_the_steps_of_a_dispatch_are_unstacked_in_order():
@@ -123,6 +132,16 @@ def test_four_steps_per_dispatch_report_at_their_steps_and_resume_bit_identical(
   assert int(resumed.step) == steps
   for a, b in zip(leaves(uninterrupted), leaves(resumed)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_the_loop_runs_r1_on_its_lazy_steps(tmp_path, data_dir):
+  """R1 every 2 steps: the loop calls R1's executable on steps 0 and 2 (dispatch_plan), so the
+  logged r1, averaged over 4 steps, is half the mean of those two steps' penalties: above 0."""
+  config = tiny_run_config(data_dir, num_train_steps=4, log_every_steps=4)
+  config.loss.update(r1_weight=0.5, r1_every=2)
+  train.train_and_evaluate(config, str(tmp_path))
+  (line,) = [line for line in records(str(tmp_path)) if line['kind'] == 'train']
+  assert line['step'] == 4 and np.isfinite(line['r1']) and line['r1'] > 0
 
 
 def test_sigterm_saves_and_stops(tmp_path, data_dir):

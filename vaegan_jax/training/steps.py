@@ -272,14 +272,21 @@ def r1_penalty(logits: Callable[[jax.Array], jax.Array], images: jax.Array) -> j
   return 0.5 * jnp.sum(jnp.square(gradient.astype(jnp.float32)))
 
 
+def uses_r1(config: Any) -> bool:
+  """Whether the run adds R1 (loss.r1_weight > 0 and a discriminator to penalise)."""
+  return config.loss.r1_weight > 0 and config.model.kind != 'vae'
+
+
 def r1_gradients(state: TrainState, images: jax.Array, conditions: jax.Array | None, *,
                  config: Any, networks: Networks, axis_name: str | None
                  ) -> tuple[Any, jax.Array]:
-  """(the discriminator's gradient of r1_weight * R1, R1 per example) on this device's real
-  images: lazily, every r1_every steps with the weight times r1_every (as StyleGAN2), and zero
-  gradients between (lax.cond: one executable). The discriminator runs as in its passes (train
-  mode; the statistics this application computes are dropped). Its gradient joins L_GAN's, so
-  the gating's skips apply to it too."""
+  """(the discriminator's gradient of r1_weight * r1_every * R1, R1 per example) on this
+  device's real images. R1 is lazy: it runs on every r1_every-th step only, with the weight
+  times r1_every (as StyleGAN2), in an executable of its own (`train_step(with_r1=True)`; the
+  loop's `dispatch_plan` picks those steps). A lax.cond would keep one executable, but XLA:CPU
+  runs the convolutions inside a conditional 12x slower. The discriminator runs as in its
+  passes (train mode; the statistics this application computes are dropped). Its gradient
+  joins L_GAN's, so the gating's skips apply to it too."""
   discriminator = state.discriminator
   loss = config.loss
   scale = loss.r1_weight * loss.r1_every / (
@@ -293,16 +300,8 @@ def r1_gradients(state: TrainState, images: jax.Array, conditions: jax.Array | N
       return real_logits
     return r1_penalty(logits, images)
 
-  def measured(params):
-    value, gradient = jax.value_and_grad(penalty)(params)
-    return jax.tree.map(lambda leaf: scale * leaf, gradient), value
-
-  def skipped(params):
-    return jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32)
-
-  gradient, value = lax.cond(state.step % loss.r1_every == 0, measured, skipped,
-                             discriminator.params)
-  return gradient, value / images.shape[0]
+  value, gradient = jax.value_and_grad(penalty)(discriminator.params)
+  return jax.tree.map(lambda leaf: scale * leaf, gradient), value / images.shape[0]
 
 
 # ---------------------------------------------------------------- updates
@@ -340,13 +339,16 @@ def apply_network_update(network: NetworkState, gradients: Any, new_batch_stats:
 
 def train_step(state: TrainState, images: jax.Array, conditions: jax.Array | None = None, *,
                config: Any, networks: Networks, optimizers: Optimizers,
-               axis_name: str | None = DEVICE_AXIS) -> tuple[TrainState, Metrics]:
+               axis_name: str | None = DEVICE_AXIS, with_r1: bool = False
+               ) -> tuple[TrainState, Metrics]:
   """One VAE/GAN update of all three networks on this device's part of the global batch.
 
   Args:
     state: replicated train state.
     images: [B, R, R, C] local batch in [-1, 1].
     conditions: [B, A] attributes in {-1, +1} for a conditional model, else None.
+    with_r1: whether this is one of R1's lazy steps (`r1_gradients`); a run with R1 reports
+      r1 = 0 on the others.
   Returns:
     (new state, metrics); the metrics are global-batch averages, identical on every device:
     per-example loss terms, D(x), D(x~), D(xp) (mean probabilities), the mean real and fake
@@ -355,10 +357,12 @@ def train_step(state: TrainState, images: jax.Array, conditions: jax.Array | Non
   """
   gradients, new_batch_stats, terms, forward = compute_gradients(
       state, images, conditions, config=config, networks=networks, axis_name=axis_name)
-  if networks.discriminator is not None and config.loss.r1_weight > 0:
+  if uses_r1(config) and with_r1:
     r1_gradient, terms['r1'] = r1_gradients(state, images, conditions, config=config,
                                              networks=networks, axis_name=axis_name)
     gradients['discriminator'] = jax.tree.map(jnp.add, gradients['discriminator'], r1_gradient)
+  elif uses_r1(config):                # every step's metrics have the same names
+    terms['r1'] = jnp.zeros((), jnp.float32)
   gradients = _psum(gradients, axis_name)
   metrics = {name: jnp.mean(value) for name, value in terms.items()}
   update = {name: jnp.array(True) for name in gradients}
@@ -469,20 +473,22 @@ def scanned_train_steps(state: TrainState, images: jax.Array,
 
 
 def make_pmapped_train_step(config: Any, networks: Networks, optimizers: Optimizers,
-                            devices: Sequence[jax.Device] | None = None
+                            devices: Sequence[jax.Device] | None = None, with_r1: bool = False
                             ) -> Callable[..., tuple[TrainState, Metrics]]:
   """train_step over `devices` (default: every device of every process), called as
   step(state, images, conditions); each process passes images [its local devices, B, R, R, C]
   and conditions [its local devices, B, A] for a conditional model, else None. With images
   [local devices, K, B, R, R, C] (and conditions [local devices, K, B, A]) it runs K steps in
   one call (`scanned_train_steps`), each metric stacked [K]; each K is compiled once. The result
-  is jax.pmap's own function, so `.lower(...)` works on it (benchmarks/train_step.py).
+  is jax.pmap's own function, so `.lower(...)` works on it (benchmarks/train_step.py). with_r1:
+  the executable of R1's lazy steps (`train_step`), which the loop calls alone, one step each.
 
   The networks must be built with axis_name=DEVICE_AXIS. The state goes in and comes out unmapped
   (in_axes / out_axes None: it is identical on every device) and, in a single-process run, is
   donated, so its buffers are reused for the new state.
   """
-  options = dict(config=config, networks=networks, optimizers=optimizers, axis_name=DEVICE_AXIS)
+  options = dict(config=config, networks=networks, optimizers=optimizers, axis_name=DEVICE_AXIS,
+                 with_r1=with_r1)
 
   def step(state, images, conditions):
     if images.ndim == 5:                     # [K, B, R, R, C] on this device

@@ -55,13 +55,18 @@ def is_due(step: int, every: int, total: int) -> bool:
   return step % every == 0 or step == total
 
 
-def dispatch_length(step: int, steps_per_dispatch: int, intervals: Iterable[int],
-                    total: int) -> int:
-  """How many steps the next dispatch runs after `step`: steps_per_dispatch, cut short at the
+def dispatch_plan(step: int, steps_per_dispatch: int, intervals: Iterable[int], total: int,
+                  r1_every: int = 0) -> tuple[int, bool]:
+  """(steps, with R1?) of the next dispatch after `step`: steps_per_dispatch, cut short at the
   next step where a periodic action falls due (or the last step), so that each happens at its
-  step. A run therefore compiles only a few lengths, and the same ones wherever it resumes."""
-  next_due = min([total] + [(step // every + 1) * every for every in intervals])
-  return max(1, min(steps_per_dispatch, next_due - step))
+  step. R1's lazy steps (every r1_every; 0: no R1) run alone, each in the executable that adds
+  R1 (steps.r1_gradients). A run therefore compiles only a few lengths, and the same ones
+  wherever it resumes."""
+  if r1_every and step % r1_every == 0:
+    return 1, True
+  cuts = list(intervals) + ([r1_every] if r1_every else [])
+  next_due = min([total] + [(step // every + 1) * every for every in cuts])
+  return max(1, min(steps_per_dispatch, next_due - step)), False
 
 
 def next_batches(batches: Iterable[dict[str, jax.Array]], count: int) -> dict[str, jax.Array]:
@@ -390,6 +395,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
 
   # ---- The update and evaluation steps; reports past the restored step are dropped.
   train_step = steps.make_pmapped_train_step(config, training.networks, training.optimizers)
+  r1_every = config.loss.r1_every if steps.uses_r1(config) else 0
+  r1_step = steps.make_pmapped_train_step(config, training.networks, training.optimizers,
+                                          with_r1=True) if r1_every else None
   eval_step = steps.make_pmapped_eval_step(config, training.networks)
   fits_priors = bool(config.quality.priors) and training.networks.encoder is not None
   encode_step = steps.make_pmapped_encode_step(training.networks) if fits_priors else None
@@ -421,9 +429,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
   step = start_step
   try:
     while step < total:
-      count = dispatch_length(step, config.steps_per_dispatch, intervals, total)
+      count, with_r1 = dispatch_plan(step, config.steps_per_dispatch, intervals, total,
+                                     r1_every)
       batch = next_batches(batches, count)
-      train_state, metrics = train_step(train_state, batch['image'], batch.get('condition'))
+      train_state, metrics = (r1_step if with_r1 else train_step)(
+          train_state, batch['image'], batch.get('condition'))
       step += count
       interval_steps += count
       history.append((step, count, metrics))
