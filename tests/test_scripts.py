@@ -32,13 +32,24 @@ def test_conv_layers_benchmark_smoke():
     assert strided[f'{key}_ms'] > 0, key
 
 
+def test_the_batched_applications_benchmark_times_both_pass_styles():
+  (result,) = json_lines(run([sys.executable, 'benchmarks/batched_applications.py', '--smoke']))
+  assert [row['style'] for row in result['styles']] == ['feb', 'mar']
+  for row in result['styles']:
+    for network in ('decoder', 'discriminator'):
+      separate, batched = row[f'{network}_separate_ms'], row[f'{network}_batched_ms']
+      assert separate > 0 and batched > 0
+      assert abs(row[f'{network}_ratio'] - separate / batched) < 1e-9
+
+
 def test_the_train_step_benchmark_times_a_variant_beside_its_config():
   output = run([sys.executable, 'benchmarks/train_step.py', '--smoke',
-                '--variant=ema+sn:decoder_ema_decay=0.9;model.spectral_norm=True'])
+                '--variant=options:decoder_ema_decay=0.9;model.spectral_norm=True;'
+                'loss.r1_weight=0.5;loss.r1_every=2'])
   plain, variant = json_lines(output)
-  assert (plain['variant'], variant['variant']) == ('', 'ema+sn')
+  assert (plain['variant'], variant['variant']) == ('', 'options')
   assert variant['flops_per_step'] > plain['flops_per_step']    # the overrides took effect
-  assert 'ema+sn | ' in output                                   # the table of ratios
+  assert 'options | ' in output                                  # the table of ratios
 
 
 def test_input_pipeline_benchmark_smoke():
