@@ -134,14 +134,22 @@ def test_four_steps_per_dispatch_report_at_their_steps_and_resume_bit_identical(
     np.testing.assert_array_equal(a, b)
 
 
-def test_the_loop_runs_r1_on_its_lazy_steps(tmp_path, data_dir):
-  """R1 every 2 steps: the loop calls R1's executable on steps 0 and 2 (dispatch_plan), so the
-  logged r1, averaged over 4 steps, is half the mean of those two steps' penalties: above 0."""
-  config = tiny_run_config(data_dir, num_train_steps=4, log_every_steps=4)
-  config.loss.update(r1_weight=0.5, r1_every=2)
-  train.train_and_evaluate(config, str(tmp_path))
-  (line,) = [line for line in records(str(tmp_path)) if line['kind'] == 'train']
-  assert line['step'] == 4 and np.isfinite(line['r1']) and line['r1'] > 0
+def test_the_loop_runs_r1_on_its_lazy_steps_with_any_steps_per_dispatch(tmp_path, data_dir):
+  """R1 every 3 of 5 steps: the loop calls R1's executable on steps 0 and 3 (dispatch_plan), so
+  the logged r1 is above 0; at K=4 the dispatches are 1 (R1), 2, 1 (R1) and 1 steps, and the
+  run ends where K=1's does (other executables: float32 tolerance)."""
+  ends, logged = {}, {}
+  for dispatch in (1, 4):
+    config = tiny_run_config(data_dir, num_train_steps=5, log_every_steps=5,
+                             steps_per_dispatch=dispatch)
+    config.loss.update(r1_weight=0.5, r1_every=3)
+    ends[dispatch] = train.train_and_evaluate(config, str(tmp_path / str(dispatch)))
+    (logged[dispatch],) = [line for line in records(str(tmp_path / str(dispatch)))
+                           if line['kind'] == 'train']
+  assert logged[1]['step'] == 5 and np.isfinite(logged[1]['r1']) and logged[1]['r1'] > 0
+  np.testing.assert_allclose(logged[4]['r1'], logged[1]['r1'], rtol=1e-4)
+  for a, b in zip(leaves(ends[4]), leaves(ends[1])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_sigterm_saves_and_stops(tmp_path, data_dir):
