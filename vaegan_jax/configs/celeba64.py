@@ -70,8 +70,8 @@ def ours(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   index 0.84, every seed within 1.5x of the best where the faithful run's worst is 2.05x), and
   the priors fitted to the codes measured beside N(0, I) (vae2 195, gaussian 196; draw figures
   from them with `vaegan-figures --prior=vae2`). Resize-conv made samples worse at 800 steps,
-  and spectral norm at 3,000 (one seed: 840 against 573 alone, 364 against 286 with the EMA);
-  R1 and Adam are not measured at 3,000 steps yet. So all stay off."""
+  and spectral norm and Adam at 3,000 (one seed, with the EMA: 364 and 429 against 286); R1 is
+  not measured at 3,000 steps yet. So all stay off."""
   config.decoder_ema_decay = 0.99
   config.quality.priors = ('gaussian', 'gmm:10', 'vae2')
   return config
