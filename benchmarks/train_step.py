@@ -34,7 +34,7 @@ from absl import app, flags
 
 from vaegan_jax.configs import celeba64, schema, synthetic, tiny
 from vaegan_jax.sharding import DEVICE_AXIS
-from vaegan_jax.training import state, steps
+from vaegan_jax.training import state, steps, train
 
 _DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes to time.')
 _BATCH = flags.DEFINE_integer('per_device_batch', 64, 'Images per device per step.')
@@ -147,8 +147,8 @@ def benchmark(config: ml_collections.ConfigDict, config_arg: str, runs: int, ste
             train_state, batches[0], None).compile()
 
   def advance(train_state, call):
-    function = step_functions[bool(r1_every) and call % r1_every == 0]
-    return function(train_state, batches[call % 2], None)
+    _, with_r1 = train.dispatch_plan(call, 1, (), call + 1, r1_every)
+    return step_functions[with_r1](train_state, batches[call % 2], None)
 
   for call in range(warmup_steps):
     train_state, metrics = advance(train_state, call)
