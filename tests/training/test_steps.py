@@ -77,9 +77,9 @@ def test_eight_devices_make_the_same_update_as_one(kind, passes_choice, options)
   # The GAN baseline's float32 states differ between one device and 8 by up to 1.3e-3 of each
   # leaf's largest value on an Intel Xeon (vaegan: 6e-6; the GAN passed at 1e-4 on AMD EPYC).
   # That is rounding: the same two steps computed in float64 throughout agree to 3e-15 (gan)
-  # and 2e-14 (vaegan) (2026-12-02, an ad-hoc run). Its gradients come only through the discriminator and
-  # nearly cancel in many elements, and RMSProp scales each to a full-size update. A real
-  # disagreement (noise, statistics) is O(1).
+  # and 2e-14 (vaegan) (2026-12-02, an ad-hoc run). The GAN's gradients come only through the
+  # discriminator and nearly cancel in many elements, and RMSProp scales each to a full-size
+  # update. A real disagreement (noise, statistics) is O(1).
   rtol, atol = (5e-3, 1e-5) if kind == 'gan' else (1e-4, 2e-6)
   assert_trees_close(eight_state, one_state, rtol=rtol, atol=atol)
   assert_trees_close(eight_metrics, one_metrics, rtol=1e-4, atol=1e-5)
