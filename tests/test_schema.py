@@ -26,7 +26,7 @@ def test_the_ours_preset_changes_only_its_own_choices(module, faithful, preset):
   after = schema.flatten_config(module.get_config(preset))
   changed = {key: after[key] for key in before if after[key] != before[key]}
   changed['quality.priors'] = tuple(changed['quality.priors'])
-  assert changed == {'decoder_ema_decay': 0.99,
+  assert changed == {'decoder_ema_decay': 0.99, 'loss.r1_weight': 1.0,
                      'quality.priors': ('gaussian', 'gmm:10', 'vae2')}
 
 

@@ -10,7 +10,8 @@ minutes; grids appear in the workdir's images/ folder as it trains.
 
 The config argument is the model kind, and 'conditional' conditions the networks on the 14
 attributes the synthetic faces draw: `--config=vaegan_jax/configs/synthetic.py:gan,conditional`.
-'ours' adds the [ours] preset past the 2016 recipe (celeba64.ours; provisional, see there):
+'ours' adds the [ours] preset past the 2016 recipe (celeba64.ours: the decoder's EMA and R1,
+measured there):
 
   vaegan-train --config=vaegan_jax/configs/synthetic.py:ours --workdir=runs/synthetic_ours
 """
