@@ -1,7 +1,7 @@
 r"""Times every convolution of the paper's 64x64 networks alone, in JAX and in PyTorch.
 
   .venv/bin/python benchmarks/conv_layers.py                        # JAX: both gradient choices
-  .venv/bin/python benchmarks/conv_layers.py --forms                # + strided-forward rewrites
+  .venv/bin/python benchmarks/conv_layers.py --forms                # + stride-2 rewrites
   .venv-torch/bin/python benchmarks/conv_layers.py --framework=torch
   .venv/bin/python benchmarks/conv_layers.py --smoke                # tiny shapes, one repeat
 
@@ -10,7 +10,12 @@ times, in ms, of the forward pass and of both gradients (input and kernel), and 
 line. JAX times `model.conv_gradients` 'matmul' (the CPU default) and 'xla'. --forms also times
 rewrites of the stride-2 forward, each checked against XLA's conv first: the four phase
 convolutions, space-to-depth with a 3x3 kernel over 4C channels, im2col with one dot, and one
-dot per row of kernel taps. It imports one framework only, so it runs in either venv.
+dot per row of kernel taps; and rewrites of the stride-2 kernel gradient beside the default's
+one matmul per tap ('matmul_kernel_gradient') and XLA's own ('xla_kernel_gradient'), each
+checked against XLA's autodiff: the taps' windows cut from the four phases of the padded input
+(unstrided copies), every window in one im2col matrix and one dot, and contiguous row ranges of
+the flattened phases against a padded cotangent. It imports one framework only, so it runs in
+either venv.
 """
 from __future__ import annotations
 
@@ -79,6 +84,62 @@ def strided_forms():
           'im2col': im2col, 'rows_of_taps': rows_of_taps}
 
 
+def kernel_gradient_forms():
+  """The stride-2, 5x5 kernel gradient, each (x [B, H, W, C], g [B, H/2, W/2, O]) -> [5, 5, C, O]."""
+  import jax
+  import jax.numpy as jnp
+
+  from vaegan_jax.model import layers
+
+  def phases(x, height, width):
+    """The padded input's four (row, column) parities, each [B, height + 2, width + 2, C]."""
+    padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    # The barrier keeps XLA from merging each window's slice with its phase's into one strided
+    # slice again.
+    return jax.lax.optimization_barrier(
+        [[padded[:, r::2, s::2][:, :height + 2, :width + 2] for s in (0, 1)] for r in (0, 1)])
+
+  def phase_windows(x, g):
+    height, width, outputs = g.shape[1:]
+    parts, cotangent = phases(x, height, width), g.reshape(-1, outputs)
+    taps = [parts[a % 2][b % 2][:, a // 2:a // 2 + height, b // 2:b // 2 + width]
+            for a in range(5) for b in range(5)]
+    return jnp.stack([jnp.dot(tap.reshape(-1, x.shape[-1]).T, cotangent)
+                      for tap in taps]).reshape(5, 5, x.shape[-1], outputs)
+
+  def im2col(x, g):
+    height, width, outputs = g.shape[1:]
+    padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    columns = jnp.concatenate([padded[:, a:a + 2 * height:2, b:b + 2 * width:2]
+                               for a in range(5) for b in range(5)], -1)
+    return jnp.dot(columns.reshape(-1, 25 * x.shape[-1]).T,
+                   g.reshape(-1, outputs)).reshape(5, 5, x.shape[-1], outputs)
+
+  def flat_rows(x, g):
+    # Flattened with the phase's width, tap (a, b)'s window is rows [offset, offset + M) of its
+    # phase, offset = (a // 2) * (W + 2) + b // 2, once the cotangent is zero-padded to that width.
+    height, width, outputs = g.shape[1:]
+    cotangent = jnp.pad(g, ((0, 0), (0, 2), (0, 2), (0, 0))).reshape(-1, outputs)
+    rows = cotangent.shape[0]
+    flat = [[jnp.pad(part.reshape(rows, -1), ((0, 2 * (width + 2) + 2), (0, 0))) for part in pair]
+            for pair in phases(x, height, width)]
+    taps = []
+    for a in range(5):
+      for b in range(5):
+        offset = (a // 2) * (width + 2) + b // 2
+        taps.append(jnp.dot(flat[a % 2][b % 2][offset:offset + rows].T, cotangent))
+    return jnp.stack(taps).reshape(5, 5, x.shape[-1], outputs)
+
+  def taps(x, g):
+    return layers._stride2_conv_kernel_gradient(x, g, (5, 5, x.shape[-1], g.shape[-1]), 'matmul')
+
+  def xla(x, g):
+    return layers._stride2_conv_kernel_gradient(x, g, (5, 5, x.shape[-1], g.shape[-1]), 'xla')
+
+  return {'xla': xla, 'matmul': taps, 'phase_windows': phase_windows, 'im2col': im2col,
+          'flat_rows': flat_rows}
+
+
 def time_jax(shapes, batch: int, repeats: int, forms: bool) -> list[dict]:
   import jax
   import numpy as np
@@ -110,6 +171,13 @@ def time_jax(shapes, batch: int, repeats: int, forms: bool) -> list[dict]:
         np.testing.assert_allclose(compiled(x, kernel), reference, rtol=1e-4, atol=1e-4)
         row[f'{form}_forward_ms'] = best_ms(
             lambda: jax.block_until_ready(compiled(x, kernel)), repeats)
+      cotangent = jax.numpy.asarray(rng.standard_normal(reference.shape), jax.numpy.float32)
+      expected = layers._stride2_conv_kernel_gradient(x, cotangent, kernel.shape, 'xla')
+      for form, function in kernel_gradient_forms().items():
+        compiled = jax.jit(function)
+        np.testing.assert_allclose(compiled(x, cotangent), expected, rtol=1e-4, atol=1e-3)
+        row[f'{form}_kernel_gradient_ms'] = best_ms(
+            lambda: jax.block_until_ready(compiled(x, cotangent)), repeats)
     results.append(row)
   return results
 

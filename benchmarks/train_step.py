@@ -7,6 +7,8 @@ r"""Times the VAE/GAN train step at the paper's 64x64 CelebA config, on whatever
   python benchmarks/train_step.py --config=synthetic --dtypes=float32 --runs=1 --steps=16 \
       --variant=ema:decoder_ema_decay=0.99 --variant=sn:model.spectral_norm=True
       # [ours] options' costs beside the config's own step, as ratios in one run
+  python benchmarks/train_step.py --dtypes=float32 --profile_dir=/tmp/profile
+      # + two more calls traced, and each op kind's time and count per step
   python benchmarks/train_step.py --smoke                  # the tiny config, one timed step
 
 For each compute dtype it prints the compile time, XLA's FLOP count of one step, ms per step
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import statistics
 import time
 from typing import Any
@@ -32,6 +35,7 @@ import jax
 import ml_collections
 from absl import app, flags
 
+import trace_summary   # benchmarks/, beside this script
 from vaegan_jax.configs import celeba64, schema, synthetic, tiny
 from vaegan_jax.sharding import DEVICE_AXIS
 from vaegan_jax.training import state, steps, train
@@ -57,6 +61,11 @@ _VARIANTS = flags.DEFINE_multi_string(
     'variant', [], "NAME:KEY=VALUE[;KEY=VALUE...]: the config with these values, timed after "
     "it (repeat), e.g. 'sn+r1:model.spectral_norm=True;loss.r1_weight=10.0'. Values are Python "
     'literals; a string may be written bare.')
+_PROFILE_DIR = flags.DEFINE_string(
+    'profile_dir', None, 'Also trace --profile_calls calls after the timed runs, each timed step '
+    'into a folder of its own under this one, and print where its time goes '
+    '(benchmarks/trace_summary.py).')
+_PROFILE_CALLS = flags.DEFINE_integer('profile_calls', 2, 'Calls traced with --profile_dir.')
 _SMOKE = flags.DEFINE_bool('smoke', False, 'configs/tiny.py, float32, one warm-up and one timed '
                            'step: checks that the benchmark runs, measures nothing.')
 
@@ -161,6 +170,24 @@ def benchmark(config: ml_collections.ConfigDict, config_arg: str, runs: int, ste
     jax.block_until_ready((train_state, metrics))
     seconds_per_step.append((time.perf_counter() - start) / (steps_per_run * dispatch))
 
+  profile = None
+  if _PROFILE_DIR.value:
+    first = warmup_steps + runs * steps_per_run
+    folder = os.path.join(_PROFILE_DIR.value, '_'.join(
+        part for part in (config_arg or 'default', config.model.compute_dtype, f'k{dispatch}',
+                          variant) if part))
+    try:        # a profiler that fails (no CUPTI, say) must not cost the timings above
+      with jax.profiler.trace(folder):
+        for call in range(first, first + _PROFILE_CALLS.value):
+          train_state, metrics = advance(train_state, call)
+        jax.block_until_ready((train_state, metrics))
+      profile = trace_summary.summarise(
+          trace_summary.load_trace(trace_summary.newest_trace(folder)),
+          steps=_PROFILE_CALLS.value * dispatch)
+      profile.update(dir=folder, kinds=profile['kinds'][:40])
+    except Exception as error:  # pylint: disable=broad-except
+      print(f'No profile of this step: {type(error).__name__}: {error}', flush=True)
+
   global_batch = config.global_batch_size
   median = statistics.median(seconds_per_step)
   memory = devices[0].memory_stats()          # None on the CPU
@@ -180,7 +207,7 @@ def benchmark(config: ml_collections.ConfigDict, config_arg: str, runs: int, ste
       peak_memory_bytes=memory.get('peak_bytes_in_use') if memory else None,
       compile_s=compile_seconds, runs=runs, steps_per_run=steps_per_run,
       steps_per_dispatch=dispatch, config=_CONFIG.value, config_arg=config_arg,
-      variant=variant, smoke=_SMOKE.value,
+      variant=variant, smoke=_SMOKE.value, profile=profile,
       jax=jax.__version__)
 
 
@@ -194,6 +221,9 @@ def report(result: dict) -> None:
             'no FLOP count from this backend' if result['flops_per_step'] is None else
             f'{result["flops_per_step"] / 1e12:.3f} TFLOP/step, '
             f'{result["achieved_flops_per_s"] / 1e9:.1f} GFLOP/s achieved'), flush=True)
+  if result['profile']:
+    print(f'profile in {result["profile"]["dir"]}: '
+          + trace_summary.format_summary(result['profile'], top=12), flush=True)
   print(json.dumps(result), flush=True)
 
 

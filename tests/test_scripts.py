@@ -1,11 +1,14 @@
 """The README's benchmark and experiment commands, run in their smoke modes so that CI catches a
 script that no longer runs (nothing else calls them)."""
+import gzip
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 
 from tiny_runs import REPO, subprocess_env
@@ -28,7 +31,9 @@ def test_conv_layers_benchmark_smoke():
   assert [row['kind'] for row in result['layers']] == ['s2', 's1', 't']
   strided = result['layers'][0]
   for key in ('matmul_forward', 'xla_gradients', 'phases_forward', 'space_to_depth_forward',
-              'im2col_forward', 'rows_of_taps_forward'):
+              'im2col_forward', 'rows_of_taps_forward', 'matmul_kernel_gradient',
+              'phase_windows_kernel_gradient', 'im2col_kernel_gradient',
+              'flat_rows_kernel_gradient', 'xla_kernel_gradient'):
     assert strided[f'{key}_ms'] > 0, key
 
 
@@ -42,14 +47,22 @@ def test_the_batched_applications_benchmark_times_both_pass_styles():
       assert abs(row[f'{network}_ratio'] - separate / batched) < 1e-9
 
 
-def test_the_train_step_benchmark_times_a_variant_beside_its_config():
+def test_the_train_step_benchmark_times_a_variant_beside_its_config(tmp_path):
   output = run([sys.executable, 'benchmarks/train_step.py', '--smoke',
                 '--variant=options:decoder_ema_decay=0.9;model.spectral_norm=True;'
-                'loss.r1_weight=0.5;loss.r1_every=2'])
+                'loss.r1_weight=0.5;loss.r1_every=2', f'--profile_dir={tmp_path}'])
   plain, variant = json_lines(output)
   assert (plain['variant'], variant['variant']) == ('', 'options')
   assert variant['flops_per_step'] > plain['flops_per_step']    # the overrides took effect
   assert 'options | ' in output                                  # the table of ratios
+  # --profile_dir: each timed step's trace in its own folder, summarised per op kind.
+  assert {os.path.basename(line['profile']['dir']) for line in (plain, variant)} == {
+      'default_float32_k1', 'default_float32_k1_options'}
+  for line in (plain, variant):
+    profile = line['profile']
+    assert profile['ops_per_step'] > 100                         # the tiny step: ~1,000 thunks
+    assert any(kind == 'dot_general' for kind, _, _ in profile['kinds'])
+  assert 'op kind | ms/step | share | ops/step' in output
 
 
 def test_input_pipeline_benchmark_smoke():
@@ -101,6 +114,7 @@ def test_gpu_benchmark_script_smoke(tmp_path):
       ('', 'float32', 1), ('', 'float32', 16), ('mar', 'float32', 1), ('mar', 'float32', 16)]
   for result in jax_lines:          # benchmarks/train_step.py --smoke, as the script runs it
     assert result['smoke'] and result['images_per_s'] > 0
+    assert result['profile']['ops_per_step'] > 0 and str(tmp_path) in result['profile']['dir']
     assert result['batch'] == 2 * result['devices']
     if result['backend'] == 'cpu':  # the CUDA plugin gives no FLOP count
       assert result['flops_per_step'] > 0 and result['achieved_flops_per_s'] > 0
@@ -111,6 +125,7 @@ def test_gpu_benchmark_script_smoke(tmp_path):
       for tf32, bf16, mode in ((True, False, 'none'), (False, True, 'none'),
                                (False, True, 'default'))]
   assert output.count('--compile reduce-overhead failed: RuntimeError') == 2
+  assert output.count('op kind | ms/step | share | ops/step') == 4
   table = output[output.index('| step |'):].splitlines()
   assert len(table) == 2 + len(lines)                # the header, the rule, one row per line
 
@@ -141,9 +156,8 @@ def test_reproduction_driver_help():
     assert f'  {flag}:' in output
 
 
-def load_experiment(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'experiments',
-                                                                   f'{name}.py'))
+def load_experiment(name, folder='experiments'):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, folder, f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -186,6 +200,47 @@ def test_quality_curves_helpers(tmp_path):
       file.write(json.dumps({'step': step, 'kind': kind, 'fid_domain_samples': value}) + '\n')
   assert [(r['step'], r['fid_domain_samples']) for r in curves.quality_curve(str(tmp_path))] == [
       (250, 8.0), (500, 7.0)]                           # the last record of a step counts
+
+
+def test_the_trace_summary_counts_each_op_kind_per_step(tmp_path, monkeypatch):
+  summary = load_experiment('trace_summary', folder='benchmarks')
+  name = lambda kind, pid, text, tid=0: {'ph': 'M', 'name': kind, 'pid': pid, 'tid': tid,
+                                         'args': {'name': text}}
+  event = lambda text, duration, pid=1, tid=0: {'ph': 'X', 'name': text, 'dur': duration,
+                                                'pid': pid, 'tid': tid, 'ts': 0}
+  # The CPU: thunks named as HLO instructions; the executor's and Python's events are not ops.
+  cpu = {'traceEvents': [
+      name('process_name', 1, '/host:CPU'), event('ynn_fusion.3', 10), event('ynn_fusion.17', 30),
+      event('dot_general', 5), event('dot_general', 5), event('ThunkExecutor::Execute', 100),
+      event('$api.py:2479 block_until_ready', 100), event('end: ynn_fusion', 1),
+      {'ph': 'i', 'name': 'copy.1', 'pid': 1, 'tid': 0}]}
+  result = summary.summarise(cpu, steps=2)
+  assert result['kinds'] == [('ynn_fusion', 0.02, 1.0), ('dot_general', 0.005, 1.0)]
+  assert (result['ops_per_step'], result['op_ms_per_step']) == (2.0, 0.025)
+  # A GPU: the device's kernels, not the host's events nor the device's derived lines...
+  gpu = [name('process_name', 1, '/host:CPU'), name('process_name', 2, '/device:GPU:0'),
+         name('thread_name', 2, 'Stream #7(Compute)', tid=7),
+         name('thread_name', 2, 'XLA Modules', tid=8), event('dot_general', 50),
+         event('loop_add_fusion', 4, pid=2, tid=7), event('loop_add_fusion', 2, pid=2, tid=7),
+         event('void cutlass::Kernel<Gemm>(Params)', 6, pid=2, tid=7),
+         event('jit_step', 1000, pid=2, tid=8)]
+  result = summary.summarise({'traceEvents': gpu}, steps=1)
+  assert result['kinds'] == [('loop_add_fusion', 0.006, 2.0), ('void cutlass::Kernel', 0.006, 1.0)]
+  # ... and its 'XLA Ops' line alone where the trace has one.
+  gpu += [name('thread_name', 2, 'XLA Ops', tid=9), event('fusion.4', 8, pid=2, tid=9)]
+  assert summary.summarise({'traceEvents': gpu}, steps=1)['kinds'] == [('fusion', 0.008, 1.0)]
+  # The newest trace file under the folder jax.profiler.trace was given, read within bounds.
+  folder = tmp_path / 'plugins' / 'profile' / '2026_12_02'
+  folder.mkdir(parents=True)
+  with gzip.open(folder / 'host.trace.json.gz', 'wt') as stream:
+    json.dump(cpu, stream)
+  path = summary.newest_trace(str(tmp_path))
+  assert summary.summarise(summary.load_trace(path), steps=2) == summary.summarise(cpu, steps=2)
+  monkeypatch.setattr(summary, 'MAX_TRACE_BYTES', 100)
+  with pytest.raises(ValueError, match='profile fewer steps'):
+    summary.load_trace(path)
+  with pytest.raises(FileNotFoundError, match='jax.profiler.trace'):
+    summary.newest_trace(str(tmp_path / 'plugins'))
 
 
 def test_kill_and_resume_script_smoke(tmp_path):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from vaegan_jax.configs import celeba64, schema, tiny
-from vaegan_jax.model import models
+from vaegan_jax.metrics import quality
+from vaegan_jax.model import layers, models
 
 
 def count(params):
@@ -181,3 +182,18 @@ def test_resize_conv_upsampling_is_a_conv_of_the_pixels_repeated():
                                          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   np.testing.assert_allclose(inner['intermediates']['up1']['__call__'][0], by_hand, rtol=1e-5,
                              atol=1e-6)
+
+
+def test_resize_conv_has_no_checkerboard_on_a_constant_input_where_the_transposed_conv_does():
+  """Away from the padded borders, a constant map stays constant through resize-conv (zero power
+  at the 2-pixel period), while the stride-2 transposed conv sums 9, 6, 6 or 4 kernel taps by
+  output parity: a pure checkerboard (all its power at that period)."""
+  constant = jnp.full((2, 8, 8, 4), 0.7, jnp.float32)
+  kernel = jax.random.normal(jax.random.key(0), (5, 5, 4, 3))
+  interior = lambda y: np.asarray(y)[:, 4:-4, 4:-4]               # [2, 8, 8, 3]
+  resized = interior(layers.conv2d(models.nearest_upsample(constant), kernel, 1))
+  np.testing.assert_allclose(resized, np.broadcast_to(resized[:, :1, :1], resized.shape),
+                             rtol=1e-6, atol=1e-6)
+  transposed = interior(layers.conv_transpose2d(constant, kernel.transpose(0, 1, 3, 2), 'xla'))
+  assert float(np.ptp(transposed.mean(-1))) > 0.1
+  assert quality.nyquist_share(transposed) == pytest.approx(1.0)
