@@ -40,7 +40,8 @@ failure=$(mktemp)
 trap 'rm -f "$compiled" "$failure"' EXIT
 "$python" benchmarks/train_step.py --config_arg=,mar --dtypes=float32,bfloat16 \
     --steps_per_dispatch=1,16 --profile_dir="$profile_dir" "${jax_args[@]}" 2>&1 |
-    grep -E '^\[|^\{|^profile in|^No profile|^op kind|\| [0-9.]+ \| [0-9.]+% \| [0-9.]+$' | tee -a "$out"
+    grep -E '^\[|^\{|^profile in|^No profile|^op kind|\| [0-9.]+ \| [0-9.]+% \| [0-9.]+$' |
+    tee -a "$out"
 for style in authors_feb authors_mar; do
   "$torch_python" "$reference" --style "$style" --fc 1024 --tf32 "${torch_args[@]}" | tee -a "$out"
   "$torch_python" "$reference" --style "$style" --fc 1024 --bf16 "${torch_args[@]}" | tee -a "$out"

@@ -10,7 +10,6 @@ import textwrap
 
 import pytest
 
-
 from tiny_runs import REPO, subprocess_env
 
 
@@ -156,7 +155,7 @@ def test_reproduction_driver_help():
     assert f'  {flag}:' in output
 
 
-def load_experiment(name, folder='experiments'):
+def load_script(name, folder='experiments'):
   spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, folder, f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -185,7 +184,7 @@ def test_quality_curves_smoke(tmp_path):
 
 
 def test_quality_curves_helpers(tmp_path):
-  curves = load_experiment('quality_curves')
+  curves = load_script('quality_curves')
   # Falls until step 300, then moves by less than 2%: it stopped falling at 300.
   assert curves.plateau_step([100, 200, 300, 400, 500, 600, 700, 800],
                              [90, 70, 50, 49.5, 50.2, 49.8, 49.6, 49.4]) == 300
@@ -203,7 +202,7 @@ def test_quality_curves_helpers(tmp_path):
 
 
 def test_the_trace_summary_counts_each_op_kind_per_step(tmp_path, monkeypatch):
-  summary = load_experiment('trace_summary', folder='benchmarks')
+  summary = load_script('trace_summary', folder='benchmarks')
   name = lambda kind, pid, text, tid=0: {'ph': 'M', 'name': kind, 'pid': pid, 'tid': tid,
                                          'args': {'name': text}}
   event = lambda text, duration, pid=1, tid=0: {'ph': 'X', 'name': text, 'dur': duration,
