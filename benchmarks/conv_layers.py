@@ -85,7 +85,8 @@ def strided_forms():
 
 
 def kernel_gradient_forms():
-  """The stride-2, 5x5 kernel gradient, each (x [B, H, W, C], g [B, H/2, W/2, O]) -> [5, 5, C, O]."""
+  """The stride-2, 5x5 kernel gradient rewritten, each (x [B, H, W, C], g [B, H/2, W/2, O]) ->
+  [5, 5, C, O]."""
   import jax
   import jax.numpy as jnp
 
@@ -130,13 +131,13 @@ def kernel_gradient_forms():
         taps.append(jnp.dot(flat[a % 2][b % 2][offset:offset + rows].T, cotangent))
     return jnp.stack(taps).reshape(5, 5, x.shape[-1], outputs)
 
-  def taps(x, g):
+  def per_tap(x, g):
     return layers._stride2_conv_kernel_gradient(x, g, (5, 5, x.shape[-1], g.shape[-1]), 'matmul')
 
   def xla(x, g):
     return layers._stride2_conv_kernel_gradient(x, g, (5, 5, x.shape[-1], g.shape[-1]), 'xla')
 
-  return {'xla': xla, 'matmul': taps, 'phase_windows': phase_windows, 'im2col': im2col,
+  return {'xla': xla, 'matmul': per_tap, 'phase_windows': phase_windows, 'im2col': im2col,
           'flat_rows': flat_rows}
 
 
