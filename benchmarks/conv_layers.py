@@ -48,6 +48,16 @@ def best_ms(run, repeats: int) -> float:
 
 
 # ---------------------------------------------------------------- JAX
+def tap_windows(x, row):
+  """Row `row` of a stride-2, 5x5 conv's taps: the five windows [B, H/2, W/2, C] of the padded x
+  that taps (row, 0..4) meet."""
+  import jax.numpy as jnp
+
+  padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+  height, width = x.shape[1] // 2, x.shape[2] // 2
+  return [padded[:, row:row + 2 * height - 1:2, col:col + 2 * width - 1:2] for col in range(5)]
+
+
 def strided_forms():
   """The stride-2, 5x5 forward rewritten, each (x [B, H, W, C], kernel [5, 5, C, O]) -> y."""
   import jax.numpy as jnp
@@ -67,17 +77,12 @@ def strided_forms():
                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     return y[:, :height // 2, :width // 2]
 
-  def windows(x, row, size):
-    padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
-    height, width = x.shape[1] // 2, x.shape[2] // 2
-    return [padded[:, row:row + 2 * height - 1:2, col:col + 2 * width - 1:2] for col in range(size)]
-
   def im2col(x, kernel):
-    patches = jnp.concatenate([part for row in range(5) for part in windows(x, row, 5)], -1)
+    patches = jnp.concatenate([part for row in range(5) for part in tap_windows(x, row)], -1)
     return jnp.einsum('bhwk,ko->bhwo', patches, kernel.reshape(-1, kernel.shape[-1]))
 
   def rows_of_taps(x, kernel):
-    return sum(jnp.einsum('bhwk,ko->bhwo', jnp.concatenate(windows(x, row, 5), -1),
+    return sum(jnp.einsum('bhwk,ko->bhwo', jnp.concatenate(tap_windows(x, row), -1),
                           kernel[row].reshape(-1, kernel.shape[-1])) for row in range(5))
 
   return {'phases': layers._stride2_conv_by_phases, 'space_to_depth': space_to_depth,
@@ -109,12 +114,9 @@ def kernel_gradient_forms():
                       for tap in taps]).reshape(5, 5, x.shape[-1], outputs)
 
   def im2col(x, g):
-    height, width, outputs = g.shape[1:]
-    padded = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
-    columns = jnp.concatenate([padded[:, a:a + 2 * height:2, b:b + 2 * width:2]
-                               for a in range(5) for b in range(5)], -1)
+    columns = jnp.concatenate([part for row in range(5) for part in tap_windows(x, row)], -1)
     return jnp.dot(columns.reshape(-1, 25 * x.shape[-1]).T,
-                   g.reshape(-1, outputs)).reshape(5, 5, x.shape[-1], outputs)
+                   g.reshape(-1, g.shape[-1])).reshape(5, 5, x.shape[-1], g.shape[-1])
 
   def flat_rows(x, g):
     # Flattened with the phase's width, tap (a, b)'s window is rows [offset, offset + M) of its

@@ -235,6 +235,11 @@ def test_the_trace_summary_counts_each_op_kind_per_step(tmp_path, monkeypatch):
     json.dump(cpu, stream)
   path = summary.newest_trace(str(tmp_path))
   assert summary.summarise(summary.load_trace(path), steps=2) == summary.summarise(cpu, steps=2)
+  # The README's command line, on that folder: the table, then the same summary as JSON.
+  output = run([sys.executable, 'benchmarks/trace_summary.py', str(tmp_path), '--steps=2'])
+  assert 'ynn_fusion | 0.02 | 80.0% | 1.0' in output
+  (printed,) = json_lines(output)
+  assert printed['kinds'] == [['ynn_fusion', 0.02, 1.0], ['dot_general', 0.005, 1.0]]
   monkeypatch.setattr(summary, 'MAX_TRACE_BYTES', 100)
   with pytest.raises(ValueError, match='profile fewer steps'):
     summary.load_trace(path)
