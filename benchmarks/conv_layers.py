@@ -9,13 +9,13 @@ Per layer (batch 64, NHWC in JAX, channels_last in PyTorch) it prints the best o
 times, in ms, of the forward pass and of both gradients (input and kernel), and then one JSON
 line. JAX times `model.conv_gradients` 'matmul' (the CPU default) and 'xla'. --forms also times
 rewrites of the stride-2 forward, each checked against XLA's conv first: the four phase
-convolutions, space-to-depth with a 3x3 kernel over 4C channels, im2col with one dot, and one
-dot per row of kernel taps; and rewrites of the stride-2 kernel gradient beside the default's
-one matmul per tap ('matmul_kernel_gradient') and XLA's own ('xla_kernel_gradient'), each
-checked against XLA's autodiff: the taps' windows cut from the four phases of the padded input
-(unstrided copies), every window in one im2col matrix and one dot, and contiguous row ranges of
-the flattened phases against a padded cotangent. It imports one framework only, so it runs in
-either venv.
+convolutions, space-to-depth with a 3x3 kernel over 4C channels (by XLA's conv, and by
+Winograd's F(4x4, 3x3) as 36 dots), im2col with one dot, and one dot per row of kernel taps;
+and rewrites of the stride-2 kernel gradient beside the default's one matmul per tap
+('matmul_kernel_gradient') and XLA's own ('xla_kernel_gradient'), each checked against XLA's
+autodiff: the taps' windows cut from the four phases of the padded input (unstrided copies), every
+window in one im2col matrix and one dot, and contiguous row ranges of the flattened phases against
+a padded cotangent. It imports one framework only, so it runs in either venv.
 """
 from __future__ import annotations
 
@@ -58,6 +58,65 @@ def tap_windows(x, row):
   return [padded[:, row:row + 2 * height - 1:2, col:col + 2 * width - 1:2] for col in range(5)]
 
 
+def space_to_depth_operands(x, kernel):
+  """A stride-2 5x5 conv as a stride-1 3x3 one: the padded x's 2x2 blocks [B, H/2 + 3, W/2 + 3,
+  4C], and the kernel, zero-padded to 6x6, as three taps of two [3, 3, 4C, O]."""
+  import jax.numpy as jnp
+
+  batch, height, width, channels = x.shape
+  padded = jnp.pad(x, ((0, 0), (2, 4), (2, 4), (0, 0)))
+  side_h, side_w = padded.shape[1] // 2, padded.shape[2] // 2
+  blocks = padded.reshape(batch, side_h, 2, side_w, 2, channels).transpose(0, 1, 3, 2, 4, 5)
+  wide = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+  wide = wide.reshape(3, 2, 3, 2, channels, -1).transpose(0, 2, 1, 3, 4, 5)
+  return (blocks.reshape(batch, side_h, side_w, 4 * channels),
+          wide.reshape(3, 3, 4 * channels, -1))
+
+
+# Winograd's F(4x4, 3x3) (Lavin and Gray, 2016): a 4x4 output tile from a 6x6 input tile d as
+# A^T [(G k G^T) * (B^T d B)] A, 36 products per channel pair where the direct conv has 144.
+WINOGRAD_BT = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
+               (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1))
+WINOGRAD_G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
+              (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))
+WINOGRAD_AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
+
+
+def combine(matrix, arrays):
+  """[sum_j matrix[i][j] * arrays[j] for each row i]: zero coefficients skipped, +-1 as adds."""
+  rows = []
+  for coefficients in matrix:
+    terms = [a if c == 1 else -a if c == -1 else c * a for c, a in zip(coefficients, arrays) if c]
+    rows.append(sum(terms[1:], terms[0]))
+  return rows
+
+
+def winograd_conv3x3(x, kernel, height, width):
+  """VALID 3x3 stride-1 conv of x [B, >= height + 2, >= width + 2, C] by kernel [3, 3, C, O],
+  cropped to [B, height, width, O]: the tiles' transforms as elementwise adds, and 36 dots
+  [B * tiles, C] x [C, O]."""
+  import jax.numpy as jnp
+
+  tiles_h, tiles_w = -(-height // 4), -(-width // 4)
+  rows, cols = 4 * tiles_h + 2, 4 * tiles_w + 2
+  x = jnp.pad(x, ((0, 0), (0, max(0, rows - x.shape[1])), (0, max(0, cols - x.shape[2])),
+                  (0, 0)))[:, :rows, :cols]
+  channels, outputs = kernel.shape[2:]
+  inputs = []                                    # B^T d B: 36 arrays [B * tiles, C]
+  for band in combine(WINOGRAD_BT, [x[:, i:i + rows - 5:4] for i in range(6)]):
+    inputs += [v.reshape(-1, channels)
+               for v in combine(WINOGRAD_BT, [band[:, :, j:j + cols - 5:4] for j in range(6)])]
+  g = jnp.asarray(WINOGRAD_G, jnp.float32)
+  weights = jnp.einsum('ai,ijco,bj->abco', g, kernel, g).reshape(36, channels, outputs)
+  products = [jnp.dot(v, u) for v, u in zip(inputs, weights)]
+  grid = [products[6 * a:6 * a + 6] for a in range(6)]
+  columns = [combine(WINOGRAD_AT, [grid[a][b] for a in range(6)]) for b in range(6)]
+  y = jnp.stack([jnp.stack(combine(WINOGRAD_AT, [columns[b][i] for b in range(6)]))
+                 for i in range(4)])             # [4, 4, B * tiles, O]: A^T M A
+  y = y.reshape(4, 4, x.shape[0], tiles_h, tiles_w, outputs).transpose(2, 3, 0, 4, 1, 5)
+  return y.reshape(x.shape[0], 4 * tiles_h, 4 * tiles_w, outputs)[:, :height, :width]
+
+
 def strided_forms():
   """The stride-2, 5x5 forward rewritten, each (x [B, H, W, C], kernel [5, 5, C, O]) -> y."""
   import jax.numpy as jnp
@@ -66,16 +125,14 @@ def strided_forms():
   from vaegan_jax.model import layers
 
   def space_to_depth(x, kernel):
-    batch, height, width, channels = x.shape
-    padded = jnp.pad(x, ((0, 0), (2, 4), (2, 4), (0, 0)))
-    side_h, side_w = padded.shape[1] // 2, padded.shape[2] // 2
-    blocks = padded.reshape(batch, side_h, 2, side_w, 2, channels).transpose(0, 1, 3, 2, 4, 5)
-    blocks = blocks.reshape(batch, side_h, side_w, 4 * channels)
-    wide = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))      # 6x6: three taps of two
-    wide = wide.reshape(3, 2, 3, 2, channels, -1).transpose(0, 2, 1, 3, 4, 5)
-    y = lax.conv_general_dilated(blocks, wide.reshape(3, 3, 4 * channels, -1), (1, 1), 'VALID',
+    blocks, small = space_to_depth_operands(x, kernel)
+    y = lax.conv_general_dilated(blocks, small, (1, 1), 'VALID',
                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return y[:, :height // 2, :width // 2]
+    return y[:, :x.shape[1] // 2, :x.shape[2] // 2]
+
+  def winograd(x, kernel):
+    blocks, small = space_to_depth_operands(x, kernel)
+    return winograd_conv3x3(blocks, small, x.shape[1] // 2, x.shape[2] // 2)
 
   def im2col(x, kernel):
     patches = jnp.concatenate([part for row in range(5) for part in tap_windows(x, row)], -1)
@@ -86,7 +143,7 @@ def strided_forms():
                           kernel[row].reshape(-1, kernel.shape[-1])) for row in range(5))
 
   return {'phases': layers._stride2_conv_by_phases, 'space_to_depth': space_to_depth,
-          'im2col': im2col, 'rows_of_taps': rows_of_taps}
+          'winograd': winograd, 'im2col': im2col, 'rows_of_taps': rows_of_taps}
 
 
 def kernel_gradient_forms():
@@ -143,6 +200,16 @@ def kernel_gradient_forms():
           'flat_rows': flat_rows}
 
 
+def assert_close(actual, expected, form: str) -> None:
+  """Equal up to float32 rounding at the result's scale: a kernel gradient sums B * H/2 * W/2
+  products per element, and Winograd's transforms (coefficients up to 8 and down to 1/24) lose a
+  few more bits than a direct sum."""
+  import numpy as np
+
+  np.testing.assert_allclose(actual, expected, rtol=1e-4,
+                             atol=5e-5 * float(np.abs(expected).max()), err_msg=form)
+
+
 def time_jax(shapes, batch: int, repeats: int, forms: bool) -> list[dict]:
   import jax
   import numpy as np
@@ -171,14 +238,14 @@ def time_jax(shapes, batch: int, repeats: int, forms: bool) -> list[dict]:
       reference = layers.conv2d(x, kernel, 2)
       for form, function in strided_forms().items():
         compiled = jax.jit(function)
-        np.testing.assert_allclose(compiled(x, kernel), reference, rtol=1e-4, atol=1e-4)
+        assert_close(compiled(x, kernel), reference, form)
         row[f'{form}_forward_ms'] = best_ms(
             lambda: jax.block_until_ready(compiled(x, kernel)), repeats)
       cotangent = jax.numpy.asarray(rng.standard_normal(reference.shape), jax.numpy.float32)
       expected = layers._stride2_conv_kernel_gradient(x, cotangent, kernel.shape, 'xla')
       for form, function in kernel_gradient_forms().items():
         compiled = jax.jit(function)
-        np.testing.assert_allclose(compiled(x, cotangent), expected, rtol=1e-4, atol=1e-3)
+        assert_close(compiled(x, cotangent), expected, form)
         row[f'{form}_kernel_gradient_ms'] = best_ms(
             lambda: jax.block_until_ready(compiled(x, cotangent)), repeats)
     results.append(row)

@@ -30,10 +30,27 @@ def test_conv_layers_benchmark_smoke():
   assert [row['kind'] for row in result['layers']] == ['s2', 's1', 't']
   strided = result['layers'][0]
   for key in ('matmul_forward', 'xla_gradients', 'phases_forward', 'space_to_depth_forward',
-              'im2col_forward', 'rows_of_taps_forward', 'matmul_kernel_gradient',
-              'phase_windows_kernel_gradient', 'im2col_kernel_gradient',
+              'winograd_forward', 'im2col_forward', 'rows_of_taps_forward',
+              'matmul_kernel_gradient', 'phase_windows_kernel_gradient', 'im2col_kernel_gradient',
               'flat_rows_kernel_gradient', 'xla_kernel_gradient'):
     assert strided[f'{key}_ms'] > 0, key
+
+
+def test_the_winograd_conv_matches_xla_where_the_output_is_not_whole_tiles():
+  import jax
+  import numpy as np
+
+  conv_layers = load_script('conv_layers', folder='benchmarks')
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 9, 12, 3)).astype(np.float32)      # 7 x 10 outputs: tiles 2 x 3
+  kernel = rng.standard_normal((3, 3, 3, 5)).astype(np.float32)
+  expected = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'VALID',
+                                          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  np.testing.assert_allclose(conv_layers.winograd_conv3x3(x, kernel, 7, 10), expected,
+                             rtol=1e-4, atol=1e-4)
+  # Given more rows and columns than it needs, it reads only the leading ones.
+  np.testing.assert_allclose(conv_layers.winograd_conv3x3(x, kernel, 4, 6),
+                             expected[:, :4, :6], rtol=1e-4, atol=1e-4)
 
 
 def test_the_batched_applications_benchmark_times_both_pass_styles():
