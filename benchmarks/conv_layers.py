@@ -225,7 +225,7 @@ def time_jax(shapes, batch: int, repeats: int, forms: bool) -> list[dict]:
     row = {'layer': name, 'shape': [batch, height, width, inputs, outputs], 'kind': kind}
     for gradients in ('matmul', 'xla'):
       conv = {'s2': lambda x, k: layers.strided_conv2d(x, k, gradients),
-              's1': lambda x, k: layers.conv2d(x, k, 1),
+              's1': lambda x, k: layers.stride1_conv2d(x, k, gradients),
               't': lambda x, k: layers.conv_transpose2d(x, k, gradients)}[kind]
       forward = jax.jit(conv)
       cotangent = jax.numpy.ones_like(forward(x, kernel))

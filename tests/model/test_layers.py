@@ -73,10 +73,15 @@ def plain_adjoint(x, kernel):
 
 
 @pytest.mark.parametrize('gradients', ['xla', 'matmul'])
-@pytest.mark.parametrize('op', ['strided_conv', 'conv_transpose'])
+@pytest.mark.parametrize('op', ['stride1_conv', 'strided_conv', 'conv_transpose'])
 def test_custom_vjps_match_autodiff_of_the_plain_ops(op, gradients):
   keys = jax.random.split(jax.random.key(1), 3)
-  if op == 'strided_conv':
+  if op == 'stride1_conv':
+    # The input comes through a ReLU, so that XLA has a producer to fuse or to keep apart.
+    ours = lambda x, k: layers.stride1_conv2d(jax.nn.relu(x), k, gradients)
+    plain = lambda x, k: layers.conv2d(jax.nn.relu(x), k, 1)
+    x_shape, kernel_shape, out_shape = (2, 8, 8, 3), (5, 5, 3, 4), (2, 8, 8, 4)
+  elif op == 'strided_conv':
     ours = lambda x, k: layers.strided_conv2d(x, k, gradients)
     plain = lambda x, k: layers.conv2d(x, k, 2)
     x_shape, kernel_shape, out_shape = (2, 8, 8, 3), (5, 5, 3, 4), (2, 4, 4, 4)
@@ -93,6 +98,29 @@ def test_custom_vjps_match_autodiff_of_the_plain_ops(op, gradients):
   want = jax.grad(objective(plain), argnums=(0, 1))(x, kernel)
   for a, b in zip(got, want):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('first', [0.5, jnp.nan, jnp.inf])
+def test_materialised_is_the_identity_whichever_branch_runs(first):
+  x = jax.random.normal(jax.random.key(2), (2, 3, 3, 2)).at[0, 0, 0, 0].set(first)
+  np.testing.assert_array_equal(jax.jit(layers.materialised)(x), x)
+
+
+def test_stride1_kernel_gradient_reads_a_materialised_input_with_matmul_gradients():
+  """The conditional that keeps the input a buffer of its own survives XLA's optimisations
+  (were it simplified away, the CPU would lose the speed it is there for, and nothing else
+  would say so)."""
+  x, kernel = jnp.ones((2, 8, 8, 3)), jnp.ones((5, 5, 3, 4))
+  def kernel_gradient(gradients):
+    loss = lambda k, x: jnp.sum(layers.stride1_conv2d(jax.nn.relu(x * 2.0), k, gradients))
+    return jax.jit(jax.grad(loss)).lower(kernel, x).compile().as_text()
+  assert 'conditional' in kernel_gradient('matmul')
+  assert 'conditional' not in kernel_gradient('xla')
+
+
+def test_conv_rejects_a_stride_other_than_1_or_2():
+  with pytest.raises(ValueError, match='stride 3; use 1 or 2'):
+    layers.Conv(4, stride=3).init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
 
 
 @pytest.mark.parametrize('fan_in', [75, 6400])

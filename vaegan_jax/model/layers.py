@@ -11,7 +11,9 @@ made of that strided conv's own products. Autodiff of an lhs-dilated convolution
 On XLA:CPU the strided conv's own gradients are slow too (kernel gradient about 30 GFLOP/s on
 the CI machine), so with gradients='matmul' the input gradient runs as four stride-1 "phase"
 convolutions and the kernel gradient as one matmul per kernel tap: 2-4x faster there. GPUs and
-TPUs keep XLA's convolution gradients ('auto' chooses by backend).
+TPUs keep XLA's convolution gradients ('auto' chooses by backend). With 'matmul' the inputs that
+the stride-1 and the transposed convs keep for their kernel gradients are also saved as buffers of
+their own (`materialised`).
 """
 from __future__ import annotations
 
@@ -115,6 +117,38 @@ def _stride2_conv_kernel_gradient(x: jax.Array, output_cotangent: jax.Array,
   return jnp.stack(taps).reshape(kernel_shape).astype(x.dtype)
 
 
+def materialised(x: jax.Array) -> jax.Array:
+  """x, as the result of a conditional: a buffer of its own that XLA cannot fuse away.
+
+  XLA:CPU fuses an elementwise producer (a batch norm and ReLU, the transposed conv's phase sums)
+  into each of its consumers. Into the [C, H, W, B] transpose that its stride-1 kernel gradient
+  makes of the input, that puts the producer on strided, cache-hostile reads: 32% of the demo's
+  step (README, Benchmark). A conditional's operand and result are buffers. Both branches are
+  the identity; the barrier only keeps XLA from seeing so and removing the conditional
+  (`lax.optimization_barrier` alone is removed before fusion on XLA:CPU).
+  """
+  return lax.cond(jnp.isfinite(x.reshape(-1)[0]), lambda u: u, lax.optimization_barrier, x)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def stride1_conv2d(x: jax.Array, kernel: jax.Array, gradients: str = 'xla') -> jax.Array:
+  """`conv2d(x, kernel, 1)` with XLA's own gradients, which with 'matmul' (the CPU's) read x
+  from a buffer of its own (`materialised`)."""
+  return conv2d(x, kernel, 1)
+
+
+def _stride1_conv2d_forward(x, kernel, gradients):
+  return conv2d(x, kernel, 1), (materialised(x) if gradients == 'matmul' else x, kernel)
+
+
+def _stride1_conv2d_backward(gradients, residuals, output_cotangent):
+  _, pullback = jax.vjp(lambda x, kernel: conv2d(x, kernel, 1), *residuals)
+  return pullback(output_cotangent)
+
+
+stride1_conv2d.defvjp(_stride1_conv2d_forward, _stride1_conv2d_backward)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def strided_conv2d(x: jax.Array, kernel: jax.Array, gradients: str = 'xla') -> jax.Array:
   """`conv2d(x, kernel, 2)` whose backward pass `gradients` chooses ('xla' or 'matmul').
@@ -157,7 +191,8 @@ def conv_transpose2d(x: jax.Array, kernel: jax.Array, gradients: str = 'xla') ->
 
 
 def _conv_transpose2d_forward(x, kernel, gradients):
-  return _stride2_conv_adjoint(x, kernel, gradients), (x, kernel)
+  saved = materialised(x) if gradients == 'matmul' else x
+  return _stride2_conv_adjoint(x, kernel, gradients), (saved, kernel)
 
 
 def _conv_transpose2d_backward(gradients, residuals, output_cotangent):
@@ -213,10 +248,10 @@ class Conv(nn.Module):
     if self.spectral_norm:
       kernel = spectrally_normalised(self, kernel)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    if self.stride == 2:
-      y = strided_conv2d(x, kernel, resolve_conv_gradients(self.gradients))
-    else:
-      y = conv2d(x, kernel, self.stride)
+    if self.stride not in (1, 2):
+      raise ValueError(f'Conv {self.name}: stride {self.stride}; use 1 or 2.')
+    conv = strided_conv2d if self.stride == 2 else stride1_conv2d
+    y = conv(x, kernel, resolve_conv_gradients(self.gradients))
     return _with_bias(self, y)
 
 

@@ -132,13 +132,14 @@ class Decoder(nn.Module):
     for index, features in enumerate(self.channels, start=1):
       if self.upsample == 'resize_conv':
         h = Conv(features, stride=1, use_bias=False, dtype=self.dtype,
-                 name=f'up{index}')(nearest_upsample(h))
+                 gradients=self.conv_gradients, name=f'up{index}')(nearest_upsample(h))
       else:
         h = ConvTranspose(features, dtype=self.dtype, gradients=self.conv_gradients,
                           name=f'up{index}')(h)
       h = nn.relu(_Norm(CONV_BATCH_NORM_EPSILON, self.axis_name, self.dtype,
                         name=f'up{index}_norm')(h, train))
-    h = Conv(self.image_channels, stride=1, dtype=self.dtype, name='to_image')(h)
+    h = Conv(self.image_channels, stride=1, dtype=self.dtype, gradients=self.conv_gradients,
+             name='to_image')(h)
     return jnp.tanh(h.astype(jnp.float32))
 
 
