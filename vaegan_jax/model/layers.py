@@ -130,6 +130,11 @@ def materialised(x: jax.Array) -> jax.Array:
   return lax.cond(jnp.isfinite(x.reshape(-1)[0]), lambda u: u, lax.optimization_barrier, x)
 
 
+def _kept_for_kernel_gradient(x: jax.Array, gradients: str) -> jax.Array:
+  """The residual a kernel gradient reads: materialised with 'matmul' (the CPU's), else x."""
+  return materialised(x) if gradients == 'matmul' else x
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def stride1_conv2d(x: jax.Array, kernel: jax.Array, gradients: str = 'xla') -> jax.Array:
   """`conv2d(x, kernel, 1)` with XLA's own gradients, which with 'matmul' (the CPU's) read x
@@ -138,7 +143,7 @@ def stride1_conv2d(x: jax.Array, kernel: jax.Array, gradients: str = 'xla') -> j
 
 
 def _stride1_conv2d_forward(x, kernel, gradients):
-  return conv2d(x, kernel, 1), (materialised(x) if gradients == 'matmul' else x, kernel)
+  return conv2d(x, kernel, 1), (_kept_for_kernel_gradient(x, gradients), kernel)
 
 
 def _stride1_conv2d_backward(gradients, residuals, output_cotangent):
@@ -191,8 +196,8 @@ def conv_transpose2d(x: jax.Array, kernel: jax.Array, gradients: str = 'xla') ->
 
 
 def _conv_transpose2d_forward(x, kernel, gradients):
-  saved = materialised(x) if gradients == 'matmul' else x
-  return _stride2_conv_adjoint(x, kernel, gradients), (saved, kernel)
+  return (_stride2_conv_adjoint(x, kernel, gradients),
+          (_kept_for_kernel_gradient(x, gradients), kernel))
 
 
 def _conv_transpose2d_backward(gradients, residuals, output_cotangent):
