@@ -1,21 +1,22 @@
 r"""Times every convolution of the paper's 64x64 networks alone, in JAX and in PyTorch.
 
-  .venv/bin/python benchmarks/conv_layers.py                        # JAX: both gradient choices
-  .venv/bin/python benchmarks/conv_layers.py --forms                # + stride-2 rewrites
+  .venv/bin/python benchmarks/conv_layers.py              # JAX: its three gradient choices
+  .venv/bin/python benchmarks/conv_layers.py --forms      # + stride-2 rewrites
   .venv-torch/bin/python benchmarks/conv_layers.py --framework=torch
-  .venv/bin/python benchmarks/conv_layers.py --smoke                # tiny shapes, one repeat
+  .venv/bin/python benchmarks/conv_layers.py --smoke      # tiny shapes, one repeat
 
 Per layer (batch 64, NHWC in JAX, channels_last in PyTorch) it prints the best of --repeats
 times, in ms, of the forward pass and of both gradients (input and kernel), and then one JSON
-line. JAX times `model.conv_gradients` 'matmul' (the CPU default) and 'xla'. --forms also times
-rewrites of the stride-2 forward, each checked against XLA's conv first: the four phase
-convolutions, space-to-depth with a 3x3 kernel over 4C channels (by XLA's conv, and by
-Winograd's F(4x4, 3x3) as 36 dots), im2col with one dot, and one dot per row of kernel taps;
-and rewrites of the stride-2 kernel gradient beside the default's one matmul per tap
-('matmul_kernel_gradient') and XLA's own ('xla_kernel_gradient'), each checked against XLA's
-autodiff: the taps' windows cut from the four phases of the padded input (unstrided copies), every
-window in one im2col matrix and one dot, and contiguous row ranges of the flattened phases against
-a padded cotangent. It imports one framework only, so it runs in either venv.
+line. JAX times `model.conv_gradients` 'phases' (the CPU default), 'matmul' and 'xla'. --forms
+also times rewrites of the stride-2 forward, each checked against XLA's conv first: the four
+phase convolutions ('phase_convs'), space-to-depth with a 3x3 kernel over 4C channels (by XLA's
+conv, and by Winograd's F(4x4, 3x3) as 36 dots), im2col with one dot, and one dot per row of
+kernel taps; and rewrites of the stride-2 kernel gradient beside XLA's own (the default's,
+'xla_kernel_gradient') and one matmul per tap ('matmul_kernel_gradient'), each checked against
+XLA's autodiff: the taps' windows cut from the four phases of the padded input (unstrided
+copies), every window in one im2col matrix and one dot, and contiguous row ranges of the
+flattened phases against a padded cotangent. It imports one framework only, so it runs in either
+venv.
 """
 from __future__ import annotations
 
@@ -142,7 +143,7 @@ def strided_forms():
     return sum(jnp.einsum('bhwk,ko->bhwo', jnp.concatenate(tap_windows(x, row), -1),
                           kernel[row].reshape(-1, kernel.shape[-1])) for row in range(5))
 
-  return {'phases': layers._stride2_conv_by_phases, 'space_to_depth': space_to_depth,
+  return {'phase_convs': layers._stride2_conv_by_phases, 'space_to_depth': space_to_depth,
           'winograd': winograd, 'im2col': im2col, 'rows_of_taps': rows_of_taps}
 
 
@@ -223,7 +224,7 @@ def time_jax(shapes, batch: int, repeats: int, forms: bool) -> list[dict]:
     shape = (5, 5, outputs, inputs) if kind == 't' else (5, 5, inputs, outputs)
     kernel = jax.numpy.asarray(0.05 * rng.standard_normal(shape), jax.numpy.float32)
     row = {'layer': name, 'shape': [batch, height, width, inputs, outputs], 'kind': kind}
-    for gradients in ('matmul', 'xla'):
+    for gradients in ('phases', 'matmul', 'xla'):
       conv = {'s2': lambda x, k: layers.strided_conv2d(x, k, gradients),
               's1': lambda x, k: layers.stride1_conv2d(x, k, gradients),
               't': lambda x, k: layers.conv_transpose2d(x, k, gradients)}[kind]

@@ -29,8 +29,9 @@ def test_conv_layers_benchmark_smoke():
   (result,) = json_lines(run([sys.executable, 'benchmarks/conv_layers.py', '--smoke', '--forms']))
   assert [row['kind'] for row in result['layers']] == ['s2', 's1', 't']
   strided = result['layers'][0]
-  for key in ('matmul_forward', 'xla_gradients', 'phases_forward', 'space_to_depth_forward',
-              'winograd_forward', 'im2col_forward', 'rows_of_taps_forward',
+  for key in ('phases_gradients', 'matmul_forward', 'xla_gradients', 'phase_convs_forward',
+              'space_to_depth_forward', 'winograd_forward', 'im2col_forward',
+              'rows_of_taps_forward',
               'matmul_kernel_gradient', 'phase_windows_kernel_gradient', 'im2col_kernel_gradient',
               'flat_rows_kernel_gradient', 'xla_kernel_gradient'):
     assert strided[f'{key}_ms'] > 0, key

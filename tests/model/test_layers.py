@@ -72,7 +72,7 @@ def plain_adjoint(x, kernel):
   return result
 
 
-@pytest.mark.parametrize('gradients', ['xla', 'matmul'])
+@pytest.mark.parametrize('gradients', ['xla', 'phases', 'matmul'])
 @pytest.mark.parametrize('op', ['stride1_conv', 'strided_conv', 'conv_transpose'])
 def test_custom_vjps_match_autodiff_of_the_plain_ops(op, gradients):
   keys = jax.random.split(jax.random.key(1), 3)
@@ -106,7 +106,7 @@ def test_materialised_is_the_identity_whichever_branch_runs(first):
   np.testing.assert_array_equal(jax.jit(layers.materialised)(x), x)
 
 
-def test_stride1_kernel_gradient_reads_a_materialised_input_with_matmul_gradients():
+def test_stride1_kernel_gradient_reads_a_materialised_input_on_the_cpus_paths():
   """The conditional that keeps the input a buffer of its own survives XLA's optimisations
   (were it simplified away, the CPU would lose the speed it is there for, and nothing else
   would say so)."""
@@ -114,6 +114,7 @@ def test_stride1_kernel_gradient_reads_a_materialised_input_with_matmul_gradient
   def kernel_gradient(gradients):
     loss = lambda k, x: jnp.sum(layers.stride1_conv2d(jax.nn.relu(x * 2.0), k, gradients))
     return jax.jit(jax.grad(loss)).lower(kernel, x).compile().as_text()
+  assert 'conditional' in kernel_gradient('phases')
   assert 'conditional' in kernel_gradient('matmul')
   assert 'conditional' not in kernel_gradient('xla')
 

@@ -107,7 +107,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       decoder_dense_channels=256,          # [paper] [code] dense to 8 x 8 x 256
       discriminator_hidden_features=512,   # [paper] [code] 512
       compute_dtype='float32',             # [code] float32; 'bfloat16' [ours] keeps f32 params
-      conv_gradients='auto',               # [ours] 'matmul' on CPU, 'xla' on GPU/TPU (layers.py)
+      conv_gradients='auto',               # [ours] 'phases' on CPU, 'xla' on GPU/TPU (layers.py)
       # [code] the decoder's stride-2 transposed convs; 'resize_conv' [ours]: nearest-neighbour
       # x2, then a 5x5 conv (Odena, Dumoulin and Olah 2016: no checkerboard artefacts)
       upsample='transposed',

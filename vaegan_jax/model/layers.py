@@ -8,12 +8,13 @@ grid by half a pixel.
 made of that strided conv's own products. Autodiff of an lhs-dilated convolution (what
 `flax.linen.ConvTranspose` lowers to) makes XLA:CPU compute the kernel gradient at a few GFLOP/s.
 
-On XLA:CPU the strided conv's own gradients are slow too (kernel gradient about 30 GFLOP/s on
-the CI machine), so with gradients='matmul' the input gradient runs as four stride-1 "phase"
-convolutions and the kernel gradient as one matmul per kernel tap: 2-4x faster there. GPUs and
-TPUs keep XLA's convolution gradients ('auto' chooses by backend). With 'matmul' the inputs that
-the stride-1 and the transposed convs keep for their kernel gradients are also saved as buffers of
-their own (`materialised`).
+On XLA:CPU the strided conv's own input gradient is slow, so with gradients='phases' (the CPU's)
+that input gradient, and the transposed conv's forward, run as four stride-1 "phase" convolutions,
+while the kernel gradients stay XLA's own, those of the stride-1 and transposed convs reading
+their inputs from buffers of their own (`materialised`). 'matmul' computes the strided kernel
+gradients instead as one matmul per kernel tap: faster while YNNPACK ran XLA:CPU's convolutions,
+slower since it does not (xla_cpu.py; README, Benchmark). GPUs and TPUs keep XLA's convolution
+gradients ('auto' chooses by backend).
 """
 from __future__ import annotations
 
@@ -56,10 +57,10 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
 
 
 def resolve_conv_gradients(choice: str) -> str:
-  """'auto' is 'matmul' on the CPU and 'xla' on GPU and TPU, where XLA's own are fastest; 'xla'
-  and 'matmul' stay as they are (configs/schema.py lists the choices)."""
+  """'auto' is 'phases' on the CPU and 'xla' on GPU and TPU, where XLA's own are fastest; the
+  other choices stay as they are (configs/schema.py lists them)."""
   if choice == 'auto':
-    return 'matmul' if jax.default_backend() == 'cpu' else 'xla'
+    return 'phases' if jax.default_backend() == 'cpu' else 'xla'
   return choice
 
 
@@ -87,8 +88,7 @@ def _stride2_conv_by_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def _stride2_conv_adjoint(y: jax.Array, kernel: jax.Array, gradients: str) -> jax.Array:
   """The adjoint of `conv2d(., kernel, 2)`: [B, H, W, C_out] -> [B, 2H, 2W, C_in]."""
   batch, height, width, _ = y.shape
-  forward = _stride2_conv_by_phases if gradients == 'matmul' else (
-      lambda u, k: conv2d(u, k, 2))
+  forward = (lambda u, k: conv2d(u, k, 2)) if gradients == 'xla' else _stride2_conv_by_phases
   upsampled = jax.ShapeDtypeStruct((batch, 2 * height, 2 * width, kernel.shape[2]), y.dtype)
   (result,) = jax.linear_transpose(lambda u: forward(u, kernel), upsampled)(y)
   return result
@@ -97,12 +97,12 @@ def _stride2_conv_adjoint(y: jax.Array, kernel: jax.Array, gradients: str) -> ja
 def _stride2_conv_kernel_gradient(x: jax.Array, output_cotangent: jax.Array,
                                   kernel_shape: tuple[int, ...], gradients: str) -> jax.Array:
   """d<conv2d(x, K, 2), output_cotangent>/dK, [k, k, C_in, C_out]."""
-  if gradients == 'xla':
+  if gradients != 'matmul':
     zeros = jnp.zeros(kernel_shape, x.dtype)
     _, pullback = jax.vjp(lambda k: conv2d(x, k, 2), zeros)
     return pullback(output_cotangent)[0]
-  # One [C_in, N] x [N, C_out] matmul per tap, N = B * H_out * W_out: XLA:CPU runs these near
-  # its matmul peak, several times faster than its kernel-gradient convolution.
+  # 'matmul': one [C_in, N] x [N, C_out] matmul per tap, N = B * H_out * W_out, which beat
+  # YNNPACK's kernel-gradient convolution on XLA:CPU several times over.
   k, _, in_features, out_features = kernel_shape
   pad = k // 2
   out_height, out_width = output_cotangent.shape[1:3]
@@ -131,14 +131,14 @@ def materialised(x: jax.Array) -> jax.Array:
 
 
 def _kept_for_kernel_gradient(x: jax.Array, gradients: str) -> jax.Array:
-  """The residual a kernel gradient reads: materialised with 'matmul' (the CPU's), else x."""
-  return materialised(x) if gradients == 'matmul' else x
+  """The residual a kernel gradient reads: materialised on the CPU's paths, x with 'xla'."""
+  return x if gradients == 'xla' else materialised(x)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def stride1_conv2d(x: jax.Array, kernel: jax.Array, gradients: str = 'xla') -> jax.Array:
-  """`conv2d(x, kernel, 1)` with XLA's own gradients, which with 'matmul' (the CPU's) read x
-  from a buffer of its own (`materialised`)."""
+  """`conv2d(x, kernel, 1)` with XLA's own gradients, which with 'phases' or 'matmul' (the
+  CPU's) read x from a buffer of its own (`materialised`)."""
   return conv2d(x, kernel, 1)
 
 
@@ -156,10 +156,10 @@ stride1_conv2d.defvjp(_stride1_conv2d_forward, _stride1_conv2d_backward)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def strided_conv2d(x: jax.Array, kernel: jax.Array, gradients: str = 'xla') -> jax.Array:
-  """`conv2d(x, kernel, 2)` whose backward pass `gradients` chooses ('xla' or 'matmul').
+  """`conv2d(x, kernel, 2)` whose backward pass `gradients` chooses.
 
-  'matmul' computes the input gradient as stride-1 phase convolutions and the kernel gradient
-  as per-tap matmuls (fast on XLA:CPU); 'xla' uses XLA's own convolution gradients.
+  'xla' uses XLA's own convolution gradients; 'phases' (the CPU's) computes the input gradient as
+  stride-1 phase convolutions, 'matmul' the kernel gradient as per-tap matmuls as well.
   """
   return conv2d(x, kernel, 2)
 
@@ -188,7 +188,8 @@ def conv_transpose2d(x: jax.Array, kernel: jax.Array, gradients: str = 'xla') ->
   Args:
     x: [B, H, W, C_in].
     kernel: [k, k, C_out, C_in], the kernel of the strided conv it is the adjoint of.
-    gradients: 'xla' or 'matmul', as for `strided_conv2d`; also picks the forward's form.
+    gradients: 'xla', 'phases' or 'matmul', as for `strided_conv2d`; also picks the forward's
+      form (phase convolutions unless 'xla').
   Returns:
     [B, 2H, 2W, C_out].
   """
