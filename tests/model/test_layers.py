@@ -72,6 +72,18 @@ def plain_adjoint(x, kernel):
   return result
 
 
+@pytest.mark.parametrize('size', [3, 5, 7])
+def test_adjoint_by_phases_is_the_transpose_of_the_strided_conv(size):
+  """Each phase conv's taps and padding give exactly its own outputs, for any odd kernel size and
+  on a map that is not square."""
+  keys = jax.random.split(jax.random.key(3), 2)
+  y = jax.random.normal(keys[0], (2, 3, 5, 4))
+  kernel = jax.random.normal(keys[1], (size, size, 2, 4))
+  ours = layers._stride2_conv_adjoint(y, kernel, 'phases')
+  assert ours.shape == (2, 6, 10, 2)
+  np.testing.assert_allclose(ours, plain_adjoint(y, kernel), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('gradients', ['xla', 'phases', 'matmul'])
 @pytest.mark.parametrize('op', ['stride1_conv', 'strided_conv', 'conv_transpose'])
 def test_custom_vjps_match_autodiff_of_the_plain_ops(op, gradients):

@@ -9,12 +9,13 @@ made of that strided conv's own products. Autodiff of an lhs-dilated convolution
 `flax.linen.ConvTranspose` lowers to) makes XLA:CPU compute the kernel gradient at a few GFLOP/s.
 
 On XLA:CPU the strided conv's own input gradient is slow, so with gradients='phases' (the CPU's)
-that input gradient, and the transposed conv's forward, run as four stride-1 "phase" convolutions,
-while the kernel gradients stay XLA's own, those of the stride-1 and transposed convs reading
-their inputs from buffers of their own (`materialised`). 'matmul' computes the strided kernel
-gradients instead as one matmul per kernel tap: faster while YNNPACK ran XLA:CPU's convolutions,
-slower since it does not (xla_cpu.py; README, Benchmark). GPUs and TPUs keep XLA's convolution
-gradients ('auto' chooses by backend).
+that input gradient, and the transposed conv's forward, run as four stride-1 "phase" convolutions
+(one per parity of the output's rows and columns), while the kernel gradients stay XLA's own,
+those of the stride-1 and transposed convs reading their inputs from buffers of their own
+(`materialised`). 'matmul' computes the strided kernel gradients instead as one matmul per
+kernel tap: faster while YNNPACK ran XLA:CPU's convolutions, slower since it does not
+(xla_cpu.py; README, Benchmark). GPUs and TPUs keep XLA's convolution gradients ('auto' chooses
+by backend).
 """
 from __future__ import annotations
 
@@ -64,33 +65,49 @@ def resolve_conv_gradients(choice: str) -> str:
   return choice
 
 
-def _stride2_conv_by_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """`conv2d(x, kernel, 2)` as the sum of four stride-1 VALID convs, one per (row, column) parity.
+def _adjoint_phase(k: int, parity: int) -> tuple[slice, tuple[int, int]]:
+  """The taps of a flipped k x k kernel that reach the adjoint's outputs of `parity` along one
+  axis, and the padding of the adjoint's input that lines them up.
 
-  Tap a = 2p + r of the kernel only ever meets input rows of parity r, so the strided conv is
-  sum over (r, s) of conv(x[r::2, s::2], kernel[r::2, s::2]): the same multiply-adds, no stride.
+  In the adjoint of `conv2d(., K, 2)`, output m = 2q + parity sums y[i] K[a] over 2i + a = m + p
+  (p = k // 2, the forward's padding): the taps a of parity (parity + p), at y[q + d] with
+  d = (parity + p - a) / 2. As a stride-1 correlation over y these are the flipped kernel's taps
+  from (parity + p) % 2 in steps of 2, with y padded so that d runs over its whole range.
   """
-  k = kernel.shape[0]
   pad = k // 2
-  height, width = x.shape[1] // 2, x.shape[2] // 2
-  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  total = 0.0
+  return slice((parity + pad) % 2, None, 2), ((k - 1 - parity - pad) // 2, (parity + pad) // 2)
+
+
+def _stride2_conv_adjoint_by_phases(y: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The adjoint of `conv2d(., kernel, 2)`, [B, H, W, C_out] -> [B, 2H, 2W, C_in], as four
+  stride-1 convolutions of y, one per output (row, column) parity, interleaved.
+
+  Each computes exactly its own H x W outputs: JAX's transpose of the phase form of the strided
+  conv pads the phases fully and slices the border away, 10-44% more multiply-adds at the
+  decoder's sizes and 1.4x its up1 layer's time (README, Benchmark).
+  """
+  batch, height, width, _ = y.shape
+  flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)        # HWIO, from C_out to C_in
+  rows = []
   for row_parity in (0, 1):
+    row_taps, row_pad = _adjoint_phase(kernel.shape[0], row_parity)
+    columns = []
     for col_parity in (0, 1):
-      sub_kernel = kernel[row_parity::2, col_parity::2]
-      phase = padded[:, row_parity::2, col_parity::2, :][
-          :, :height + sub_kernel.shape[0] - 1, :width + sub_kernel.shape[1] - 1]
-      total = total + lax.conv_general_dilated(phase, sub_kernel, (1, 1), 'VALID',
-                                               dimension_numbers=_DIMENSION_NUMBERS)
-  return total
+      col_taps, col_pad = _adjoint_phase(kernel.shape[1], col_parity)
+      columns.append(lax.conv_general_dilated(y, flipped[row_taps, col_taps], (1, 1),
+                                              (row_pad, col_pad),
+                                              dimension_numbers=_DIMENSION_NUMBERS))
+    rows.append(jnp.stack(columns, axis=3))                  # [B, H, W, 2, C_in]
+  return jnp.stack(rows, axis=2).reshape(batch, 2 * height, 2 * width, -1)
 
 
 def _stride2_conv_adjoint(y: jax.Array, kernel: jax.Array, gradients: str) -> jax.Array:
   """The adjoint of `conv2d(., kernel, 2)`: [B, H, W, C_out] -> [B, 2H, 2W, C_in]."""
+  if gradients != 'xla':
+    return _stride2_conv_adjoint_by_phases(y, kernel)
   batch, height, width, _ = y.shape
-  forward = (lambda u, k: conv2d(u, k, 2)) if gradients == 'xla' else _stride2_conv_by_phases
   upsampled = jax.ShapeDtypeStruct((batch, 2 * height, 2 * width, kernel.shape[2]), y.dtype)
-  (result,) = jax.linear_transpose(lambda u: forward(u, kernel), upsampled)(y)
+  (result,) = jax.linear_transpose(lambda u: conv2d(u, kernel, 2), upsampled)(y)
   return result
 
 
@@ -285,7 +302,8 @@ class ConvTranspose(nn.Module):
 
 
 class Dense(nn.Module):
-  """Fully connected layer with the fan-in uniform init; computes in `dtype`, keeps float32 params."""
+  """Fully connected layer with the fan-in uniform init; computes in `dtype`, keeps float32
+  params."""
   features: int
   use_bias: bool = True
   dtype: Any = jnp.float32
