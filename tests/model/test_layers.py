@@ -112,6 +112,44 @@ def test_custom_vjps_match_autodiff_of_the_plain_ops(op, gradients):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('size, channels_in, channels_out, forward_by_rows, input_gradient_by_rows',
+                         [(3, 6, 1, True, False), (5, 32, 3, True, False), (7, 2, 4, True, True),
+                          (5, 3, 8, False, True)])
+def test_stride1_conv_to_few_channels_runs_by_rows_and_matches_the_plain_conv(
+    size, channels_in, channels_out, forward_by_rows, input_gradient_by_rows):
+  """Forward and both gradients against autodiff of conv2d on a map that is not square. A conv
+  to at most 4 channels runs as a 1 x k conv (to 8 it stays XLA's k x k), and so does the input
+  gradient of a conv from at most 4."""
+  keys = jax.random.split(jax.random.key(4), 3)
+  x = jax.random.normal(keys[0], (2, 6, 9, channels_in))
+  kernel = jax.random.normal(keys[1], (size, size, channels_in, channels_out))
+  cotangent = jax.random.normal(keys[2], (2, 6, 9, channels_out))
+  ours = lambda x, k: layers.stride1_conv2d(x, k, 'phases')
+  plain = lambda x, k: layers.conv2d(x, k, 1)
+  np.testing.assert_allclose(ours(x, kernel), plain(x, kernel), rtol=1e-5, atol=1e-4)
+  objective = lambda fn: (lambda x, k: jnp.sum(fn(x, k) * cotangent))
+  got = jax.grad(objective(ours), argnums=(0, 1))(x, kernel)
+  want = jax.grad(objective(plain), argnums=(0, 1))(x, kernel)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+  forward_hlo = jax.jit(ours).lower(x, kernel).compile().as_text()
+  assert (f'size=1x{size} ' in forward_hlo) == forward_by_rows
+  input_gradient_hlo = jax.jit(jax.grad(objective(ours))).lower(x, kernel).compile().as_text()
+  assert (f'size=1x{size} ' in input_gradient_hlo) == input_gradient_by_rows
+
+
+def test_stride1_conv_by_rows_in_bfloat16_sums_its_rows_in_float32():
+  keys = jax.random.split(jax.random.key(5), 2)
+  x = jax.random.normal(keys[0], (2, 8, 8, 32))
+  kernel = jax.random.normal(keys[1], (5, 5, 32, 3)) * 0.05
+  ours = layers.stride1_conv2d(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), 'phases')
+  assert ours.dtype == jnp.bfloat16
+  reference = layers.conv2d(x.astype(jnp.bfloat16).astype(jnp.float32),
+                            kernel.astype(jnp.bfloat16).astype(jnp.float32), 1)
+  # Rounded once to bfloat16 (8 bits of mantissa), not after each of the five row sums.
+  np.testing.assert_allclose(ours.astype(jnp.float32), reference, rtol=2 ** -8, atol=2 ** -8)
+
+
 @pytest.mark.parametrize('first', [0.5, jnp.nan, jnp.inf])
 def test_materialised_is_the_identity_whichever_branch_runs(first):
   x = jax.random.normal(jax.random.key(2), (2, 3, 3, 2)).at[0, 0, 0, 0].set(first)
