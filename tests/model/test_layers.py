@@ -84,6 +84,16 @@ def test_adjoint_by_phases_is_the_transpose_of_the_strided_conv(size):
   np.testing.assert_allclose(ours, plain_adjoint(y, kernel), rtol=1e-5, atol=1e-5)
 
 
+def assert_matches_autodiff(ours, plain, x, kernel, cotangent, forward_atol, gradient_atol):
+  """ours(x, kernel) equals plain(x, kernel), and so do both gradients of <., cotangent>."""
+  np.testing.assert_allclose(ours(x, kernel), plain(x, kernel), rtol=1e-5, atol=forward_atol)
+  objective = lambda fn: (lambda x, k: jnp.sum(fn(x, k) * cotangent))
+  got = jax.grad(objective(ours), argnums=(0, 1))(x, kernel)
+  want = jax.grad(objective(plain), argnums=(0, 1))(x, kernel)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=gradient_atol)
+
+
 @pytest.mark.parametrize('gradients', ['xla', 'phases', 'matmul'])
 @pytest.mark.parametrize('op', ['stride1_conv', 'strided_conv', 'conv_transpose'])
 def test_custom_vjps_match_autodiff_of_the_plain_ops(op, gradients):
@@ -104,12 +114,8 @@ def test_custom_vjps_match_autodiff_of_the_plain_ops(op, gradients):
   x = jax.random.normal(keys[0], x_shape)
   kernel = jax.random.normal(keys[1], kernel_shape)
   cotangent = jax.random.normal(keys[2], out_shape)
-  np.testing.assert_allclose(ours(x, kernel), plain(x, kernel), rtol=1e-5, atol=1e-5)
-  objective = lambda fn: (lambda x, k: jnp.sum(fn(x, k) * cotangent))
-  got = jax.grad(objective(ours), argnums=(0, 1))(x, kernel)
-  want = jax.grad(objective(plain), argnums=(0, 1))(x, kernel)
-  for a, b in zip(got, want):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  assert_matches_autodiff(ours, plain, x, kernel, cotangent, forward_atol=1e-5,
+                          gradient_atol=1e-4)
 
 
 @pytest.mark.parametrize('size, channels_in, channels_out, forward_by_rows, input_gradient_by_rows',
@@ -126,12 +132,9 @@ def test_stride1_conv_to_few_channels_runs_by_rows_and_matches_the_plain_conv(
   cotangent = jax.random.normal(keys[2], (2, 6, 9, channels_out))
   ours = lambda x, k: layers.stride1_conv2d(x, k, 'phases')
   plain = lambda x, k: layers.conv2d(x, k, 1)
-  np.testing.assert_allclose(ours(x, kernel), plain(x, kernel), rtol=1e-5, atol=1e-4)
+  assert_matches_autodiff(ours, plain, x, kernel, cotangent, forward_atol=1e-4,
+                          gradient_atol=1e-3)
   objective = lambda fn: (lambda x, k: jnp.sum(fn(x, k) * cotangent))
-  got = jax.grad(objective(ours), argnums=(0, 1))(x, kernel)
-  want = jax.grad(objective(plain), argnums=(0, 1))(x, kernel)
-  for a, b in zip(got, want):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
   forward_hlo = jax.jit(ours).lower(x, kernel).compile().as_text()
   assert (f'size=1x{size} ' in forward_hlo) == forward_by_rows
   input_gradient_hlo = jax.jit(jax.grad(objective(ours))).lower(x, kernel).compile().as_text()
