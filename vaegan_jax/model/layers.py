@@ -67,6 +67,12 @@ def resolve_conv_gradients(choice: str) -> str:
   return choice
 
 
+def _adjoint_kernel(kernel: jax.Array) -> jax.Array:
+  """[k, k, C_in, C_out] -> [k, k, C_out, C_in], flipped: the kernel whose stride-1 correlation
+  is the adjoint of the correlation by `kernel` (for padding k // 2 on both sides)."""
+  return kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+
+
 def _adjoint_phase(k: int, parity: int) -> tuple[slice, tuple[int, int]]:
   """The taps of a flipped k x k kernel that reach the adjoint's outputs of `parity` along one
   axis, and the padding of the adjoint's input that lines them up.
@@ -89,7 +95,7 @@ def _stride2_conv_adjoint_by_phases(y: jax.Array, kernel: jax.Array) -> jax.Arra
   decoder's sizes and 1.4x its up1 layer's time (README, Benchmark).
   """
   batch, height, width, _ = y.shape
-  flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)        # HWIO, from C_out to C_in
+  flipped = _adjoint_kernel(kernel)
   rows = []
   for row_parity in (0, 1):
     row_taps, row_pad = _adjoint_phase(kernel.shape[0], row_parity)
@@ -202,10 +208,8 @@ def _stride1_conv2d_backward(gradients, residuals, output_cotangent):
   if gradients == 'xla':
     _, pullback = jax.vjp(lambda x, kernel: conv2d(x, kernel, 1), x, kernel)
     return pullback(output_cotangent)
-  # Padded k // 2 at stride 1, the conv's adjoint is the conv by the flipped kernel, C_out -> C_in.
-  adjoint_kernel = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
   _, kernel_pullback = jax.vjp(lambda k: _stride1_conv(x, k, gradients), kernel)
-  return (_stride1_conv(output_cotangent, adjoint_kernel, gradients),
+  return (_stride1_conv(output_cotangent, _adjoint_kernel(kernel), gradients),
           kernel_pullback(output_cotangent)[0])
 
 
