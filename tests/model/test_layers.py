@@ -159,17 +159,22 @@ def test_materialised_is_the_identity_whichever_branch_runs(first):
   np.testing.assert_array_equal(jax.jit(layers.materialised)(x), x)
 
 
-def test_stride1_kernel_gradient_reads_a_materialised_input_on_the_cpus_paths():
+@pytest.mark.parametrize('conv, kernel_shape, materialised_under', [
+    (layers.stride1_conv2d, (5, 5, 3, 4), {'phases', 'matmul'}),
+    (layers.strided_conv2d, (5, 5, 3, 4), {'phases'}),   # 'matmul' cuts windows through the fusion
+    (layers.conv_transpose2d, (5, 5, 4, 3), {'phases', 'matmul'}),
+])
+def test_kernel_gradient_reads_a_materialised_input_on_the_cpus_paths(conv, kernel_shape,
+                                                                      materialised_under):
   """The conditional that keeps the input a buffer of its own survives XLA's optimisations
   (were it simplified away, the CPU would lose the speed it is there for, and nothing else
   would say so)."""
-  x, kernel = jnp.ones((2, 8, 8, 3)), jnp.ones((5, 5, 3, 4))
+  x, kernel = jnp.ones((2, 8, 8, 3)), jnp.ones(kernel_shape)
   def kernel_gradient(gradients):
-    loss = lambda k, x: jnp.sum(layers.stride1_conv2d(jax.nn.relu(x * 2.0), k, gradients))
+    loss = lambda k, x: jnp.sum(conv(jax.nn.relu(x * 2.0), k, gradients))
     return jax.jit(jax.grad(loss)).lower(kernel, x).compile().as_text()
-  assert 'conditional' in kernel_gradient('phases')
-  assert 'conditional' in kernel_gradient('matmul')
-  assert 'conditional' not in kernel_gradient('xla')
+  for gradients in ('phases', 'matmul', 'xla'):
+    assert ('conditional' in kernel_gradient(gradients)) == (gradients in materialised_under)
 
 
 def test_conv_rejects_a_stride_other_than_1_or_2():

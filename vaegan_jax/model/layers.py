@@ -11,13 +11,12 @@ made of that strided conv's own products. Autodiff of an lhs-dilated convolution
 On XLA:CPU the strided conv's own input gradient is slow, so with gradients='phases' (the CPU's)
 that input gradient, and the transposed conv's forward, run as four stride-1 "phase" convolutions
 (one per parity of the output's rows and columns), while the kernel gradients stay XLA's own,
-those of the stride-1 and transposed convs reading their inputs from buffers of their own
-(`materialised`), and a stride-1 conv to at most 4 channels (the decoder's last, and the input
-gradient of the discriminator's first) runs as a 1 x k conv to k times as many channels whose
-rows are summed shifted. 'matmul' computes the strided kernel gradients instead as one matmul per
-kernel tap: faster while YNNPACK ran XLA:CPU's convolutions, slower since it does not
-(xla_cpu.py; README, Benchmark). GPUs and TPUs keep XLA's convolution gradients ('auto' chooses
-by backend).
+each reading its input from a buffer of its own (`materialised`), and a stride-1 conv to at most
+4 channels (the decoder's last, and the input gradient of the discriminator's first) runs as a
+1 x k conv to k times as many channels whose rows are summed shifted. 'matmul' computes the
+strided kernel gradients instead as one matmul per kernel tap: faster while YNNPACK ran XLA:CPU's
+convolutions, slower since it does not (xla_cpu.py; README, Benchmark). GPUs and TPUs keep XLA's
+convolution gradients ('auto' chooses by backend).
 """
 from __future__ import annotations
 
@@ -146,11 +145,11 @@ def materialised(x: jax.Array) -> jax.Array:
   """x, as the result of a conditional: a buffer of its own that XLA cannot fuse away.
 
   XLA:CPU fuses an elementwise producer (a batch norm and ReLU, the transposed conv's phase sums)
-  into each of its consumers. Into the [C, H, W, B] transpose that its stride-1 kernel gradient
-  makes of the input, that puts the producer on strided, cache-hostile reads: 32% of the demo's
-  step (README, Benchmark). A conditional's operand and result are buffers. Both branches are
-  the identity; the barrier only keeps XLA from seeing so and removing the conditional
-  (`lax.optimization_barrier` alone is removed before fusion on XLA:CPU).
+  into each of its consumers. Into the [C, H, W, B] transpose that XLA's kernel gradient makes of
+  the input, that puts the producer on strided, cache-hostile reads: 32% of the demo's step once,
+  and 2.6x a plain transpose's time (README, Benchmark). A conditional's operand and result are
+  buffers. Both branches are the identity; the barrier only keeps XLA from seeing so and removing
+  the conditional (`lax.optimization_barrier` alone is removed before fusion on XLA:CPU).
   """
   return lax.cond(jnp.isfinite(x.reshape(-1)[0]), lambda u: u, lax.optimization_barrier, x)
 
@@ -221,13 +220,17 @@ def strided_conv2d(x: jax.Array, kernel: jax.Array, gradients: str = 'xla') -> j
   """`conv2d(x, kernel, 2)` whose backward pass `gradients` chooses.
 
   'xla' uses XLA's own convolution gradients; 'phases' (the CPU's) computes the input gradient as
-  stride-1 phase convolutions, 'matmul' the kernel gradient as per-tap matmuls as well.
+  stride-1 phase convolutions, and its kernel gradient reads x from a buffer of its own
+  (`materialised`); 'matmul' computes the kernel gradient as per-tap matmuls as well.
   """
   return conv2d(x, kernel, 2)
 
 
 def _strided_conv2d_forward(x, kernel, gradients):
-  return conv2d(x, kernel, 2), (x, kernel)
+  # 'matmul' cuts its taps' windows from x, and reads them faster through the producer's fusion
+  # (materialised, the demo's step was slower; README, Benchmark).
+  kept = x if gradients == 'matmul' else _kept_for_kernel_gradient(x, gradients)
+  return conv2d(x, kernel, 2), (kept, kernel)
 
 
 def _strided_conv2d_backward(gradients, residuals, output_cotangent):
