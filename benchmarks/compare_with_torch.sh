@@ -13,9 +13,10 @@
 # another). The same work: JAX's celeba64.py (the authors' February passes) against PyTorch's
 # authors_feb, celeba64.py:mar against authors_mar, both with the encoder width FC (1024, the
 # authors' code's); PyTorch's sequential style (three retained backward passes, as common ports
-# do) is timed beside them. Each PyTorch style runs eager, then under torch.compile (mode
-# TORCH_COMPILE, 'default'). Every program prints one JSON line per configuration; they are kept
-# in OUT (compare_with_torch.jsonl) for the table.
+# do) is timed beside them. Each PyTorch style runs eager and under torch.compile (mode
+# TORCH_COMPILE, 'default'); the eager steps of the same work run right before JAX's, so that
+# a drift of the host's load between them stays small. Every program prints one JSON line per
+# configuration; they are kept in OUT (compare_with_torch.jsonl) for the table.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 runs=${RUNS:-3}
@@ -42,17 +43,25 @@ if [ -n "${SMOKE:-}" ]; then     # the same command lines, with tiny sizes appen
   jax_smoke=(--smoke)
 fi
 : > "$out"
-modes=(none)
-if [ "$compile" != none ]; then
-  modes+=("$compile")
-fi
-for style in authors_feb authors_mar sequential; do
-  for mode in "${modes[@]}"; do
-    "$torch_python" "$reference" --style "$style" --fc "$fc" --compile "$mode" --runs "$runs" \
-        --steps "$steps" "${torch_smoke[@]}" | tee -a "$out"
-  done
+torch_row() {     # STYLE MODE: one PyTorch configuration; its JSON line is kept in OUT
+  "$torch_python" "$reference" --style "$1" --fc "$fc" --compile "$2" --runs "$runs" \
+      --steps "$steps" "${torch_smoke[@]}" | tee -a "$out"
+}
+# The rows that the ratios pair run back to back, as the host's load drifts over a run's minutes:
+# PyTorch's eager steps of the same work, then JAX's; the other PyTorch rows after them.
+for style in authors_feb authors_mar; do
+  torch_row "$style" none
 done
 "$jax_python" benchmarks/train_step.py --config_arg=,mar --encoder_hidden_features="$fc" \
     --dtypes=float32 --runs="$runs" --steps="$steps" "${jax_smoke[@]}" 2>&1 \
     | grep -E '^\[|^\{' | tee -a "$out"
+if [ "$compile" != none ]; then
+  for style in authors_feb authors_mar; do
+    torch_row "$style" "$compile"
+  done
+fi
+torch_row sequential none
+if [ "$compile" != none ]; then
+  torch_row sequential "$compile"
+fi
 "$jax_python" benchmarks/compare_table.py "$out"
