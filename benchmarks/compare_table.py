@@ -7,11 +7,15 @@ Rows pair up by the work they do: JAX's `celeba64.py` step with PyTorch's `autho
 `celeba64.py:mar` with `authors_mar` (PyTorch's `sequential` and `minimal` styles do other work,
 so they have no pair). `x eager` is a row's images/s over that of PyTorch's eager float32 step
 (TF32 on a GPU) on the same work: above 1 is faster than PyTorch. FLOPs are each side's own
-count of one step: XLA's of the lowered HLO, PyTorch's FlopCounterMode.
+count of one step: XLA's of the lowered HLO, PyTorch's FlopCounterMode. A configuration timed in
+several rounds (compare_with_torch.sh's ROUNDS) is one row of medians; its `x eager` is the median
+of its rounds' ratios, each round's JAX step over the same round's PyTorch step, then the rounds'
+own ratios in brackets.
 """
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from typing import Iterable
 
@@ -43,26 +47,33 @@ def is_eager_baseline(result: dict) -> bool:
 
 
 def table(results: list[dict]) -> str:
-  baselines = {}
+  rounds = {}                     # label -> its lines, one per round, in the order they ran
   for result in results:
-    _, work, _ = describe(result)
-    if work and is_eager_baseline(result):
-      baselines[work] = result['images_per_s']
+    rounds.setdefault(describe(result)[0], []).append(result)
+  baselines = {}                  # work -> PyTorch's eager images/s, one per round
+  for label, lines in rounds.items():
+    work = describe(lines[0])[1]
+    if work and is_eager_baseline(lines[0]):
+      baselines[work] = [line['images_per_s'] for line in lines]
   rows = ['| step | images/s | ms/step | GFLOP/step | TFLOP/s | x eager | peak GiB | '
           'compile or warm-up s |', '|---|---|---|---|---|---|---|---|']
-  for result in results:
-    label, work, _ = describe(result)
-    flops = result.get('flops_per_step')
-    seconds = result['ms_per_step'] / 1e3
-    peak = result.get('peak_memory_bytes')
-    ratio = result['images_per_s'] / baselines[work] if work in baselines else None
+  for label, lines in rounds.items():
+    first, work = lines[0], describe(lines[0])[1]
+    images_per_s = statistics.median(line['images_per_s'] for line in lines)
+    ms_per_step = statistics.median(line['ms_per_step'] for line in lines)
+    flops = first.get('flops_per_step')
+    peak = first.get('peak_memory_bytes')
+    ratios = [line['images_per_s'] / baseline
+              for line, baseline in zip(lines, baselines.get(work, []))]
+    ratio = f'{statistics.median(ratios):.2f}' if ratios else '-'
+    if len(ratios) > 1:
+      ratio += ' (' + ', '.join(f'{r:.2f}' for r in ratios) + ')'
     rows.append(' | '.join([
-        f'| {label}', f'{result["images_per_s"]:,.1f}', f'{result["ms_per_step"]:.2f}',
+        f'| {label}', f'{images_per_s:,.1f}', f'{ms_per_step:.2f}',
         f'{flops / 1e9:,.1f}' if flops else '-',
-        f'{flops / seconds / 1e12:.2f}' if flops else '-',
-        f'{ratio:.2f}' if ratio is not None else '-',
+        f'{flops / (ms_per_step / 1e3) / 1e12:.2f}' if flops else '-', ratio,
         f'{peak / 2**30:.2f}' if peak else '-',
-        f'{result.get("compile_s", result.get("warmup_s", 0)):.1f} |']))
+        f'{first.get("compile_s", first.get("warmup_s", 0)):.1f} |']))
   return '\n'.join(rows)
 
 

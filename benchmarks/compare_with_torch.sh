@@ -3,8 +3,8 @@
 # on this machine's CPU, on the same work, and ends with one table of both with their ratios
 # (benchmarks/compare_table.py). Run nothing else on the machine meanwhile.
 #
-#   bash benchmarks/compare_with_torch.sh                 # RUNS=3 STEPS=2 by default
-#   RUNS=5 STEPS=3 bash benchmarks/compare_with_torch.sh
+#   bash benchmarks/compare_with_torch.sh                 # ROUNDS=2 RUNS=3 STEPS=2 by default
+#   RUNS=5 STEPS=3 ROUNDS=3 bash benchmarks/compare_with_torch.sh
 #   TORCH_COMPILE=none bash benchmarks/compare_with_torch.sh   # eager PyTorch only (faster)
 #   SMOKE=1 bash benchmarks/compare_with_torch.sh         # tiny sizes: checks the plumbing only
 #
@@ -14,12 +14,15 @@
 # authors_feb, celeba64.py:mar against authors_mar, both with the encoder width FC (1024, the
 # authors' code's); PyTorch's sequential style (three retained backward passes, as common ports
 # do) is timed beside them. Each PyTorch style runs eager and under torch.compile (mode
-# TORCH_COMPILE, 'default'); the eager steps of the same work run right before JAX's, so that
-# a drift of the host's load between them stays small. Every program prints one JSON line per
-# configuration; they are kept in OUT (compare_with_torch.jsonl) for the table.
+# TORCH_COMPILE, 'default'). The host's load drifts over a run's minutes (PyTorch's eager step by
+# up to 20% between two runs on 2026-12-07), so the steps that the ratios pair, PyTorch's eager
+# ones and JAX's, run back to back, in ROUNDS rounds; the table gives each round's ratio and
+# their median. Every program prints one JSON line per configuration and round; they are kept in
+# OUT (compare_with_torch.jsonl) for the table.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 runs=${RUNS:-3}
+rounds=${ROUNDS:-2}
 steps=${STEPS:-2}
 fc=${FC:-1024}
 compile=${TORCH_COMPILE:-default}
@@ -47,14 +50,15 @@ torch_row() {     # STYLE MODE: one PyTorch configuration; its JSON line is kept
   "$torch_python" "$reference" --style "$1" --fc "$fc" --compile "$2" --runs "$runs" \
       --steps "$steps" "${torch_smoke[@]}" | tee -a "$out"
 }
-# The rows that the ratios pair run back to back, as the host's load drifts over a run's minutes:
-# PyTorch's eager steps of the same work, then JAX's; the other PyTorch rows after them.
-for style in authors_feb authors_mar; do
-  torch_row "$style" none
+for round in $(seq "$rounds"); do      # the paired steps; the other PyTorch rows after them
+  echo "Round $round of $rounds"
+  for style in authors_feb authors_mar; do
+    torch_row "$style" none
+  done
+  "$jax_python" benchmarks/train_step.py --config_arg=,mar --encoder_hidden_features="$fc" \
+      --dtypes=float32 --runs="$runs" --steps="$steps" "${jax_smoke[@]}" 2>&1 \
+      | grep -E '^\[|^\{' | tee -a "$out"
 done
-"$jax_python" benchmarks/train_step.py --config_arg=,mar --encoder_hidden_features="$fc" \
-    --dtypes=float32 --runs="$runs" --steps="$steps" "${jax_smoke[@]}" 2>&1 \
-    | grep -E '^\[|^\{' | tee -a "$out"
 if [ "$compile" != none ]; then
   for style in authors_feb authors_mar; do
     torch_row "$style" "$compile"
