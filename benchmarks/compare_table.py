@@ -51,7 +51,7 @@ def table(results: list[dict]) -> str:
   for result in results:
     rounds.setdefault(describe(result)[0], []).append(result)
   baselines = {}                  # work -> PyTorch's eager images/s, one per round
-  for label, lines in rounds.items():
+  for lines in rounds.values():
     work = describe(lines[0])[1]
     if work and is_eager_baseline(lines[0]):
       baselines[work] = [line['images_per_s'] for line in lines]
