@@ -48,17 +48,16 @@ def is_eager_baseline(result: dict) -> bool:
 
 def table(results: list[dict]) -> str:
   rounds = {}                     # label -> its lines, one per round, in the order they ran
+  works = {}                      # label -> the work it does, or None
   for result in results:
-    rounds.setdefault(describe(result)[0], []).append(result)
-  baselines = {}                  # work -> PyTorch's eager images/s, one per round
-  for lines in rounds.values():
-    work = describe(lines[0])[1]
-    if work and is_eager_baseline(lines[0]):
-      baselines[work] = [line['images_per_s'] for line in lines]
+    label, works[label], _ = describe(result)
+    rounds.setdefault(label, []).append(result)
+  baselines = {work: [line['images_per_s'] for line in rounds[label]]   # one per round
+               for label, work in works.items() if work and is_eager_baseline(rounds[label][0])}
   rows = ['| step | images/s | ms/step | GFLOP/step | TFLOP/s | x eager | peak GiB | '
           'compile or warm-up s |', '|---|---|---|---|---|---|---|---|']
   for label, lines in rounds.items():
-    first, work = lines[0], describe(lines[0])[1]
+    first, work = lines[0], works[label]
     images_per_s = statistics.median(line['images_per_s'] for line in lines)
     ms_per_step = statistics.median(line['ms_per_step'] for line in lines)
     flops = first.get('flops_per_step')

@@ -59,13 +59,10 @@ for round in $(seq "$rounds"); do      # the paired steps; the other PyTorch row
       --dtypes=float32 --runs="$runs" --steps="$steps" "${jax_smoke[@]}" 2>&1 \
       | grep -E '^\[|^\{' | tee -a "$out"
 done
-if [ "$compile" != none ]; then
-  for style in authors_feb authors_mar; do
-    torch_row "$style" "$compile"
-  done
-fi
 torch_row sequential none
 if [ "$compile" != none ]; then
-  torch_row sequential "$compile"
+  for style in authors_feb authors_mar sequential; do
+    torch_row "$style" "$compile"
+  done
 fi
 "$jax_python" benchmarks/compare_table.py "$out"

@@ -157,8 +157,8 @@ def test_compare_with_torch_script_smoke(tmp_path):
   # ratios pair them with; the other PyTorch rows once, after them.
   paired = [('authors_feb', 'none'), ('authors_mar', 'none'), '', 'mar']
   assert [line.get('config_arg', (line.get('style'), line.get('compile'))) for line in lines] == (
-      paired + paired + [('authors_feb', 'default'), ('authors_mar', 'default'),
-                         ('sequential', 'none'), ('sequential', 'default')])
+      paired + paired + [('sequential', 'none'), ('authors_feb', 'default'),
+                         ('authors_mar', 'default'), ('sequential', 'default')])
   torch_lines = [line for line in lines if 'style' in line]
   jax_lines = [line for line in lines if 'config_arg' in line]
   assert all(line['fc'] == 1024 and line['batch'] == 2 for line in torch_lines)
