@@ -146,8 +146,10 @@ def benchmark(config: ml_collections.ConfigDict, config_arg: str, runs: int, ste
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   # jax 0.11.2 on an H200 gave no analysis of the lowered HLO: the FLOPs are then None (the
   # count does not depend on the backend, so the CPU's stands for it).
-  # K steps per dispatch are a while loop, whose body the analysis counts once: one step.
-  flops_per_step = float(cost['flops']) * len(devices) if cost and 'flops' in cost else None
+  # K steps per dispatch are a loop, whose body the analysis counts once, or K copies of a step.
+  counted_steps = dispatch if steps.unrolls_dispatches(devices[0].platform) else 1
+  flops_per_step = (float(cost['flops']) * len(devices) / counted_steps
+                    if cost and 'flops' in cost else None)
   # R1's lazy steps run in an executable of their own, as in the loop (train.dispatch_plan).
   step_functions = {False: compiled}
   if r1_every:
@@ -161,7 +163,7 @@ def benchmark(config: ml_collections.ConfigDict, config_arg: str, runs: int, ste
 
   for call in range(warmup_steps):
     train_state, metrics = advance(train_state, call)
-  jax.block_until_ready((train_state, metrics))
+  jax.block_until_ready(train_state)
   seconds_per_step = []
   for run in range(runs):
     start = time.perf_counter()

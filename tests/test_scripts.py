@@ -136,6 +136,10 @@ def test_gpu_benchmark_script_smoke(tmp_path):
     assert result['batch'] == 2 * result['devices']
     if result['backend'] == 'cpu':  # the CUDA plugin gives no FLOP count
       assert result['flops_per_step'] > 0 and result['achieved_flops_per_s'] > 0
+  by_dispatch = {(line['config_arg'], line['steps_per_dispatch']): line['flops_per_step']
+                 for line in jax_lines}
+  for config_arg in ('', 'mar'):    # one step's FLOPs, whether K steps are a loop or unrolled
+    assert by_dispatch[config_arg, 16] == pytest.approx(by_dispatch[config_arg, 1], rel=1e-3)
   torch_lines = [line for line in lines if 'peer' in line]
   assert [(line['style'], line['tf32'], line['bf16'], line['compile'], line['device'])
           for line in torch_lines] == [

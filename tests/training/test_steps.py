@@ -99,14 +99,15 @@ def test_eight_devices_make_the_same_update_as_one(kind, passes_choice, options)
 
 
 @needs_eight_devices
+@pytest.mark.parametrize('unrolled', [False, True], ids=['loop', 'unrolled'])
 @pytest.mark.parametrize('kind', ['vaegan,conditional'])    # y, and the gating per step
-def test_four_steps_in_one_dispatch_equal_four_dispatches_of_one(kind):
-  """steps_per_dispatch: one call over [D, K, B, ...] (a lax.scan) makes the updates and the
-  per-step metrics, gating included, of K calls of one step each (different executables, so to
-  float32 tolerance), on 8 devices."""
+def test_four_steps_in_one_dispatch_equal_four_dispatches_of_one(kind, unrolled):
+  """steps_per_dispatch: one call over [D, K, B, ...] (a lax.scan, as a loop or unrolled) makes
+  the updates and the per-step metrics, gating included, of K calls of one step each (different
+  executables, so to float32 tolerance), on 8 devices."""
   config, networks, optimizers, state = build_from(tiny_config(kind), axis_name=DEVICE_AXIS)
   train_step = steps.make_pmapped_train_step(config, networks, optimizers,
-                                             devices=jax.devices()[:8])
+                                             devices=jax.devices()[:8], unrolled=unrolled)
   per_device = lambda array: array.reshape(8, BATCH // 8, *array.shape[1:])
   xs = [per_device(images(seed=step)) for step in range(4)]
   ys = [None if conditions(config, seed=step) is None else
@@ -130,6 +131,25 @@ def test_four_steps_in_one_dispatch_equal_four_dispatches_of_one(kind):
     np.testing.assert_allclose(values, [float(step[name]) for step in metrics], rtol=1e-3,
                                atol=1e-5, err_msg=name)
   assert 'skipped_discriminator' in scanned_metrics     # the gating decided per step, inside
+
+
+def test_several_steps_per_dispatch_run_unrolled_on_the_cpu_and_as_a_loop_elsewhere():
+  """On the CPU, K steps per dispatch are K copies of the step: XLA:CPU ran them 80x slower as
+  a loop (README, Benchmark). GPUs and TPUs keep the loop, whose compile time does not grow
+  with K."""
+  config, networks, optimizers, state = build_from(tiny_config('vaegan'), axis_name=DEVICE_AXIS)
+  devices = jax.local_devices()[:1]
+  assert devices[0].platform == 'cpu'
+  assert not steps.unrolls_dispatches('gpu') and not steps.unrolls_dispatches('tpu')
+
+  def loops(dispatch, **options):
+    step = steps.make_pmapped_train_step(config, networks, optimizers, devices=devices, **options)
+    batch = images()[None] if dispatch == 1 else jnp.stack([images()] * dispatch)[None]
+    return step.lower(state, batch, None).as_text().count('stablehlo.while')
+
+  within_one_step = loops(1)                  # the step's own, in functions that each copy calls
+  assert loops(4) == within_one_step                            # the CPU's default
+  assert loops(4, unrolled=False) == within_one_step + 1
 
 
 @pytest.mark.parametrize('real_bce,fake_bce,update_discriminator,update_decoder', [

@@ -461,25 +461,33 @@ def encode_step(state: TrainState, images: jax.Array, conditions: jax.Array | No
 
 
 # ---------------------------------------------------------------- pmap wrapping
+def unrolls_dispatches(platform: str) -> bool:
+  """Whether K steps per dispatch run as K copies of the step rather than as a loop: on the CPU,
+  where XLA:CPU ran the demo's step 80x slower inside a loop's body (README, Benchmark)."""
+  return platform == 'cpu'
+
+
 def scanned_train_steps(state: TrainState, images: jax.Array,
-                        conditions: jax.Array | None = None, **step_options: Any
-                        ) -> tuple[TrainState, Metrics]:
+                        conditions: jax.Array | None = None, unrolled: bool = False,
+                        **step_options: Any) -> tuple[TrainState, Metrics]:
   """`train_step` over K batches in one call: images [K, B, R, R, C] (conditions [K, B, A] or
   None) -> (the state after K steps, each metric stacked [K]). Each step is the same update as
-  train_step's, gating included, in one lax.scan."""
+  train_step's, gating included, in one lax.scan: a loop, or K copies of the step if `unrolled`."""
   def one_step(state, batch):
     return train_step(state, *batch, **step_options)
-  return lax.scan(one_step, state, (images, conditions))
+  return lax.scan(one_step, state, (images, conditions), unroll=unrolled)
 
 
 def make_pmapped_train_step(config: Any, networks: Networks, optimizers: Optimizers,
-                            devices: Sequence[jax.Device] | None = None, with_r1: bool = False
+                            devices: Sequence[jax.Device] | None = None, with_r1: bool = False,
+                            unrolled: bool | None = None
                             ) -> Callable[..., tuple[TrainState, Metrics]]:
   """train_step over `devices` (default: every device of every process), called as
   step(state, images, conditions); each process passes images [its local devices, B, R, R, C]
   and conditions [its local devices, B, A] for a conditional model, else None. With images
   [local devices, K, B, R, R, C] (and conditions [local devices, K, B, A]) it runs K steps in
-  one call (`scanned_train_steps`), each metric stacked [K]; each K is compiled once. The result
+  one call (`scanned_train_steps`), each metric stacked [K]; each K is compiled once, unrolled
+  as `unrolled` says (None: `unrolls_dispatches` of the devices' platform). The result
   is jax.pmap's own function, so `.lower(...)` works on it (benchmarks/train_step.py). with_r1:
   the executable of R1's lazy steps (`train_step`), which the loop calls alone, one step each.
 
@@ -489,10 +497,12 @@ def make_pmapped_train_step(config: Any, networks: Networks, optimizers: Optimiz
   """
   options = dict(config=config, networks=networks, optimizers=optimizers, axis_name=DEVICE_AXIS,
                  with_r1=with_r1)
+  if unrolled is None:
+    unrolled = unrolls_dispatches(devices[0].platform if devices else jax.default_backend())
 
   def step(state, images, conditions):
     if images.ndim == 5:                     # [K, B, R, R, C] on this device
-      return scanned_train_steps(state, images, conditions, **options)
+      return scanned_train_steps(state, images, conditions, unrolled, **options)
     return train_step(state, images, conditions, **options)
 
   # Donation is for one process only: with several, pmap reshards the unmapped state across
