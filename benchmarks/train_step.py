@@ -12,7 +12,7 @@ r"""Times the VAE/GAN train step at the paper's 64x64 CelebA config, on whatever
   python benchmarks/train_step.py --smoke                  # the tiny config, one timed step
 
 For each compute dtype it prints the compile time, XLA's FLOP count of one step, ms per step
-and images/s (median and spread over --runs runs of --steps steps, after warm-up steps), the
+and images/s (median and spread over --runs runs of --steps calls, after warm-up calls), the
 achieved FLOP/s, and then one JSON line holding those numbers. The images are random: the step's
 cost does not depend on their content. To compare with PyTorch on the same machine in one run,
 see benchmarks/compare_with_torch.sh. Each --variant is the config with some values
@@ -43,8 +43,9 @@ from vaegan_jax.training import state, steps, train
 _DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes to time.')
 _BATCH = flags.DEFINE_integer('per_device_batch', 64, 'Images per device per step.')
 _RUNS = flags.DEFINE_integer('runs', 3, 'Timed runs; the median and spread are over these.')
-_STEPS = flags.DEFINE_integer('steps', 3, 'Steps per timed run.')
-_WARMUP = flags.DEFINE_integer('warmup_steps', 2, 'Untimed steps first (the first touch of '
+_STEPS = flags.DEFINE_integer('steps', 3, 'Calls per timed run (of K steps each at '
+                              '--steps_per_dispatch=K).')
+_WARMUP = flags.DEFINE_integer('warmup_steps', 2, 'Untimed calls first (the first touch of '
                               'fresh buffers makes the first two steps slow on the CPU).')
 _CONFIG = flags.DEFINE_enum('config', 'celeba64', ['celeba64', 'synthetic'],
                             "The config timed: the paper's, or the embedded default.")
