@@ -126,8 +126,9 @@ def benchmark(config: ml_collections.ConfigDict, config_arg: str, runs: int, ste
   devices = jax.local_devices()
   training = state.create_training(config, DEVICE_AXIS)
   train_state = training.initial_state
+  unrolled = steps.unrolls_dispatches(devices[0].platform)     # K steps per dispatch: K copies?
   train_step = steps.make_pmapped_train_step(config, training.networks, training.optimizers,
-                                             devices=devices)
+                                             devices=devices, unrolled=unrolled)
   r1_every = config.loss.r1_every if steps.uses_r1(config) else 0
   resolution, per_device = config.model.resolution, config.global_batch_size // len(devices)
   dispatch = config.steps_per_dispatch
@@ -148,8 +149,7 @@ def benchmark(config: ml_collections.ConfigDict, config_arg: str, runs: int, ste
   # jax 0.11.2 on an H200 gave no analysis of the lowered HLO: the FLOPs are then None (the
   # count does not depend on the backend, so the CPU's stands for it).
   # K steps per dispatch are a loop, whose body the analysis counts once, or K copies of a step.
-  counted_steps = dispatch if steps.unrolls_dispatches(devices[0].platform) else 1
-  flops_per_step = (float(cost['flops']) * len(devices) / counted_steps
+  flops_per_step = (float(cost['flops']) * len(devices) / (dispatch if unrolled else 1)
                     if cost and 'flops' in cost else None)
   # R1's lazy steps run in an executable of their own, as in the loop (train.dispatch_plan).
   step_functions = {False: compiled}
