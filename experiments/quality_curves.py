@@ -23,7 +23,7 @@ import os
 from absl import app, flags, logging
 from PIL import Image
 
-from vaegan_jax import console
+from vaegan_jax import console, folders
 from vaegan_jax.analysis import plots
 from vaegan_jax.configs import synthetic, tiny
 from vaegan_jax.training import train
@@ -107,13 +107,15 @@ def main(argv: list[str]) -> None:
     results[label] = {'workdir': workdir, 'steps': steps, 'measurements': curve,
                       'sample_fid_stopped_falling_at': plateau_step(steps, fid),
                       'sample_fid_last_quarter_fall': last_quarter_fall(steps, fid)}
-  with open(os.path.join(out, 'curves.json'), 'w') as file:
-    json.dump(results, file, indent=2)
+  written = folders.Folder(out, 'the output folder', '--out').make()
+  written.write_atomically('curves.json', lambda file: file.write(
+      json.dumps(results, indent=2).encode()))
   chart = plots.line_chart(
       {label: (result['steps'], [record['fid_domain_samples'] for record in
                                  result['measurements']]) for label, result in results.items()},
       'Sample FID (domain features; lower is better) by step')
-  Image.fromarray(chart).save(os.path.join(out, 'curves.png'))
+  written.write_atomically('curves.png', lambda file: Image.fromarray(chart).save(
+      file, format='PNG'))
   print(json.dumps({label: {'last_step': result['steps'][-1],
                             'last_sample_fid': result['measurements'][-1]['fid_domain_samples'],
                             'stopped_falling_at': result['sample_fid_stopped_falling_at'],

@@ -24,7 +24,7 @@ import os
 import ml_collections
 from absl import flags, logging
 
-from vaegan_jax import console
+from vaegan_jax import console, folders
 from vaegan_jax.analysis import figures
 from vaegan_jax.configs import celeba64, synthetic
 from vaegan_jax.data import input_pipeline
@@ -139,10 +139,8 @@ def write_index(out: str, written: dict[str, dict[str, str]], accuracy: dict) ->
   lines += ['## Attribute predictor', '', 'Test accuracy per attribute:', '',
             '| attribute | accuracy |', '|---|---|']
   lines += [f'| {name} | {value:.3f} |' for name, value in trained.items()]
-  path = os.path.join(out, 'index.md')
-  with open(path, 'w') as file:
-    file.write('\n'.join(lines) + '\n')
-  return path
+  return folders.Folder(out).write_atomically('index.md', lambda file: file.write(
+      ('\n'.join(lines) + '\n').encode()))
 
 
 def main(argv: list[str]) -> None:
@@ -162,7 +160,8 @@ def main(argv: list[str]) -> None:
       steps=_PREDICTOR_STEPS.value)
   accuracy = attribute_predictor.accuracy(
       predictor, input_pipeline.open_configured(data_config, data_config.data.eval_split))
-  attribute_predictor.save(predictor, predictor_dir, {'test_accuracy': accuracy})
+  attribute_predictor.save(predictor, folders.Folder(out).sub('predictor'),
+                           {'test_accuracy': accuracy})
 
   figure_dir = os.path.join(out, 'figures')
   written = {}

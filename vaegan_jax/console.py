@@ -6,11 +6,12 @@ This module imports nothing else of the package, so any module may use it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging as std_logging
 import os
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from absl import app, logging
 
@@ -46,6 +47,39 @@ def run_main(program: str, main: Callable[[list[str]], None],
 
 def failure_line(program: str, error: BaseException | str) -> str:
   return f'{program}: {error}'
+
+
+def one_line(error: BaseException) -> str:
+  """'Type: first line of the message' (a library's messages run to many lines)."""
+  first = str(error).strip().splitlines()[0] if str(error).strip() else ''
+  return f'{type(error).__name__}: {first[:300]}'
+
+
+@contextlib.contextmanager
+def closing_after(*closers: tuple[str, Callable[[], None]]) -> Iterator[None]:
+  """Run the body, then every (what, close) in order, whatever happened. The first failure is
+  the one raised: a close that fails after an earlier failure (a full disk fails a checkpoint
+  first, then every writer's flush) is logged in one line and never raised over it; where the
+  body succeeded, the first close to fail is raised once all have run."""
+  failure: BaseException | None = None
+  try:
+    yield
+  except BaseException as error:
+    failure = error
+    raise
+  finally:
+    first_close_failure = None
+    for what, close in closers:
+      try:
+        close()
+      except Exception as error:      # whatever a library raises while closing
+        if failure is None and first_close_failure is None:
+          first_close_failure = error
+        else:
+          logging.warning('Closing %s failed too, after the first failure: %s', what,
+                          one_line(error))
+    if first_close_failure is not None:
+      raise first_close_failure
 
 
 class Progress:

@@ -16,6 +16,7 @@ from vaegan_jax.data import grids, input_pipeline, prepare
 from vaegan_jax.metrics import attribute_predictor
 from vaegan_jax.model import priors
 from vaegan_jax.training import checkpoints, state
+from vaegan_jax import folders
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -62,7 +63,7 @@ def tiny_runs(tmp_path_factory):
     config.data.data_dir = data_dir
     initial = state.create_training(config, seed=len(workdirs)).initial_state
     name = kind.replace(',conditional', '_conditional')
-    with checkpoints.Checkpointer(str(root / name / 'checkpoints'), keep=1) as checkpointer:
+    with checkpoints.Checkpointer(folders.Folder(str(root / name)).make(), keep=1) as checkpointer:
       checkpointer.save(0, initial, {'next_batch': 0}, config)
     workdirs[name] = str(root / name)
   prepare.ensure_prepared(config.data, 16, 3)
@@ -195,7 +196,8 @@ def test_attribute_predictor_learns_and_round_trips(tmp_path, tiny_runs):
   assert accuracies['Young'] is None
   trained = [value for value in accuracies.values() if value is not None]
   assert len(trained) >= 8 and all(0 <= value <= 1 for value in trained)
-  attribute_predictor.save(predictor, str(tmp_path / 'predictor'), {'test_accuracy': accuracies})
+  attribute_predictor.save(predictor, folders.Folder(str(tmp_path)).sub('predictor'),
+                           {'test_accuracy': accuracies})
   loaded = attribute_predictor.load(str(tmp_path / 'predictor'))
   images = open_split('test').read(np.arange(5))['image']
   np.testing.assert_allclose(loaded.probabilities(images), predictor.probabilities(images),
@@ -230,7 +232,7 @@ def predictor_dir(tiny_runs, tmp_path_factory):
   split = input_pipeline.open_prepared(data_dir, 'synthetic', 16, 3, 'train+validation')
   out = str(tmp_path_factory.mktemp('predictor'))
   attribute_predictor.save(attribute_predictor.train_predictor(split, steps=20, batch_size=32),
-                           out, {})
+                           folders.Folder(out), {})
   return out
 
 

@@ -15,6 +15,7 @@ from vaegan_jax.analysis import pretraining, runs
 from vaegan_jax.configs import tiny
 from vaegan_jax.data import prepare
 from vaegan_jax.training import checkpoints, state
+from vaegan_jax import folders
 
 
 def test_mean_and_majority_accuracy_by_hand():
@@ -101,7 +102,7 @@ def test_the_command_writes_one_row_per_budget_method_and_run(tmp_path):
   for seed, kind in enumerate(('vae', 'vaegan', 'gan')):
     config = tiny.get_config(kind)
     config.data.data_dir = data_dir
-    with checkpoints.Checkpointer(str(tmp_path / kind / 'checkpoints'), keep=1) as checkpointer:
+    with checkpoints.Checkpointer(folders.Folder(str(tmp_path / kind)).make(), keep=1) as checkpointer:
       checkpointer.save(0, state.create_training(config, seed=seed).initial_state,
                         {'next_batch': 0}, config)
   prepare.ensure_prepared(config.data, 16, 3)

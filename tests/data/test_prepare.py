@@ -421,9 +421,9 @@ def test_an_incomplete_folder_is_left_alone_while_its_writer_holds_the_lock(tmp_
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [REPO, os.environ.get('PYTHONPATH', '')]))
   holder = subprocess.Popen(
-      [sys.executable, '-c', 'import sys, time\nfrom vaegan_jax import files\n'
-       'with files.FileLock(sys.argv[1], wait=False):\n  print("held", flush=True)\n'
-       '  time.sleep(600)', os.path.join(parent, '.prepare.lock')],
+      [sys.executable, '-c', 'import sys, time\nfrom vaegan_jax import folders\n'
+       'with folders.FileLock(folders.Folder(sys.argv[1]), ".prepare.lock", wait=False):\n'
+       '  print("held", flush=True)\n  time.sleep(600)', parent],
       stdout=subprocess.PIPE, text=True, env=env)
   try:
     assert holder.stdout.readline().strip() == 'held'
@@ -455,6 +455,19 @@ def test_bad_prepare_flags_are_one_message(tmp_path, celeba_raw, flag, message):
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert re.search(message, result.stderr), result.stderr
   assert not os.path.exists(tmp_path / 'vaegan_images')
+
+
+@pytest.mark.parametrize('name', ['../../x', 'a/b', '.hidden', 'x' * 101])
+def test_a_dataset_name_stays_one_folder_inside_the_data_dir(tmp_path, celeba_raw, name):
+  data = tmp_path / 'a' / 'b' / 'data'
+  result = subprocess.run([sys.executable, '-m', 'vaegan_jax.data.prepare',
+                           f'--raw_dir={celeba_raw[0]}', f'--data_dir={data}', f'--name={name}'],
+                          capture_output=True, text=True)
+  assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'vaegan-prepare: {name!r} cannot name a dataset: use at most 100 letters, digits, "_", '
+      f'"-" and "." (not first), so that it stays one folder inside the data_dir.')
+  assert not list(tmp_path.rglob('*'))        # ../../x wrote a/x_64 before
 
 
 def test_an_empty_data_dir_is_refused_before_anything_is_drawn(tmp_path, monkeypatch):

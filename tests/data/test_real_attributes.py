@@ -15,6 +15,7 @@ from vaegan_jax.data import input_pipeline, lfw, prepare, preprocess, sources
 from vaegan_jax.data.dataset_layout import DataError
 from vaegan_jax.metrics import attribute_predictor
 from vaegan_jax.training import train
+from vaegan_jax import folders
 
 
 def read_all(data_dir, name, split, resolution=8):
@@ -179,7 +180,7 @@ def test_a_regressor_learns_real_valued_scores_and_round_trips(tmp_path):
   for index, name in enumerate(('Redness', 'Blueness')):
     assert errors[name]['rmse'] < 0.3 * spread[index], errors
     assert errors[name]['correlation'] > 0.9, errors
-  attribute_predictor.save(predictor, str(tmp_path / 'predictor'), {})
+  attribute_predictor.save(predictor, folders.Folder(str(tmp_path)).sub('predictor'), {})
   loaded = attribute_predictor.load(str(tmp_path / 'predictor'))
   assert loaded.kind == 'real'
   np.testing.assert_allclose(loaded.predicted_attributes(batch['image']),
@@ -204,7 +205,7 @@ def test_a_conditional_model_takes_the_scores_and_a_regressor_judges_it(tmp_path
 
   train_split = input_pipeline.open_prepared(data_dir, 'pictures', 16, 3, 'train')
   predictor = attribute_predictor.train_predictor(train_split, steps=20, batch_size=16)
-  attribute_predictor.save(predictor, str(tmp_path / 'predictor'), {})
+  attribute_predictor.save(predictor, folders.Folder(str(tmp_path)).sub('predictor'), {})
   written = figures.make_figure('conditional', {'cVAE/GAN': workdir}, str(tmp_path / 'figures'),
                                 predictor=str(tmp_path / 'predictor'), num_requests=16, count=4,
                                 seed=0)

@@ -16,6 +16,7 @@ from test_real_attributes import write_lfw
 from vaegan_jax.configs import tiny
 from vaegan_jax.data import lfw, prepare, preprocess, sources
 from vaegan_jax.data.dataset_layout import DataError, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from vaegan_jax import folders
 
 SPEC = preprocess.PreprocessSpec(resolution=16)
 
@@ -131,7 +132,7 @@ def test_the_config_caps_reach_the_source_a_trainer_prepares(tmp_path):
   data.update(data_dir=str(tmp_path), synthetic_images=0, raw_dir=str(tmp_path / 'raw'),
               max_image_bytes=1234, max_image_pixels=5678)
   fake_celeba.write(str(tmp_path / 'raw'), 3)
-  source = prepare.configured_source(data, str(tmp_path))
+  source = prepare.configured_source(data, folders.Folder(str(tmp_path)))
   assert source.limits == sources.ImageLimits(1234, 5678)
 
 

@@ -1,6 +1,5 @@
 """extractors.py: the reference statistics of a split are made once however many runs ask for
 them at the same time, through unique temporary names (issue 20, item 3)."""
-import os
 import threading
 import time
 
@@ -9,6 +8,7 @@ import numpy as np
 import fake_celeba
 from vaegan_jax.data import input_pipeline, prepare, preprocess, sources
 from vaegan_jax.metrics import extractors, quality
+from vaegan_jax import folders
 
 
 def test_runs_asking_for_one_reference_at_once_make_it_once(tmp_path):
@@ -24,7 +24,7 @@ def test_runs_asking_for_one_reference_at_once_make_it_once(tmp_path):
     return images.reshape(len(images), -1)[:, :5].astype(np.float64)
 
   extractor = extractors.Extractor('counting', 'nowhere', features)
-  folder = str(tmp_path / 'cache')
+  folder = folders.Folder(str(tmp_path)).sub('cache')
   references = []
   runs = [threading.Thread(target=lambda: references.append(
       extractors.reference(extractor, split, folder, sample_size=4, batch_size=3)))
@@ -39,4 +39,4 @@ def test_runs_asking_for_one_reference_at_once_make_it_once(tmp_path):
   for reference in references:
     np.testing.assert_allclose(reference.statistics.total, expected.total)
     assert reference.sample.shape == (4, 5)
-  assert sorted(os.listdir(folder)) == ['.reference_train_4.lock', 'reference_train_4.npz']
+  assert folder.list() == ['.reference_train_4.lock', 'reference_train_4.npz']

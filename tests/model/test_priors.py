@@ -5,8 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from vaegan_jax import files
 from vaegan_jax.model import priors
+from vaegan_jax import folders
 
 
 def test_the_standard_prior_draws_what_the_figures_always_drew():
@@ -86,7 +86,7 @@ def test_a_saved_fit_reads_back_exactly_and_replaces_a_link_rather_than_writing_
   target = tmp_path / 'elsewhere'
   target.write_bytes(b'not ours')
   os.symlink(target, path)
-  priors.save(fitted, path)
+  priors.save(fitted, folders.Folder(str(tmp_path / 'run')), priors.fit_name('gmm:2', 800))
   assert target.read_bytes() == b'not ours' and not os.path.islink(path)
   again = priors.load(path, 'gmm:2', latent_dim=4)
   for name in ('weights', 'means', 'scales'):
@@ -95,7 +95,7 @@ def test_a_saved_fit_reads_back_exactly_and_replaces_a_link_rather_than_writing_
 
 
 def write_npz(path, **arrays):
-  files.write_atomically(str(path), lambda file: np.savez(file, **arrays))
+  folders.write_atomically(str(path), lambda file: np.savez(file, **arrays))
 
 
 @pytest.mark.parametrize('arrays, problem', [

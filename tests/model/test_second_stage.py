@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from vaegan_jax.model import priors, second_stage
+from vaegan_jax import folders
 
 
 def authors_tower(layers, x):
@@ -64,7 +65,7 @@ def test_a_saved_second_stage_reads_back_and_one_of_another_model_is_refused(fit
   _, prior = fitted
   assert prior.decoder['hidden_1_kernel'].shape == (64, 64)
   path = priors.fit_path(str(tmp_path), 'vae2', 3000)
-  priors.save(prior, path)
+  priors.save(prior, folders.Folder(str(tmp_path)), priors.fit_name('vae2', 3000))
   again = priors.load(path, 'vae2', latent_dim=4)
   np.testing.assert_array_equal(again.sample(50, seed=2), prior.sample(50, seed=2))
   with pytest.raises(priors.PriorError, match='latent size 5'):
@@ -72,6 +73,6 @@ def test_a_saved_second_stage_reads_back_and_one_of_another_model_is_refused(fit
   with pytest.raises(priors.PriorError, match='is not a (saved|usable) prior fit'):
     priors.load(path, 'gaussian', latent_dim=4)          # the wrong kind of fit under a name
   halved = {name: np.asarray(value, np.float16) for name, value in prior.arrays().items()}
-  priors.files.write_atomically(path, lambda file: np.savez(file, **halved))
+  folders.write_atomically(path, lambda file: np.savez(file, **halved))
   with pytest.raises(priors.PriorError, match='not float32 arrays'):
     priors.load(path, 'vae2', latent_dim=4)

@@ -13,12 +13,13 @@ from checkpoint_damage import damage_by_deletion, damage_by_nan, damage_by_trunc
 from tiny_runs import REPO, leaves, subprocess_env, tiny_run_config
 from vaegan_jax.configs import tiny
 from vaegan_jax.training import checkpoints, state, train
+from vaegan_jax import folders
 
 
 def test_a_failed_checkpoint_write_stops_with_one_message(tmp_path, monkeypatch):
   config = tiny.get_config()
   initial = state.create_training(config).initial_state
-  checkpointer = checkpoints.Checkpointer(str(tmp_path / 'checkpoints'), keep=2)
+  checkpointer = checkpoints.Checkpointer(folders.Folder(str(tmp_path)), keep=2)
   checkpointer.save(1, initial, {'next_batch': 1}, config)
   checkpointer.wait()
   checkpointer.save(2, initial, {'next_batch': 2}, config)
@@ -79,7 +80,7 @@ def test_rotation_waits_until_the_newest_checkpoint_is_read_back(tmp_path, data_
   config = tiny_run_config(data_dir)
   initial = state.create_training(config).initial_state
   folder = str(tmp_path / 'checkpoints')
-  checkpointer = checkpoints.Checkpointer(folder, keep=1)
+  checkpointer = checkpoints.Checkpointer(folders.Folder(str(tmp_path)), keep=1)
   checkpointer.save(1, initial, {'next_batch': 1}, config)
   checkpointer.save(2, initial, {'next_batch': 2}, config)
   checkpointer.manager.wait_until_finished()
@@ -92,7 +93,7 @@ def test_a_reader_skips_an_unusable_checkpoint_and_moves_nothing_the_trainer_mov
   config = tiny.get_config()
   folder = str(tmp_path / 'checkpoints')
   older, newer = (state.create_training(config, seed=seed).initial_state for seed in (1, 2))
-  with checkpoints.Checkpointer(folder) as checkpointer:
+  with checkpoints.Checkpointer(folders.Folder(str(tmp_path))) as checkpointer:
     checkpointer.save(1, older, {'next_batch': 1}, config)
     checkpointer.save(2, newer, {'next_batch': 2}, config)
   damage_by_deletion(os.path.join(folder, '2'))
@@ -105,6 +106,6 @@ def test_a_reader_skips_an_unusable_checkpoint_and_moves_nothing_the_trainer_mov
   assert position == {'next_batch': 1}
   assert steps_in(folder) == [1, 2] and not os.path.exists(folder + checkpoints.UNUSABLE_SUFFIX)
 
-  with checkpoints.Checkpointer(folder) as checkpointer:
+  with checkpoints.Checkpointer(folders.Folder(str(tmp_path))) as checkpointer:
     checkpointer.restore(target, config)
   assert steps_in(folder) == [1] and steps_in(folder + checkpoints.UNUSABLE_SUFFIX) == [2]

@@ -1,5 +1,6 @@
 """vaegan-train's start-up and mid-run failures end in one line that names the cause and the fix,
 with no traceback (issue 20, item 7)."""
+import errno
 import os
 import subprocess
 import sys
@@ -65,50 +66,72 @@ def test_bad_paths_and_config_files_are_one_line_each(tmp_path):
   assert not os.path.exists(tmp_path / 'raw')       # nothing was drawn into the working folder
 
 
-# Every write under WORKDIR fails with EROFS once the file TRIGGER exists, as when a workdir's
-# file system turns read-only mid-run: Python's writes (orbax's metadata, metrics, grids) fail.
-READ_ONLY_SCRIPT = '''
+# Every write under WORKDIR fails with errno CAUSE once the file TRIGGER exists, as when a
+# workdir's file system turns read-only or fills up mid-run: files opened for writing (orbax's
+# metadata, grids, prior fits; by path or relative to a folder's descriptor) and folders made.
+# On a full disk, tensorboardX's flushes of its open event file fail too.
+FAILING_DISK_SCRIPT = '''
 import builtins, errno, os, sys
-workdir, trigger = os.path.abspath(sys.argv[1]), sys.argv[2]
+workdir, trigger, cause = os.path.abspath(sys.argv[1]), sys.argv[2], getattr(errno, sys.argv[3])
 real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
-def refused(path):
-  return os.path.exists(trigger) and os.path.abspath(os.fspath(path)).startswith(workdir)
+def full_path(path, dir_fd):
+  path = os.fspath(path)
+  return os.path.join(os.readlink(f'/proc/self/fd/{dir_fd}'), path) if dir_fd else path
+def refused(path, dir_fd=None):
+  return (os.path.exists(trigger)
+          and os.path.abspath(full_path(path, dir_fd)).startswith(workdir))
 def fail(path):
-  raise OSError(errno.EROFS, 'Read-only file system', os.fspath(path))
+  raise OSError(cause, os.strerror(cause), os.fspath(path))
 def guarded_open(file, mode='r', *args, **kwargs):
   if isinstance(file, (str, os.PathLike)) and set(mode) & set('wax+') and refused(file):
     fail(file)
   return real_open(file, mode, *args, **kwargs)
-def guarded_os_open(path, flags, *args, **kwargs):
-  if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and refused(path):
+def guarded_os_open(path, flags, *args, dir_fd=None, **kwargs):
+  if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and refused(path, dir_fd):
     fail(path)
-  return real_os_open(path, flags, *args, **kwargs)
-def guarded_mkdir(path, *args, **kwargs):
-  if refused(path):
+  return real_os_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
+def guarded_mkdir(path, *args, dir_fd=None, **kwargs):
+  if refused(path, dir_fd):
     fail(path)
-  return real_mkdir(path, *args, **kwargs)
+  return real_mkdir(path, *args, dir_fd=dir_fd, **kwargs)
 builtins.open, os.open, os.mkdir = guarded_open, guarded_os_open, guarded_mkdir
+os.supports_dir_fd.update({guarded_os_open, guarded_mkdir})     # as the real ones
+from tensorboardX import record_writer
+real_flush = record_writer.RecordWriter.flush
+def guarded_flush(self):
+  if cause == errno.ENOSPC and os.path.exists(trigger):
+    fail(self.path)
+  return real_flush(self)
+record_writer.RecordWriter.flush = guarded_flush
 from vaegan_jax.training import main
-sys.argv = ['vaegan-train'] + sys.argv[3:]
+sys.argv = ['vaegan-train'] + sys.argv[4:]
 main.run()
 '''
 
 
-@pytest.mark.parametrize('first_failure', ['grids', 'checkpoint'])
-def test_a_workdir_that_turns_read_only_mid_run_stops_at_once_with_the_cause(tmp_path,
-                                                                           data_dir,
-                                                                           first_failure):
-  workdir, trigger = tmp_path / 'run', tmp_path / 'read_only_now'
+@pytest.mark.parametrize('first_failure,cause', [('grids', 'EROFS'), ('checkpoint', 'EROFS'),
+                                                 ('checkpoint', 'ENOSPC')])
+def test_a_workdir_that_fails_mid_run_stops_at_once_with_the_first_cause(tmp_path, data_dir,
+                                                                       first_failure, cause):
+  """The last line names the first failure and the last good checkpoint, however many closes
+  fail after it (on a full disk, tensorboardX's flush failed over the checkpoint's error)."""
+  workdir, trigger = tmp_path / 'run', tmp_path / 'failing_now'
   # grids: the first grids (step 3) are written, then those of step 6 fail, long before a
-  # checkpoint. checkpoint: no grids; the first checkpoint (step 4) is written, the next fails.
-  image_every, checkpoint_every, written, message = {
-      'grids': (3, 1000, workdir / 'images' / 'samples_00000003.png',
-                'vaegan-train: Writing the image grids'),
-      'checkpoint': (10_000, 4, workdir / 'checkpoints' / '4',
-                     'vaegan-train: Saving the checkpoint at step 8')}[first_failure]
-  process = start([sys.executable, '-c', READ_ONLY_SCRIPT, str(workdir), str(trigger),
+  # checkpoint. checkpoint: no grids, logs or evaluations; the first checkpoint (step 4) is
+  # written, the next fails.
+  intervals, written, message, kept = {
+      'grids': ([3, 1000, 2], workdir / 'images' / 'samples_00000003.png',
+                'vaegan-train: Writing the image grids', 'No checkpoint was kept'),
+      'checkpoint': ([10_000, 4, 10_000], workdir / 'checkpoints' / '4',
+                     'vaegan-train: Saving the checkpoint at step 8',
+                     f'The last good checkpoint is step 4 in {workdir}/checkpoints')
+  }[first_failure]
+  image_every, checkpoint_every, log_every = intervals
+  process = start([sys.executable, '-c', FAILING_DISK_SCRIPT, str(workdir), str(trigger), cause,
                    f'--config={TINY}', f'--config.data.data_dir={data_dir}',
                    '--config.num_train_steps=100000', f'--config.image_every_steps={image_every}',
+                   f'--config.eval_every_steps={image_every}',
+                   f'--config.log_every_steps={log_every}',
                    f'--config.checkpoint_every_steps={checkpoint_every}', f'--workdir={workdir}'],
                   tmp_path)
   deadline = time.time() + 240
@@ -118,6 +141,7 @@ def test_a_workdir_that_turns_read_only_mid_run_stops_at_once_with_the_cause(tmp
   stopped = time.time()
   line = last_line_alone(process)
   assert time.time() - stopped < 60                   # hung 5 minutes on orbax's threads before
-  assert line.startswith(message) and 'Read-only file system' in line
-  assert 'its file system is read-only: remount it writable' in line
-  assert 'free disk space' not in line.lower()
+  assert line.startswith(message) and os.strerror(getattr(errno, cause)) in line, line
+  advice = {'EROFS': 'its file system is read-only: remount it writable',
+            'ENOSPC': 'the disk is full: free disk space'}
+  assert advice[cause] in line and kept in line, line

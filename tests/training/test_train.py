@@ -22,6 +22,7 @@ from vaegan_jax.data import grids
 from vaegan_jax.data.dataset_layout import DataError
 from vaegan_jax.model import priors, second_stage
 from vaegan_jax.training import checkpoints, state, train
+from vaegan_jax import folders
 
 def read_events(path):
   """Every Event in a TensorBoard file (TFRecord framing: length, crc, data, crc)."""
@@ -152,18 +153,29 @@ def test_the_loop_runs_r1_on_its_lazy_steps_with_any_steps_per_dispatch(tmp_path
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_sigterm_saves_and_stops(tmp_path, data_dir):
+def test_sigterm_saves_and_stops_and_the_resumed_reports_are_the_uninterrupted_ones(tmp_path,
+                                                                                   data_dir):
+  """A preemption saves and does nothing else: no report that was not due at that step, so the
+  resumed run's metrics.jsonl is an uninterrupted run's (it held one eval record more)."""
   workdir = str(tmp_path / 'preempted')
-  process = run_in_subprocess(workdir, data_dir, 10_000, checkpoint_every=10_000)
+  process = run_in_subprocess(workdir, data_dir, 10_000, checkpoint_every=10_000,
+                              evaluate_every=1000)
   metrics = os.path.join(workdir, 'metrics.jsonl')
   deadline = time.time() + 300
   while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
     time.sleep(0.05)                          # training has logged step 2
   process.send_signal(signal.SIGTERM)
   assert process.wait(timeout=120) == 0
-  saved = [int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints'))
-           if name.isdigit()]
-  assert len(saved) == 1 and 2 <= saved[0] < 10_000, saved     # saved where it stopped
+  (stopped,) = saved_steps(workdir)           # saved where it stopped
+  assert 2 <= stopped < 1000
+  assert [line['step'] for line in records(workdir)] == list(range(2, stopped + 1, 2))
+
+  config = tiny_run_config(data_dir, num_train_steps=stopped + 3, checkpoint_every_steps=10_000,
+                           image_every_steps=1000, eval_every_steps=1000)
+  config.quality.every_steps = 1000
+  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, str(tmp_path / 'whole'))
+  assert records(workdir) == records(str(tmp_path / 'whole'))
 
 
 def saved_steps(workdir):
@@ -206,7 +218,7 @@ def test_a_non_finite_state_is_refused_by_save(tmp_path, data_dir):
   good = state.create_training(config).initial_state
   bad = good.replace(decoder=good.decoder.replace(params=jax.tree.map(
       lambda leaf: leaf.at[..., 0].set(np.nan), good.decoder.params)))
-  checkpointer = checkpoints.Checkpointer(str(tmp_path / 'checkpoints'), keep=2)
+  checkpointer = checkpoints.Checkpointer(folders.Folder(str(tmp_path)), keep=2)
   checkpointer.save(1, good, {'next_batch': 1}, config)
   with pytest.raises(checkpoints.NonFiniteState, match=r'step 2 .*decoder'):
     checkpointer.save(2, bad, {'next_batch': 2}, config)

@@ -14,8 +14,10 @@ def test_a_second_trainer_on_the_same_workdir_stops_at_once(tmp_path, data_dir):
   workdir = str(tmp_path / 'run')
   os.makedirs(workdir)
   holder = subprocess.Popen(
-      [sys.executable, '-c', 'import sys, time; from vaegan_jax.training import workdir_lock\n'
-       'with workdir_lock.WorkdirLock(sys.argv[1]):\n  print("held", flush=True); time.sleep(600)',
+      [sys.executable, '-c', 'import sys, time; from vaegan_jax import folders\n'
+       'from vaegan_jax.training import workdir_lock\n'
+       'with workdir_lock.WorkdirLock(folders.Folder(sys.argv[1])):\n'
+       '  print("held", flush=True); time.sleep(600)',
        workdir], env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE, text=True)
   assert holder.stdout.readline().strip() == 'held'
   config = tiny_run_config(data_dir, num_train_steps=2)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import sys
 from typing import Any, Callable, Sequence
@@ -45,7 +44,7 @@ import numpy as np
 from absl import flags
 from PIL import Image, ImageDraw, ImageFont
 
-from vaegan_jax import console
+from vaegan_jax import console, folders
 from vaegan_jax.analysis import attributes, plots, runs
 from vaegan_jax.data import grids, input_pipeline, preprocess
 from vaegan_jax.metrics import attribute_predictor, extractors, quality
@@ -77,14 +76,12 @@ def labelled_rows(rows: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
   return np.asarray(canvas)
 
 
-def save(out_dir: str, name: str, image: np.ndarray, numbers: dict) -> dict[str, str]:
-  """out_dir/NAME.png and out_dir/NAME.json; returns their paths."""
-  os.makedirs(out_dir, exist_ok=True)
-  paths = {'png': os.path.join(out_dir, f'{name}.png'), 'json': os.path.join(out_dir, f'{name}.json')}
-  Image.fromarray(image).save(paths['png'])
-  with open(paths['json'], 'w') as file:
-    json.dump(numbers, file, indent=2)
-  return paths
+def save(out: folders.Folder, name: str, image: np.ndarray, numbers: dict) -> dict[str, str]:
+  """OUT/NAME.png and OUT/NAME.json, each written whole; returns their paths."""
+  return {'png': out.write_atomically(f'{name}.png', lambda file: Image.fromarray(image).save(
+              file, format='PNG')),
+          'json': out.write_atomically(f'{name}.json', lambda file: file.write(
+              json.dumps(numbers, indent=2).encode()))}
 
 
 # ---------------------------------------------------------------- data
@@ -428,9 +425,10 @@ def quality_space(run: runs.Run, options: dict
 
 def make_figure(figure: str, run_dirs: dict[str, str], out_dir: str, **options) -> dict:
   """Writes the figure's files; returns {name: {'png': path, 'json': path}}."""
+  out = folders.Folder(out_dir, 'the output folder', '--out').make()     # before the work
   loaded = {label: runs.load_run(workdir) for label, workdir in run_dirs.items()}
   made = FIGURES[figure](Request(loaded, options))
-  return {name: save(out_dir, name, image, numbers) for name, (image, numbers) in made.items()}
+  return {name: save(out, name, image, numbers) for name, (image, numbers) in made.items()}
 
 
 # ---------------------------------------------------------------- command line
@@ -486,7 +484,8 @@ def run() -> None:
   define_flags()
   # WeightsError and DataError are ValueErrors; a run whose checkpoints are all unusable too.
   console.run_main('vaegan-figures', main,
-                   (ValueError, FileNotFoundError, checkpoints.UnusableCheckpoints))
+                   (ValueError, FileNotFoundError, checkpoints.UnusableCheckpoints,
+                    folders.FolderError))
 
 
 if __name__ == '__main__':

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -39,7 +38,7 @@ import optax
 from absl import flags
 from PIL import Image
 
-from vaegan_jax import console
+from vaegan_jax import console, folders
 from vaegan_jax.analysis import attributes, plots, runs
 from vaegan_jax.data import input_pipeline, preprocess
 from vaegan_jax.metrics import attribute_predictor
@@ -342,25 +341,25 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
   del argv
   args = flags.FLAGS
+  out = folders.Folder(args.out, 'the output folder', '--out').make()     # before the work
   loaded = {label: runs.load_run(workdir) for label, workdir in runs.parse_runs(args.run).items()}
   first = next(iter(loaded.values()))
   table = measure(loaded, first.split('train_split', args.data_dir),
                   first.split('eval_split', args.data_dir), args.labels, args.seeds,
                   Budget(args.steps, args.batch_size, args.learning_rate), args.layer,
                   args.num_test)
-  out = os.path.expanduser(args.out)
-  os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, 'pretraining.json'), 'w') as file:
-    json.dump(table, file, indent=2)
-  Image.fromarray(chart(table)).save(os.path.join(out, 'pretraining.png'))
-  print(f'{os.path.join(out, "pretraining.png")} {os.path.join(out, "pretraining.json")} '
-        f'({table["seconds"]:.0f} s)')
+  written = [out.write_atomically('pretraining.json', lambda file: file.write(
+                 json.dumps(table, indent=2).encode())),
+             out.write_atomically('pretraining.png', lambda file: Image.fromarray(
+                 chart(table)).save(file, format='PNG'))]
+  print(f'{written[1]} {written[0]} ({table["seconds"]:.0f} s)')
 
 
 def run() -> None:
   """Console script `vaegan-pretraining`."""
   define_flags()
-  console.run_main('vaegan-pretraining', main, (ValueError, FileNotFoundError))
+  console.run_main('vaegan-pretraining', main,
+                   (ValueError, FileNotFoundError, folders.FolderError))
 
 
 if __name__ == '__main__':

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from vaegan_jax import files, folders
 from vaegan_jax.configs import celeba64, schema
 from vaegan_jax.data import input_pipeline, preprocess
 from vaegan_jax.model import models, priors
@@ -78,10 +79,10 @@ class Run:
                   if self.condition_on else None)
     prior = priors.fit(spec, self.encode(train['image'], conditions), self.config.seed)
     try:
-      priors.save(prior, path)
-    except OSError as error:         # a run read from a folder this user may not write
+      priors.save(prior, folders.Folder(self.workdir), priors.fit_name(spec, self.step))
+    except (OSError, files.UnsafeFile) as error:    # a folder this user may not write, a link
       logging.warning('The fit of prior %s is not kept in %s (%s); it is made again next time.',
-                      spec, path, error.strerror or error)
+                      spec, path, getattr(error, 'strerror', None) or error)
     return prior
 
   def split(self, which: str, data_dir: str | None = None) -> input_pipeline.PreparedSplit:

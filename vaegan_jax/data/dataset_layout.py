@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -73,9 +74,26 @@ def open_builder(path: str) -> Any:
   return tfds.builder_from_directory(path)
 
 
+# A dataset's name is one folder of the data_dir: no '/', no '..', nothing hidden.
+NAME_FORMAT = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,99}')
+
+
+def check_name(name: str) -> str:
+  """`name`, if it can name a prepared dataset; DataError otherwise."""
+  if not isinstance(name, str) or not NAME_FORMAT.fullmatch(name):
+    raise DataError(f'{name!r} cannot name a dataset: use at most 100 letters, digits, "_", "-" '
+                    f'and "." (not first), so that it stays one folder inside the data_dir.')
+  return name
+
+
 def config_name(name: str, resolution: int, channels: int) -> str:
   """The tfds config of a prepared dataset: 'celeba_64', or 'mnist_32_grey' for one channel."""
-  return f'{name}_{resolution}' + ('_grey' if channels == 1 else '')
+  return f'{check_name(name)}_{resolution}' + ('_grey' if channels == 1 else '')
+
+
+def dataset_folder(name: str, resolution: int, channels: int) -> str:
+  """The folder of a prepared dataset's versions, relative to its data_dir."""
+  return f'{BUILDER_NAME}/{config_name(name, resolution, channels)}'
 
 
 def augmented_name(name: str, copies: int, seed: int) -> str:

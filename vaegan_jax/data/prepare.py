@@ -31,10 +31,8 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
-import glob
 import io
 import os
-import shutil
 import time
 import zipfile
 import zlib
@@ -46,12 +44,12 @@ import threadpoolctl
 from absl import app, flags, logging
 from PIL import Image
 
-from vaegan_jax import console, files
+from vaegan_jax import console, folders
 from vaegan_jax.data import (augment, celeba, dataset_layout, lfw, preprocess, sources,
                              synthetic_celeba)
 from vaegan_jax.data.dataset_layout import (ATTRIBUTE_DTYPES, DataError, MAX_IMAGE_BYTES,
                                             MAX_IMAGE_PIXELS, SPLITS, VERSION, augmented_name,
-                                            config_name, dataset_dir)
+                                            config_name, dataset_dir, dataset_folder)
 
 
 @dataclasses.dataclass
@@ -168,20 +166,22 @@ class VaeganImages(tfds.core.GeneratorBasedBuilder):
 
 
 # ---------------------------------------------------------------- preparing
-def check_writable(data_dir: str, flag: str = '--data_dir') -> None:
-  """A DataError naming the folder now, instead of tfds's traceback halfway through."""
+def data_folder(data_dir: str, flag: str = '--data_dir') -> folders.Folder:
+  """The data_dir, made if needed and known to take a file: a DataError naming it now, instead
+  of tfds's traceback halfway through. Everything prepare writes goes through it."""
   try:
-    files.check_writable_folder(data_dir, 'data_dir', flag)
-  except files.FolderError as error:
+    return folders.Folder(data_dir, 'data_dir', flag).make()
+  except folders.FolderError as error:
     raise DataError(str(error)) from None
 
 
-def remove_stale_incomplete(parent: str) -> None:
-  """Delete what an interrupted prepare left in `parent` (tfds's incomplete.* folders). Called
-  only while holding the dataset's lock, so no live writer owns them."""
-  for leftover in glob.glob(os.path.join(parent, 'incomplete.*')):
-    logging.info('Removing %s, left by an interrupted prepare.', leftover)
-    shutil.rmtree(leftover, ignore_errors=True)
+def remove_stale_incomplete(versions: folders.Folder) -> None:
+  """Delete what an interrupted prepare left among a dataset's versions (tfds's incomplete.*
+  folders). Called only while holding the dataset's lock, so no live writer owns them."""
+  for leftover in versions.list():
+    if leftover.startswith('incomplete.'):
+      logging.info('Removing %s, left by an interrupted prepare.', versions.path(leftover))
+      versions.remove_tree(leftover)
 
 
 def prepare(source: sources.Source, data_dir: str, spec: preprocess.PreprocessSpec,
@@ -194,16 +194,17 @@ def prepare(source: sources.Source, data_dir: str, spec: preprocess.PreprocessSp
   workers: decoding threads; 0 means one per core.
   """
   path = dataset_dir(data_dir, source.name, spec.resolution, spec.channels)
-  check_writable(data_dir)
-  parent = os.path.dirname(path)
+  versions = data_folder(data_dir).sub(dataset_folder(source.name, spec.resolution,
+                                                      spec.channels))
   start = time.time()
-  with files.exclusive(parent, 'prepare', f'preparing {path}') as lock:
+  with folders.exclusive(versions, 'prepare', f'preparing {path}') as lock:
     if lock.held:
-      remove_stale_incomplete(parent)
+      remove_stale_incomplete(versions)
     else:
       logging.warning('Leaving any incomplete.* folders in %s: without a lock they may be '
-                      'another prepare\'s.', parent)
-    if not os.path.exists(os.path.join(path, 'dataset_info.json')):
+                      'another prepare\'s.', versions.path())
+    if not versions.exists(f'{VERSION}/dataset_info.json'):
+      versions.check_plain()          # tfds writes here by path: no link may lead it away
       _write(source, data_dir, spec, workers, skip_corrupt)
   info = dataset_layout.open_builder(path).info
   return PrepareSummary(
@@ -257,8 +258,8 @@ def ensure_prepared(data_config: Any, resolution: int, channels: int) -> None:
   needs_copies = data_config.augmented_copies > 0 and missing(copies_name)
   if not missing(data_config.name) and not needs_copies:
     return
-  check_writable(data_dir, '--config.data.data_dir')
-  source = configured_source(data_config, data_dir)
+  folder = data_folder(data_dir, '--config.data.data_dir')
+  source = configured_source(data_config, folder)
   if source is None:
     return                     # the reader says how to prepare it (input_pipeline.open_prepared)
   spec = preprocess.PreprocessSpec(crop='celeba', resolution=resolution, channels=channels)
@@ -314,15 +315,15 @@ SOURCES: dict[str, tuple[str, Callable[[str, SourceOptions], sources.Source]]] =
 }
 
 
-def configured_source(data_config: Any, data_dir: str) -> sources.Source | None:
+def configured_source(data_config: Any, data_dir: folders.Folder) -> sources.Source | None:
   """CelebA's raw files the config names: synthetic ones drawn once, or data.raw_dir; None when
   the config names neither."""
   if data_config.synthetic_images:
-    raw_dir = os.path.join(data_dir, 'raw', f'synthetic_{data_config.synthetic_images}')
-    files.make_once(
-        raw_dir, 'draw',
-        lambda: all(os.path.exists(os.path.join(raw_dir, name)) for name in celeba.FILE_NAMES),
-        lambda: _draw_synthetic(raw_dir, data_config.synthetic_images), f'drawing {raw_dir}')
+    raw = data_dir.sub(f'raw/synthetic_{data_config.synthetic_images}')
+    raw_dir = raw.path()
+    folders.make_once(
+        raw, 'draw', lambda: all(raw.exists(name) for name in celeba.FILE_NAMES),
+        lambda: _draw_synthetic(raw, data_config.synthetic_images), f'drawing {raw_dir}')
   elif data_config.raw_dir:
     raw_dir = os.path.expanduser(data_config.raw_dir)
   else:
@@ -331,9 +332,9 @@ def configured_source(data_config: Any, data_dir: str) -> sources.Source | None:
   return SOURCES['raw_dir'][1](raw_dir, SourceOptions(name=data_config.name, limits=limits))
 
 
-def _draw_synthetic(raw_dir: str, count: int) -> None:
-  logging.info('Drawing %d synthetic faces into %s (once).', count, raw_dir)
-  synthetic_celeba.write_celeba(raw_dir, count, seed=0)
+def _draw_synthetic(raw: folders.Folder, count: int) -> None:
+  logging.info('Drawing %d synthetic faces into %s (once).', count, raw.path())
+  synthetic_celeba.write_celeba(raw, count, seed=0)
 
 
 def download_tfds(dataset: str, data_dir: str) -> None:

@@ -21,8 +21,7 @@ import dataclasses
 import io
 import multiprocessing
 import os
-import shutil
-import tempfile
+import secrets
 import time
 import zipfile
 
@@ -30,7 +29,7 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image, ImageDraw
 
-from vaegan_jax import console
+from vaegan_jax import console, folders
 from vaegan_jax.data.celeba import (ATTRIBUTE_NAMES, FILE_NAMES, HEIGHT, LANDMARK_NAMES,
                                     SPLIT_SIZES, WIDTH)
 
@@ -198,17 +197,17 @@ def partition_of(index: int, num_images: int) -> int:
 STAGING_PREFIX = '.synthetic-'      # then the writer's pid
 
 
-def remove_stale_staging(out_dir: str) -> None:
+def remove_stale_staging(out: folders.Folder) -> None:
   """Delete the staging folders that writers killed before their cleanup left (SIGKILL): those
   whose pid no longer runs on this host."""
-  for name in os.listdir(out_dir):
+  for name in out.list():
     if not name.startswith(STAGING_PREFIX):
       continue
     pid = name[len(STAGING_PREFIX):].split('-')[0]
     if pid.isdigit() and _running(int(pid)):
       continue
     logging.info('Removing %s, left by an interrupted vaegan-synthetic.', name)
-    shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
+    out.remove_tree(name)
 
 
 def _running(pid: int) -> bool:
@@ -221,13 +220,14 @@ def _running(pid: int) -> bool:
   return True
 
 
-def write_celeba(out_dir: str, num_images: int, seed: int = 0,
+def write_celeba(out: str | folders.Folder, num_images: int, seed: int = 0,
                  workers: int | None = None) -> dict[str, float]:
-  """Writes the five CelebA files for `num_images` synthetic faces into `out_dir`.
+  """Writes the five CelebA files for `num_images` synthetic faces into the folder `out`.
 
-  All five files are written into a hidden staging folder inside `out_dir` and moved to their
+  All five files are written into a hidden staging folder inside `out` and moved to their
   final names (one atomic rename each) only once all five are complete, so an interrupted run
   leaves no half-written file under a CelebA name; the staging folder is removed either way.
+  Nothing is written through a link (folders.Folder).
 
   Returns:
     A summary: images, seconds, images_per_s, bytes.
@@ -235,17 +235,20 @@ def write_celeba(out_dir: str, num_images: int, seed: int = 0,
   if num_images < 1:
     raise ValueError(f'num_images={num_images}: need at least one image.')
   start_time = time.perf_counter()
-  os.makedirs(out_dir, exist_ok=True)
-  remove_stale_staging(out_dir)
-  staging = tempfile.mkdtemp(prefix=f'{STAGING_PREFIX}{os.getpid()}-', dir=out_dir)
+  if not isinstance(out, folders.Folder):
+    out = folders.Folder(out, 'the output folder', '--out').make()
+  remove_stale_staging(out)
+  staging = f'{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}'
+  out.make_folder(staging)
   chunk = 256
   tasks = [(seed, start, min(start + chunk, num_images), num_images)
            for start in range(0, num_images, chunk)]
   workers = workers or os.cpu_count() or 1
   attribute_rows, partition_rows, landmark_rows, identity_rows = [], [], [], []
   try:
-    with zipfile.ZipFile(os.path.join(staging, FILE_NAMES[0]), 'w', zipfile.ZIP_STORED) as archive, \
-        multiprocessing.get_context('spawn').Pool(workers) as pool:
+    with (out.open_new(f'{staging}/{FILE_NAMES[0]}') as zip_file,
+          zipfile.ZipFile(zip_file, 'w', zipfile.ZIP_STORED) as archive,
+          multiprocessing.get_context('spawn').Pool(workers) as pool):
       archive.writestr(_zip_entry('img_align_celeba/'), b'')
       index = 0
       for results in pool.imap(_render_chunk, tasks):
@@ -266,15 +269,15 @@ def write_celeba(out_dir: str, num_images: int, seed: int = 0,
         FILE_NAMES[4]: identity_rows,
     }
     for file_name, lines in texts.items():
-      with open(os.path.join(staging, file_name), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+      with out.open_new(f'{staging}/{file_name}') as file:
+        file.write(('\n'.join(lines) + '\n').encode())
     for file_name in FILE_NAMES:
-      os.replace(os.path.join(staging, file_name), os.path.join(out_dir, file_name))
+      out.move(f'{staging}/{file_name}', file_name)
   finally:
-    shutil.rmtree(staging, ignore_errors=True)
+    out.remove_tree(staging)
   seconds = time.perf_counter() - start_time
   return dict(images=num_images, seconds=seconds, images_per_s=num_images / seconds,
-              bytes=sum(os.path.getsize(os.path.join(out_dir, f)) for f in FILE_NAMES))
+              bytes=sum(os.path.getsize(out.path(name)) for name in FILE_NAMES))
 
 
 def define_flags() -> None:
@@ -298,7 +301,7 @@ def main(argv: list[str]) -> None:
 def run() -> None:
   """Entry point of the `vaegan-synthetic` console script."""
   define_flags()
-  console.run_main('vaegan-synthetic', main, (ValueError,))
+  console.run_main('vaegan-synthetic', main, (ValueError, folders.FolderError))
 
 
 if __name__ == '__main__':

@@ -26,7 +26,7 @@ import optax
 from absl import flags
 from flax import serialization
 
-from vaegan_jax import console
+from vaegan_jax import console, folders
 from vaegan_jax.data import input_pipeline, preprocess
 
 
@@ -185,14 +185,15 @@ def test_scores(predictor: Predictor, split: input_pipeline.PreparedSplit) -> di
   return {'test_errors': regression_errors(predictor, split)}
 
 
-def save(predictor: Predictor, out_dir: str, numbers: dict) -> None:
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, 'predictor.msgpack'), 'wb') as file:
-    file.write(serialization.msgpack_serialize(jax.tree.map(np.asarray, predictor.params)))
-  with open(os.path.join(out_dir, 'predictor.json'), 'w') as file:
-    json.dump({'attribute_names': list(predictor.attribute_names), 'kind': predictor.kind,
-               'trained': predictor.trained.tolist(),
-               'image_shape': list(predictor.image_shape), **numbers}, file, indent=2)
+def save(predictor: Predictor, folder: folders.Folder, numbers: dict) -> None:
+  """predictor.msgpack, then predictor.json (which marks it complete), each written whole."""
+  params = serialization.msgpack_serialize(jax.tree.map(np.asarray, predictor.params))
+  folder.write_atomically('predictor.msgpack', lambda file: file.write(params))
+  meta = {'attribute_names': list(predictor.attribute_names), 'kind': predictor.kind,
+          'trained': predictor.trained.tolist(), 'image_shape': list(predictor.image_shape),
+          **numbers}
+  folder.write_atomically('predictor.json', lambda file: file.write(
+      json.dumps(meta, indent=2).encode()))
 
 
 def load(out_dir: str) -> Predictor:
@@ -229,7 +230,8 @@ def main(argv: list[str]) -> None:
       data_dir, args.name, args.resolution, args.channels, split)
   predictor = train_predictor(open_split(args.train_split), steps=args.steps)
   scores = test_scores(predictor, open_split(args.test_split))
-  save(predictor, args.out, {**scores, 'steps': args.steps})
+  save(predictor, folders.Folder(args.out, 'the output folder', '--out').make(),
+       {**scores, 'steps': args.steps})
   for name, value in next(iter(scores.values())).items():
     if isinstance(value, dict):
       print(f'{name:20s} RMSE {value["rmse"]:.3f}  correlation {value["correlation"]:.3f}')
@@ -240,7 +242,8 @@ def main(argv: list[str]) -> None:
 def run() -> None:
   """Console script `vaegan-attribute-predictor`."""
   define_flags()
-  console.run_main('vaegan-attribute-predictor', main, (ValueError, FileNotFoundError))
+  console.run_main('vaegan-attribute-predictor', main,
+                   (ValueError, FileNotFoundError, folders.FolderError))
 
 
 if __name__ == '__main__':

@@ -12,19 +12,19 @@ dataset split in them.
 An extractor and a split's reference statistics are made once and cached next to the prepared
 dataset, in DATA_DIR/vaegan_extractors/NAME_R/EXTRACTOR/, keyed by extractor, dataset, split and
 resolution; each file is written under a unique temporary name and renamed when complete, and
-one process at a time makes each (files.exclusive), so runs started together make it once.
+one process at a time makes each (folders.make_once), so runs started together make it once.
+Nothing there is written through a link (folders.Folder).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from typing import Any, Callable
 
 import numpy as np
 from absl import logging
 
-from vaegan_jax import files
+from vaegan_jax import folders
 from vaegan_jax.data import input_pipeline
 from vaegan_jax.data.dataset_layout import config_name
 from vaegan_jax.metrics import attribute_predictor, inception, quality
@@ -49,37 +49,34 @@ class Reference:
 
 
 def cache_dir(data_dir: str, dataset: str, resolution: int, channels: int, extractor: str
-              ) -> str:
-  return os.path.join(data_dir, 'vaegan_extractors', config_name(dataset, resolution, channels),
-                      extractor)
+              ) -> folders.Folder:
+  """DATA_DIR/vaegan_extractors/NAME_R/EXTRACTOR, made if needed, none of it through a link."""
+  return folders.Folder(data_dir, 'data_dir', '--config.data.data_dir').sub(
+      f'vaegan_extractors/{config_name(dataset, resolution, channels)}/{extractor}')
 
 
-def domain_extractor(train_split: input_pipeline.PreparedSplit, folder: str,
+def domain_extractor(train_split: input_pipeline.PreparedSplit, folder: folders.Folder,
                      steps: int = DOMAIN_PREDICTOR_STEPS) -> Extractor | None:
   """The domain extractor of a dataset, trained on `train_split` once into `folder`; None when
   the dataset has no attribute that varies (nothing to learn features from). Runs started side
   by side train it once: the others wait for the first's, then read it."""
-  done = os.path.join(folder, 'predictor.json')
-  if not os.path.exists(done):
+  done = lambda: folder.exists('predictor.json')
+  if not done():
     if not attribute_predictor.learnable(train_split).any():
       return None
-    files.make_once(folder, 'predictor', lambda: os.path.exists(done),
-                    lambda: _train_domain_predictor(train_split, folder, steps),
-                    f'the domain extractor {folder}')
-  predictor = attribute_predictor.load(folder)
-  return Extractor('domain', folder, predictor.hidden_features)
+    folders.make_once(folder, 'predictor', done,
+                      lambda: _train_domain_predictor(train_split, folder, steps),
+                      f'the domain extractor {folder.path()}')
+  predictor = attribute_predictor.load(folder.path())
+  return Extractor('domain', folder.path(), predictor.hidden_features)
 
 
-def _train_domain_predictor(train_split: input_pipeline.PreparedSplit, folder: str,
+def _train_domain_predictor(train_split: input_pipeline.PreparedSplit, folder: folders.Folder,
                             steps: int) -> None:
   logging.info('Training the domain feature extractor (an attribute predictor, %d steps) into '
-               '%s, once.', steps, folder)
+               '%s, once.', steps, folder.path())
   predictor = attribute_predictor.train_predictor(train_split, steps=steps)
-  staging = tempfile.mkdtemp(prefix='.domain-', dir=folder)
-  attribute_predictor.save(predictor, staging, {'steps': steps, 'trained_on': train_split.path})
-  for name in ('predictor.msgpack', 'predictor.json'):   # the .json last: it marks it done
-    os.replace(os.path.join(staging, name), os.path.join(folder, name))
-  os.rmdir(staging)
+  attribute_predictor.save(predictor, folder, {'steps': steps, 'trained_on': train_split.path})
 
 
 def inception_extractor(weights: str | None = None, sha256: str | None = None) -> Extractor:
@@ -89,23 +86,24 @@ def inception_extractor(weights: str | None = None, sha256: str | None = None) -
   return Extractor('inception', path, lambda images: inception.features(params, images))
 
 
-def reference(extractor: Extractor, split: input_pipeline.PreparedSplit, folder: str,
-              sample_size: int, batch_size: int = 500) -> Reference:
+def reference(extractor: Extractor, split: input_pipeline.PreparedSplit,
+              folder: folders.Folder, sample_size: int, batch_size: int = 500) -> Reference:
   """The statistics of every image of `split` and the features of its first `sample_size`
   images, made once and cached in `folder` (runs side by side wait for the first's)."""
   name = f'reference_{split.split.replace("+", "_")}_{sample_size}'
-  path = os.path.join(folder, f'{name}.npz')
-  files.make_once(folder, name, lambda: os.path.exists(path),
-                  lambda: _write_reference(extractor, split, folder, name, sample_size,
-                                           batch_size),
-                  f'the reference statistics {path}')
+  path = folder.path(f'{name}.npz')
+  folders.make_once(folder, name, lambda: folder.exists(f'{name}.npz'),
+                    lambda: _write_reference(extractor, split, folder, name, sample_size,
+                                             batch_size),
+                    f'the reference statistics {path}')
   with np.load(path) as data:
     return Reference(quality.FeatureStatistics(int(data['count']), data['total'], data['outer']),
                      data['sample'])
 
 
-def _write_reference(extractor: Extractor, split: input_pipeline.PreparedSplit, folder: str,
-                     name: str, sample_size: int, batch_size: int) -> None:
+def _write_reference(extractor: Extractor, split: input_pipeline.PreparedSplit,
+                     folder: folders.Folder, name: str, sample_size: int, batch_size: int
+                     ) -> None:
   statistics = quality.FeatureStatistics.empty(extractor.features(split.read([0])['image'])
                                                .shape[1])
   sample = []
@@ -115,7 +113,7 @@ def _write_reference(extractor: Extractor, split: input_pipeline.PreparedSplit, 
     statistics = statistics.add(features)
     sample.append(features[:max(0, sample_size - start)])
   # Where the lock cannot be taken, two writers then each publish a whole file.
-  files.write_atomically(os.path.join(folder, f'{name}.npz'), lambda file: np.savez(
+  folder.write_atomically(f'{name}.npz', lambda file: np.savez(
       file, count=statistics.count, total=statistics.total, outer=statistics.outer,
       sample=np.concatenate(sample)))
 

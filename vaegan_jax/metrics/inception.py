@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaegan_jax import files
+from vaegan_jax import files, folders
 from vaegan_jax.metrics import pth
 
 FID_WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
@@ -284,7 +284,7 @@ def _download(target: str, expected: str, what: str) -> bytes:
         f'--inception_weights.') from error
   _check_digest(data, expected, what, 'The download ')
   os.makedirs(CACHE, exist_ok=True)
-  files.write_atomically(target, lambda file: file.write(data))
+  folders.write_atomically(target, lambda file: file.write(data))
   return data
 
 

@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 from scipy import linalg
 
-from vaegan_jax import files
+from vaegan_jax import folders
 
 SQRTM_OFFSET = 1e-6          # pytorch-fid's eps, added when the square root is not finite
 IMAGINARY_TOLERANCE = 1e-3   # pytorch-fid: a larger imaginary part of the diagonal is an error
@@ -60,8 +60,8 @@ class FeatureStatistics:
     return (self.outer - self.count * np.outer(self.mean, self.mean)) / (self.count - 1)
 
   def save(self, path: str) -> None:
-    """An .npz file, never half-written (files.write_atomically)."""
-    files.write_atomically(path, lambda file: np.savez(file, count=self.count, total=self.total,
+    """An .npz file, never half-written (folders.write_atomically)."""
+    folders.write_atomically(path, lambda file: np.savez(file, count=self.count, total=self.total,
                                                        outer=self.outer))
 
   @classmethod

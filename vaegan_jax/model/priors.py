@@ -14,7 +14,7 @@ from u; the second stage's z is its decoder's f(e) + gamma_z n. The standard pri
 itself, so it decodes exactly the latents the rest of the project draws.
 
 A fit belongs to the checkpoint step whose encoder made the codes. It is kept in the workdir as
-priors/SPEC-step_STEP.npz (`fit_path`), written whole or not at all, and read back under a size
+priors/SPEC-step_STEP.npz (`fit_name`), written whole or not at all, and read back under a size
 cap, without pickles, with every array checked.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from vaegan_jax import files
+from vaegan_jax import files, folders
 
 SPEC_FORMAT = re.compile(r'(standard|gaussian|gmm:([1-9][0-9]*)|vae2)')
 SPEC_HELP = "standard, gaussian, gmm:K (K >= 1 components) or vae2"
@@ -192,16 +192,19 @@ def _mixture(weights, means, covariances, ridge: float = RIDGE) -> Mixture:
 
 
 # ---------------------------------------------------------------- saved fits
+def fit_name(spec: str, step: int) -> str:
+  """Where the fit of `spec` to the codes of checkpoint `step` is kept, in its workdir."""
+  return f'priors/{label(spec)}-step_{int(step)}.npz'
+
+
 def fit_path(workdir: str, spec: str, step: int) -> str:
-  """Where the fit of `spec` to the codes of checkpoint `step` is kept in a workdir."""
-  return os.path.join(workdir, 'priors', f'{label(spec)}-step_{int(step)}.npz')
+  return os.path.join(workdir, fit_name(spec, step))
 
 
-def save(prior: Prior, path: str) -> None:
-  """The fit as an .npz of its arrays (a mixture's three float64 ones, a second stage's float32
-  decoder), never half-written."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  files.write_atomically(path, lambda file: np.savez(file, **prior.arrays()))
+def save(prior: Prior, workdir: folders.Folder, name: str) -> None:
+  """The fit as the .npz `name` of its arrays (a mixture's three float64 ones, a second stage's
+  float32 decoder) in the workdir, never half-written, never through a link."""
+  workdir.write_atomically(name, lambda file: np.savez(file, **prior.arrays()))
 
 
 def load(path: str, spec: str, latent_dim: int) -> Prior:

@@ -12,6 +12,9 @@ metrics of the report window in progress) and the config. What is promised:
 - On restore, a checkpoint that cannot be read, does not match the state's shapes and dtypes, or
   is not finite is moved aside (to `checkpoints-unusable/STEP`, with one log line saying why) and
   the next newest is tried.
+- Before orbax restores, saves or rotates, the trainer checks that no entry of the checkpoint
+  tree is a link (folders.Folder.check_plain), and it moves checkpoints aside without following
+  one: a link planted in a workdir cannot make it write or delete anything outside.
 - The saved config is compared with the current one; a difference in anything that shapes the
   state or the run (model, loss, optimizer form, seed, batch, data order) is refused with the keys
   that differ. Which keys may differ is said once, in configs/schema.py (`resumable`).
@@ -21,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from typing import Any, Callable
 
 import jax
@@ -31,7 +33,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from vaegan_jax import files
+from vaegan_jax import console, folders
 from vaegan_jax.configs.schema import ADDED_SINCE, RESUMABLE, flatten_config
 
 UNUSABLE_SUFFIX = '-unusable'
@@ -96,12 +98,6 @@ def state_problem(restored: Any, target: Any) -> str | None:
               f'{expected.dtype}{list(expected.shape)}')
   bad = first_non_finite_leaf(restored)
   return None if bad is None else f'{bad} holds NaN or Inf'
-
-
-def describe_error(error: Exception) -> str:
-  """One short line for a library's exception (tensorstore's run to many lines)."""
-  first = str(error).strip().splitlines()[0] if str(error).strip() else ''
-  return f'{type(error).__name__}: {first[:200]}'
 
 
 def config_differences(saved: dict[str, Any], current: ml_collections.ConfigDict) -> list[str]:
@@ -217,7 +213,7 @@ class CheckpointReader:
         saved_config = self.saved_config(step)
       except Exception as error:     # orbax and tensorstore raise many kinds for a damaged file
         self._unless_vanished(step)
-        problems.append((step, f'its config cannot be read ({describe_error(error)})'))
+        problems.append((step, f'its config cannot be read ({console.one_line(error)})'))
         continue
       differences = config_differences(saved_config, config)
       if differences:
@@ -230,7 +226,7 @@ class CheckpointReader:
         state, input_state = self._read(step, target_state)
       except Exception as error:
         self._unless_vanished(step)
-        problems.append((step, f'it cannot be read ({describe_error(error)})'))
+        problems.append((step, f'it cannot be read ({console.one_line(error)})'))
         continue
       problem = state_problem(state, target_state)
       if problem:
@@ -273,33 +269,47 @@ class CheckpointReader:
 
 
 class Checkpointer(CheckpointReader):
-  """The trainer's checkpoints: restore (moving unusable ones aside), save, verify, rotate."""
+  """The trainer's checkpoints, WORKDIR/NAME: restore (moving unusable ones aside), save, verify,
+  rotate; none of it through a link planted in the tree."""
 
-  def __init__(self, directory: str, keep: int | None = None):
+  def __init__(self, workdir: folders.Folder, keep: int | None = None,
+               name: str = 'checkpoints'):
     """keep: checkpoints kept when saving (None: all)."""
-    super().__init__(directory)
+    self.workdir, self.name = workdir, name
+    workdir.make_folder(name)
+    self.check_tree()
+    super().__init__(workdir.path(name))
     self.keep = keep
     self._unverified: tuple[int, Any] | None = None     # (step, host state) saved, not read back
+    self.last_good: int | None = None     # the newest step restored or read back whole
 
   def _options(self) -> ocp.CheckpointManagerOptions:
     # Orbax keeps every step; `_rotate` deletes old ones once a newer one is verified.
     return ocp.CheckpointManagerOptions(create=True)
+
+  def check_tree(self) -> None:
+    """files.UnsafeFile unless every entry of the checkpoint tree is a plain folder or file."""
+    self.workdir.check_plain(self.name)
+
+  def restore(self, target_state: Any, config: ml_collections.ConfigDict
+              ) -> tuple[Any, dict[str, Any]] | None:
+    self.check_tree()
+    restored = super().restore(target_state, config)
+    if restored is not None:
+      self.last_good = int(restored[0].step)
+    return restored
 
   def _set_aside(self, problems: list[tuple[int, str]]) -> None:
     """Move the unusable newer checkpoints out of the way (a resumed run saves those steps
     again), saying why for each."""
     if not problems:
       return
-    aside = self.directory + UNUSABLE_SUFFIX
+    aside = self.name + UNUSABLE_SUFFIX
     for step, problem in problems:
+      if jax.process_index() == 0:
+        self.workdir.move(f'{self.name}/{step}', f'{aside}/{step}')
       logging.warning('The checkpoint at step %d is unusable: %s. Moved to %s; using an older '
-                      'one.', step, problem, os.path.join(aside, str(step)))
-    if jax.process_index() == 0:
-      os.makedirs(aside, exist_ok=True)
-      for step, _ in problems:
-        destination = os.path.join(aside, str(step))
-        shutil.rmtree(destination, ignore_errors=True)
-        shutil.move(os.path.join(self.directory, str(step)), destination)
+                      'one.', step, problem, self.workdir.path(f'{aside}/{step}'))
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices('unusable checkpoints moved')
     self.manager.reload()
@@ -320,6 +330,7 @@ class Checkpointer(CheckpointReader):
     if bad is not None:
       raise NonFiniteState(step, bad)
     self.wait()
+    self.check_tree()
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(on_disk(host_state)), input=ocp.args.JsonSave(input_state),
         config=ocp.args.JsonSave(json.loads(json.dumps(config.to_dict())))))
@@ -338,9 +349,9 @@ class Checkpointer(CheckpointReader):
       step = f'at step {pending[0]} ' if pending else ''
       kept = sorted(set(self.manager.all_steps()) - {pending[0] if pending else None})
       raise CheckpointWriteError(
-          f'Saving the checkpoint {step}in {self.directory} failed ({describe_error(error)}). '
+          f'Saving the checkpoint {step}in {self.directory} failed ({console.one_line(error)}). '
           f'Training stopped; the checkpoints before it are kept (steps '
-          f'{", ".join(map(str, kept)) or "none"}): {files.write_failure_advice(error)}, '
+          f'{", ".join(map(str, kept)) or "none"}): {folders.write_failure_advice(error)}, '
           f'then rerun to resume.') from None
     if pending is None:
       return
@@ -348,27 +359,24 @@ class Checkpointer(CheckpointReader):
     try:
       problem = state_problem(self._read(step, host_state)[0], host_state)
     except Exception as error:
-      problem = f'it cannot be read back ({describe_error(error)})'
+      problem = f'it cannot be read back ({console.one_line(error)})'
     if problem:
       raise CheckpointWriteError(
           f'The checkpoint just saved at step {step} in {self.directory} is unusable: {problem}. '
           f'Training stopped; older checkpoints were kept. Check the disk, then rerun to resume '
           f'from the last good one.')
+    self.last_good = step
     self._rotate()
 
   def _rotate(self) -> None:
     """Delete all but the newest `keep` checkpoints (the newest is verified)."""
     if self.keep is None:
       return
+    self.check_tree()
     for step in sorted(self.manager.all_steps())[:-self.keep]:
       self.manager.delete(step)
 
   def close(self) -> None:
     """Wait for the last save (verified, then rotation) and stop orbax's background threads."""
-    try:
+    with console.closing_after(('orbax\'s checkpoint manager', self.manager.close)):
       self.wait()
-    finally:
-      try:
-        self.manager.close()
-      except Exception:              # its error was raised by wait, with the message that counts
-        pass

@@ -21,7 +21,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vaegan_jax import console, files
+from vaegan_jax import console, files, folders
 from vaegan_jax.configs import schema
 from vaegan_jax.data.dataset_layout import DataError
 from vaegan_jax.metrics import inception
@@ -67,7 +67,7 @@ PROGRAM = 'vaegan-train'
 # Failures the user can fix, said in one line (console.run_main).
 FAILURES = (schema.ConfigError, DataError, checkpoints.IncompatibleCheckpoint,
             checkpoints.UnusableCheckpoints, workdir_lock.WorkdirBusy, inception.WeightsError,
-            files.FolderError, files.UnsafeFile, train.NonFiniteLoss)
+            folders.FolderError, files.UnsafeFile, train.NonFiniteLoss)
 
 
 def main(argv: list[str]) -> None:
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> None:
                jax.process_count(), jax.local_device_count(), jax.default_backend())
   try:
     train.train_and_evaluate(config, FLAGS.workdir)
-  except (checkpoints.CheckpointWriteError, files.WriteFailed) as error:
+  except (checkpoints.CheckpointWriteError, folders.WriteFailed) as error:
     # orbax's save threads are no daemons, and after a failed write they may wait minutes for a
     # signal that never comes. What is on disk is whole (each checkpoint is renamed into place
     # when complete), so leave now instead of joining them.

@@ -1,56 +1,97 @@
 """Where training reports go: metrics.jsonl, TensorBoard event files and PNG image grids
-(data/grids.py lays them out).
+(data/grids.py lays them out), each written through the workdir's folders.Folder, never through a
+link planted in it.
 
-TensorBoard files are written by tensorboardX, which needs no TensorFlow. Only process 0 writes;
-the writer of any other process does nothing, so callers need no checks.
+TensorBoard files are written by tensorboardX, which needs no TensorFlow; it opens its event
+files through a writer factory of ours (FolderEvents), so they too are opened without following
+links. Only process 0 writes; the writer of any other process does nothing, so callers need no
+checks.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import json
-import os
-from typing import Iterator, Mapping
+from typing import BinaryIO, Iterator, Mapping
 
 import numpy as np
 import tensorboardX
 from PIL import Image
+from tensorboardX import record_writer
 
-from vaegan_jax import files
+from vaegan_jax import console, folders
 
 
 @contextlib.contextmanager
 def writing(what: str) -> Iterator[None]:
-  """An OSError while writing `what` becomes files.WriteFailed, one line with the fix."""
+  """An OSError while writing `what` becomes folders.WriteFailed, one line with the fix."""
   try:
     yield
   except OSError as error:
-    raise files.WriteFailed(
+    raise folders.WriteFailed(
         f'Writing {what} failed ({error.strerror or error}: {error.filename}): '
-        f'{files.write_failure_advice(error)}, then rerun to resume from the last '
+        f'{folders.write_failure_advice(error)}, then rerun to resume from the last '
         f'checkpoint.') from None
 
 
-def drop_records_after(path: str, step: int) -> int:
-  """Remove the lines of the metrics.jsonl at `path` whose step is past `step` (reports of a run
+JSONL_NAME = 'metrics.jsonl'
+MAX_JSONL_BYTES = 1 << 30        # a million report lines; a run writes one per log interval
+
+
+def drop_records_after(workdir: folders.Folder, step: int) -> int:
+  """Remove the lines of the workdir's metrics.jsonl whose step is past `step` (reports of a run
   that died before its next checkpoint, which the resumed run writes again); a torn last line
   goes too. The file is replaced atomically. Returns how many lines were dropped."""
-  if not os.path.exists(path):
+  content = workdir.read_bytes(JSONL_NAME, MAX_JSONL_BYTES)
+  if content is None:
     return 0
   kept, dropped = [], 0
-  with open(path) as file:
-    for line in file:
-      try:
-        record = json.loads(line)
-      except ValueError:
-        dropped += 1
-        continue
-      if record['step'] > step:
-        dropped += 1
-      else:
-        kept.append(line if line.endswith('\n') else line + '\n')
+  for line in content.decode('utf-8', errors='replace').splitlines():
+    try:
+      record_step = json.loads(line)['step']
+      past = not isinstance(record_step, int) or record_step > step
+    except (ValueError, TypeError, KeyError):     # a torn line, or one that is not a report
+      past = True
+    if past:
+      dropped += 1
+    else:
+      kept.append(line + '\n')
   if dropped:
-    files.write_atomically(path, lambda file: file.write(''.join(kept).encode()))
+    workdir.write_atomically(JSONL_NAME, lambda file: file.write(''.join(kept).encode()))
   return dropped
+
+
+class FolderEvents:
+  """tensorboardX's writer factory for event files in a folders.Folder: tensorboardX names its
+  files (events.out.tfevents.TIME.HOST, predictable), and this opens them without following a
+  link. A logdir is 'vaegan-folder:N/RELATIVE', N the folder's number here."""
+
+  SCHEME = 'vaegan-folder'
+  _folders: dict[int, folders.Folder] = {}
+  _numbers = itertools.count()
+
+  @classmethod
+  def logdir(cls, folder: folders.Folder, relative: str) -> str:
+    number = next(cls._numbers)
+    cls._folders[number] = folder
+    return f'{cls.SCHEME}:{number}/{relative}'
+
+  @classmethod
+  def _split(cls, path: str) -> tuple[folders.Folder, str]:
+    number, _, relative = path[len(cls.SCHEME) + 1:].partition('/')
+    return cls._folders[int(number)], relative
+
+  def directory_check(self, path: str) -> None:
+    folder, relative = self._split(path)
+    folder.make_folder(relative)
+
+  def open(self, path: str) -> BinaryIO:
+    folder, relative = self._split(path)
+    return folder.open_new(relative)
+
+
+record_writer.register_writer_factory(FolderEvents.SCHEME, FolderEvents())
 
 
 class MetricWriter:
@@ -62,16 +103,16 @@ class MetricWriter:
   hold each step's report once, as an uninterrupted run writes it.
   """
 
-  def __init__(self, workdir: str, enabled: bool, start_step: int = 0):
+  def __init__(self, workdir: folders.Folder, enabled: bool, start_step: int = 0):
     self.enabled = enabled
     if not enabled:
       return
-    self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
-    self.image_dir = os.path.join(workdir, 'images')
-    os.makedirs(self.image_dir, exist_ok=True)
-    drop_records_after(self.jsonl_path, start_step)
-    self._jsonl = open(self.jsonl_path, 'a')
-    self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'),
+    self.workdir = workdir
+    self.jsonl_path = workdir.path(JSONL_NAME)
+    self.image_dir = workdir.make_folder('images')
+    drop_records_after(workdir, start_step)
+    self._jsonl = workdir.open_append(JSONL_NAME)
+    self._tensorboard = tensorboardX.SummaryWriter(FolderEvents.logdir(workdir, 'tensorboard'),
                                                    purge_step=start_step + 1)
 
   def write_scalars(self, step: int, kind: str, values: Mapping[str, float]) -> None:
@@ -80,7 +121,7 @@ class MetricWriter:
       return
     values = {name: float(value) for name, value in values.items()}
     with writing(self.jsonl_path):
-      self._jsonl.write(json.dumps({'step': step, 'kind': kind, **values}) + '\n')
+      self._jsonl.write((json.dumps({'step': step, 'kind': kind, **values}) + '\n').encode())
       self._jsonl.flush()
       for name, value in values.items():
         self._tensorboard.add_scalar(f'{kind}/{name}', value, step)
@@ -92,14 +133,26 @@ class MetricWriter:
       return
     with writing(f'the image grids in {self.image_dir}'):
       for name, grid in grids.items():
-        Image.fromarray(grid).save(os.path.join(self.image_dir, f'{name}_{step:08d}.png'))
+        self.workdir.write_atomically(f'images/{name}_{step:08d}.png', functools.partial(
+            save_png, grid))
         self._tensorboard.add_image(name, grid, step, dataformats='HWC')
       self._tensorboard.flush()
 
   def close(self) -> None:
+    """Close both files, each tried; the first failure is raised (console.closing_after)."""
     if self.enabled:
-      try:
-        with writing(self.jsonl_path):
-          self._jsonl.close()
-      finally:
-        self._tensorboard.close()
+      with console.closing_after(('metrics.jsonl', self._close_jsonl),
+                                 ('the TensorBoard events', self._close_tensorboard)):
+        pass
+
+  def _close_jsonl(self) -> None:
+    with writing(self.jsonl_path):
+      self._jsonl.close()
+
+  def _close_tensorboard(self) -> None:
+    with writing(f'the TensorBoard events in {self.workdir.path("tensorboard")}'):
+      self._tensorboard.close()
+
+
+def save_png(image: np.ndarray, file: BinaryIO) -> None:
+  Image.fromarray(image).save(file, format='PNG')

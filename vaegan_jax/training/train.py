@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
 import signal
 import time
 from typing import Any, Callable, Iterable
@@ -21,7 +20,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from vaegan_jax import files
+from vaegan_jax import console, folders
 from vaegan_jax.configs import schema
 from vaegan_jax.data import grids, input_pipeline, prepare
 from vaegan_jax.data.dataset_layout import DataError
@@ -92,9 +91,10 @@ def per_step(history: list[tuple[int, int, dict[str, np.ndarray]]]
   return result
 
 
-def check_workdir(workdir: str) -> None:
-  """The workdir exists (or is made) and takes a file: a clear error now, not after compiling."""
-  files.check_writable_folder(workdir, 'the workdir', '--workdir')
+def check_workdir(workdir: str) -> folders.Folder:
+  """The workdir, made if needed and known to take a file: a clear error now, not after
+  compiling. Everything the run writes goes through the Folder returned."""
+  return folders.Folder(workdir, 'the workdir', '--workdir').make()
 
 
 def open_data(config: ml_collections.ConfigDict
@@ -186,6 +186,14 @@ def save_checkpoint(checkpointer: checkpoints.Checkpointer, step: int,
   except checkpoints.NonFiniteState as error:
     raise NonFiniteLoss(stop_message(f'The state holds NaN or Inf (in {error.leaf})', step,
                                      checkpointer.latest_step(), config)) from None
+
+
+def last_good_line(checkpointer: checkpoints.Checkpointer) -> str:
+  """Which checkpoint a rerun resumes from, for the last line of a failed run."""
+  if checkpointer.last_good is None:
+    return 'No checkpoint was kept, so a rerun starts over.'
+  return (f'The last good checkpoint is step {checkpointer.last_good} in '
+          f'{checkpointer.directory}; a rerun resumes from it.')
 
 
 def format_line(step: int, total: int, averages: dict[str, float], images_per_s: float,
@@ -288,12 +296,12 @@ def fit_priors(encode_step: Callable, train_state: state.TrainState,
   return fitted
 
 
-def save_priors(fitted: dict[str, priors.Prior], workdir: str, step: int) -> None:
+def save_priors(fitted: dict[str, priors.Prior], workdir: folders.Folder, step: int) -> None:
   """Each fit into the workdir, keyed by the step whose encoder made its codes (process 0)."""
   if jax.process_index() == 0:
     with metric_writers.writing('the prior fits'):
       for spec, prior in fitted.items():
-        priors.save(prior, priors.fit_path(workdir, spec, step))
+        priors.save(prior, workdir, priors.fit_name(spec, step))
 
 
 def measure_quality(eval_step: Callable, train_state: state.TrainState,
@@ -341,17 +349,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   """Train `config` in `workdir`, resuming from its newest usable checkpoint; returns the final
   state. One run at a time holds the workdir (workdir_lock)."""
   # ---- Checks: nothing below compiles before the config, workdir and data are known good.
-  workdir = os.path.expanduser(workdir)
   schema.check(config, device_count=jax.device_count(), process_count=jax.process_count(),
                local_device_count=jax.local_device_count())
-  check_workdir(workdir)
-  lock = (workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0
+  folder = check_workdir(workdir)
+  lock = (workdir_lock.WorkdirLock(folder) if jax.process_index() == 0
           else contextlib.nullcontext())
   with lock:
-    return _train(config, workdir)
+    return _train(config, folder)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
+def _train(config: ml_collections.ConfigDict, workdir: folders.Folder) -> state.TrainState:
   train_split, eval_split = open_data(config)
   columns = input_pipeline.condition_columns(train_split.attribute_names,
                                              config.model.condition_on)
@@ -378,8 +385,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
   training = state.create_training(config, DEVICE_AXIS)
 
   # ---- Restore the newest usable checkpoint, or start at step 0.
-  checkpointer = checkpoints.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                          config.keep_checkpoints)
+  checkpointer = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   train_state, window = training.initial_state, EMPTY_WINDOW
   restored = checkpointer.restore(train_state, config)
   if restored is not None:
@@ -427,57 +433,61 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> state.TrainState:
   history: list[tuple[int, int, Any]] = []      # (last step, steps, metrics) per dispatch
   interval_start, interval_steps = time.perf_counter(), 0
   step = start_step
+  restore_handler = lambda: signal.signal(signal.SIGTERM, previous_handler)
   try:
-    while step < total:
-      count, with_r1 = dispatch_plan(step, config.steps_per_dispatch, intervals, total,
-                                     r1_every)
-      batch = next_batches(batches, count)
-      train_state, metrics = (r1_step if with_r1 else train_step)(
-          train_state, batch['image'], batch.get('condition'))
-      step += count
-      interval_steps += count
-      history.append((step, count, metrics))
-      stop = preempted(step)
-      due = lambda every: stop or is_due(step, every, total)
-      if not any(map(due, intervals)):
-        continue
-      host_history, history = per_step(jax.device_get(history)), []
-      bad = first_non_finite(host_history)
-      if bad is not None:
-        raise NonFiniteLoss(stop_message(f'{bad[1]} is not finite', bad[0],
-                                         checkpointer.latest_step(), config))
-      window = fold_window(window, host_history)
-      if due(config.log_every_steps):
-        report_training(writer, step, total, window, interval_steps,
-                        time.perf_counter() - interval_start, config.global_batch_size)
-        window, interval_steps, interval_start = EMPTY_WINDOW, 0, time.perf_counter()
-      if due(config.image_every_steps):
-        write_grids(eval_step, train_state, grid_batch, writer, step, config.grid_size)
-      if due(config.eval_every_steps):
-        report_finite('eval', evaluate(eval_step, train_state, eval_batches(eval_limit),
-                                       config.seed, config.model.latent_dim))
-      if probe is not None and due(config.quality.every_steps):
-        fitted = {} if encode_step is None else fit_priors(
-            encode_step, train_state, prior_batches(), config.quality.priors,
-            config.quality.prior_codes, config.seed)
-        save_priors(fitted, workdir, step)
-        measured = {'quality': train_state}
-        if config.quality.raw_decoder:      # the same draws through the decoder the EMA follows
-          measured['quality_raw_decoder'] = train_state.replace(decoder_ema=None)
-        for kind, decoded_by in measured.items():
-          report_finite(kind, measure_quality(eval_step, decoded_by, eval_batches(None), probe,
-                                              config.quality.num_samples, config.seed,
-                                              config.model.latent_dim, fitted, decode_step))
-      if due(config.checkpoint_every_steps):
-        save_checkpoint(checkpointer, step, train_state,
-                        {**batches.get_state(), 'report_window': window}, config)
-      if stop:
-        logging.warning('Preempted: saved step %d; rerun the same command to continue.', step)
-        break
-  finally:
-    signal.signal(signal.SIGTERM, previous_handler)
-    try:
-      checkpointer.close()         # waits for the last save, reads it back and rotates
-    finally:
-      writer.close()               # even when that failed: its threads must not outlive us
+    # The first failure is the one raised: a close that fails after it (on a full disk, every
+    # flush does) is logged, never raised over it.
+    with console.closing_after(('the SIGTERM handler', restore_handler),
+                               ('the checkpoints', checkpointer.close),
+                               ('the metric writers', writer.close)):
+      while step < total:
+        count, with_r1 = dispatch_plan(step, config.steps_per_dispatch, intervals, total,
+                                       r1_every)
+        batch = next_batches(batches, count)
+        train_state, metrics = (r1_step if with_r1 else train_step)(
+            train_state, batch['image'], batch.get('condition'))
+        step += count
+        interval_steps += count
+        history.append((step, count, metrics))
+        # A preemption saves and stops: it runs no report that was not due at this step anyway,
+        # so the resumed run's reports are those of a run never stopped.
+        stop = preempted(step)
+        due = lambda every: is_due(step, every, total)
+        if not (stop or any(map(due, intervals))):
+          continue
+        host_history, history = per_step(jax.device_get(history)), []
+        bad = first_non_finite(host_history)
+        if bad is not None:
+          raise NonFiniteLoss(stop_message(f'{bad[1]} is not finite', bad[0],
+                                           checkpointer.latest_step(), config))
+        window = fold_window(window, host_history)
+        if due(config.log_every_steps):
+          report_training(writer, step, total, window, interval_steps,
+                          time.perf_counter() - interval_start, config.global_batch_size)
+          window, interval_steps, interval_start = EMPTY_WINDOW, 0, time.perf_counter()
+        if due(config.image_every_steps):
+          write_grids(eval_step, train_state, grid_batch, writer, step, config.grid_size)
+        if due(config.eval_every_steps):
+          report_finite('eval', evaluate(eval_step, train_state, eval_batches(eval_limit),
+                                         config.seed, config.model.latent_dim))
+        if probe is not None and due(config.quality.every_steps):
+          fitted = {} if encode_step is None else fit_priors(
+              encode_step, train_state, prior_batches(), config.quality.priors,
+              config.quality.prior_codes, config.seed)
+          save_priors(fitted, workdir, step)
+          measured = {'quality': train_state}
+          if config.quality.raw_decoder:      # the same draws through the decoder the EMA follows
+            measured['quality_raw_decoder'] = train_state.replace(decoder_ema=None)
+          for kind, decoded_by in measured.items():
+            report_finite(kind, measure_quality(eval_step, decoded_by, eval_batches(None), probe,
+                                                config.quality.num_samples, config.seed,
+                                                config.model.latent_dim, fitted, decode_step))
+        if stop or due(config.checkpoint_every_steps):
+          save_checkpoint(checkpointer, step, train_state,
+                          {**batches.get_state(), 'report_window': window}, config)
+        if stop:
+          logging.warning('Preempted: saved step %d; rerun the same command to continue.', step)
+          break
+  except (checkpoints.CheckpointWriteError, folders.WriteFailed) as error:
+    raise type(error)(f'{error} {last_good_line(checkpointer)}') from None
   return train_state

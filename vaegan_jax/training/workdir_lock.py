@@ -1,13 +1,12 @@
-"""One trainer per workdir: an exclusive lock on WORKDIR/.lock (files.FileLock), released when
+"""One trainer per workdir: an exclusive lock on WORKDIR/.lock (folders.FileLock), released when
 the process ends, even by SIGKILL, so a stale lock never blocks a resume. The file names the
-holder (pid, host, start time) for the message a second trainer gets; a link planted at
-WORKDIR/.lock is refused, never written through.
+holder (pid, host, start time) for the message a second trainer gets; a link, FIFO or folder
+planted at WORKDIR/.lock is refused, never written through. The holder removes the file when it
+exits, while it still holds the lock.
 """
 from __future__ import annotations
 
-import os
-
-from vaegan_jax import files
+from vaegan_jax import folders
 
 LOCK_NAME = '.lock'
 
@@ -17,20 +16,21 @@ class WorkdirBusy(RuntimeError):
 
 
 class WorkdirLock:
-  """`with WorkdirLock(workdir):` holds the workdir's lock; raises WorkdirBusy if another
-  process holds it, and files.UnsafeFile if .lock is a link."""
+  """`with WorkdirLock(workdir):` holds the workdir's lock (workdir: a folders.Folder); raises
+  WorkdirBusy if another process holds it, and files.UnsafeFile if .lock is not a plain file."""
 
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, LOCK_NAME)
-    self._lock = files.FileLock(self.path, wait=False, what=f'the workdir {workdir}')
+  def __init__(self, workdir: folders.Folder):
+    self.workdir = workdir
+    self._lock = folders.FileLock(workdir, LOCK_NAME, wait=False,
+                                  what=f'the workdir {workdir.path()}', remove=True)
 
   def __enter__(self) -> WorkdirLock:
     try:
       self._lock.__enter__()
-    except files.LockBusy as busy:
+    except folders.LockBusy as busy:
       raise WorkdirBusy(
-          f'{os.path.dirname(self.path)} is in use by {busy}. One run trains in a workdir at '
-          f'a time: wait for it to finish or stop it, or give another --workdir.') from None
+          f'{self.workdir.path()} is in use by {busy}. One run trains in a workdir at a time: '
+          f'wait for it to finish or stop it, or give another --workdir.') from None
     return self
 
   def __exit__(self, *exc_info) -> None:
