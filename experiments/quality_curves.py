@@ -26,7 +26,7 @@ from PIL import Image
 from vaegan_jax import console, folders
 from vaegan_jax.analysis import plots
 from vaegan_jax.configs import synthetic, tiny
-from vaegan_jax.training import train
+from vaegan_jax.training import metric_writers, train
 
 _OUT = flags.DEFINE_string('out', 'curves', 'Folder for the runs, curves.json and curves.png.')
 _STEPS = flags.DEFINE_integer('steps', 4000, 'Training steps of each model.')
@@ -40,12 +40,8 @@ _TRAIN = flags.DEFINE_list('train', list(MODELS), 'The models to train (further)
 
 def quality_curve(workdir: str) -> list[dict]:
   """The 'quality' lines of a run's metrics.jsonl, in step order (the last one per step)."""
-  by_step = {}
-  with open(os.path.join(workdir, 'metrics.jsonl')) as file:
-    for line in file:
-      record = json.loads(line)
-      if record['kind'] == 'quality':
-        by_step[record['step']] = record
+  by_step = {record['step']: record for record in metric_writers.read_records(
+      os.path.join(workdir, 'metrics.jsonl')) if record['kind'] == 'quality'}
   return [by_step[step] for step in sorted(by_step)]
 
 

@@ -59,6 +59,7 @@ needs_eight_devices = pytest.mark.skipif(
 # ones overlap and the short ones fill in at the end, instead of one worker finishing alone.
 LONGEST_FIRST = (
     'test_two_processes_match_one', 'test_quality_benchmark_smoke',
+    'test_every_entry_planted_as_a_link_or_fifo_changes_nothing_outside',
     'test_gpu_benchmark_script_smoke',
     'test_four_steps_per_dispatch_report_at_their_steps_and_resume_bit_identical',
     'test_separate_passes_give_the_gradients_of_the_authors_graph[vaegan-loss_overrides0]',

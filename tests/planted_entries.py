@@ -1,7 +1,8 @@
 """The sweep of SECURITY.md's write promise, run as a script (a case that hung would hang only
 this process, which its test kills): every entry the trainer and prepare write, planted in turn
 as a symbolic link, a dangling link, a hard link and a FIFO, each case in a fresh workdir or
-data_dir, all in one process, so that the runs share the compiled steps.
+data_dir, all in one process, so that the runs share the compiled steps. Files written whole
+(grids, the drawn faces' files) take one kind each in the same run.
 
     python tests/planted_entries.py DATA_DIR SCRATCH      # prints one JSON line per case
 
@@ -19,19 +20,19 @@ import time
 from checkpoint_damage import damage_by_truncation
 from tiny_runs import tiny_run_config
 from vaegan_jax.analysis import runs
-from vaegan_jax.data import prepare
+from vaegan_jax.data import celeba, prepare
 from vaegan_jax.metrics import extractors
 from vaegan_jax.training import main, train
 
-# (entry, what the writer expects there: 'file' or 'folder', the workdir it is planted in):
-# 'fresh' a new workdir; 'finished' a copy of a run with checkpoints 3 and 6; 'damaged' the
-# same with step 6 cut in half, so that the trainer moves it aside.
-WORKDIR_ENTRIES = [
+KINDS = {'file': ('symlink', 'dangling', 'hardlink', 'fifo'),
+         'folder': ('symlink', 'dangling', 'fifo')}
+# Where each entry is planted: 'fresh' a new workdir; 'finished' a copy of a run with checkpoints
+# 3 and 6; 'damaged' the same with step 6 cut in half, so that the trainer moves it aside.
+WORKDIR_ENTRIES = [                     # (entry, what the writer expects there, where)
     ('.lock', 'file', 'fresh'),
     ('metrics.jsonl', 'file', 'fresh'),
     ('metrics.jsonl', 'file', 'finished'),          # truncated on resume, then appended to
     ('images', 'folder', 'fresh'),
-    ('images/samples_00000003.png', 'file', 'fresh'),
     ('tensorboard', 'folder', 'fresh'),
     ('tensorboard/EVENTS', 'file', 'fresh'),        # the events file's predictable names
     ('checkpoints', 'folder', 'fresh'),
@@ -43,14 +44,23 @@ DATA_DIR_ENTRIES = [
     ('raw', 'folder'),
     ('raw/synthetic_300', 'folder'),
     ('raw/synthetic_300/.draw.lock', 'file'),
-    ('raw/synthetic_300/list_attr_celeba.txt', 'file'),
     ('vaegan_images', 'folder'),
     ('vaegan_images/synthetic_16', 'folder'),
     ('vaegan_images/synthetic_16/.prepare.lock', 'file'),
     ('vaegan_extractors', 'folder'),               # the sample-quality metrics' cache
 ]
-KINDS = {'file': ('symlink', 'dangling', 'hardlink', 'fifo'),
-         'folder': ('symlink', 'dangling', 'fifo')}
+# Files written whole and renamed into place: a planted entry is replaced, and the run goes on.
+# Each kind is planted at another of them in one run, to keep the sweep short.
+GRIDS = [f'images/{name}_00000003.png' for name in ('samples', 'reconstructions', 'test_images')]
+RAW_FILES = [f'raw/synthetic_300/{name}' for name in celeba.FILE_NAMES[1:]]
+CASES = (  # (where, start, ((entry, kind), ...), what the writer expects there)
+    [('workdir', start, ((entry, kind),), expects) for entry, expects, start in WORKDIR_ENTRIES
+     for kind in KINDS[expects]]
+    + [('data_dir', 'fresh', ((entry, kind),), expects) for entry, expects in DATA_DIR_ENTRIES
+       for kind in KINDS[expects]]
+    + [('workdir', 'fresh', tuple(zip(GRIDS, ('symlink', 'dangling', 'hardlink'))), 'file'),
+       ('workdir', 'fresh', ((GRIDS[0], 'fifo'),), 'file'),
+       ('data_dir', 'fresh', tuple(zip(RAW_FILES, KINDS['file'])), 'file')])
 
 
 def snapshot(folder):
@@ -115,11 +125,7 @@ def main_(data_dir, scratch):
   shutil.copytree(finished, damaged, symlinks=True)
   damage_by_truncation(os.path.join(damaged, 'checkpoints', '6'))
 
-  cases = [('workdir', entry, expects, start, kind) for entry, expects, start in WORKDIR_ENTRIES
-           for kind in KINDS[expects]]
-  cases += [('data_dir', entry, expects, None, kind) for entry, expects in DATA_DIR_ENTRIES
-            for kind in KINDS[expects]]
-  for index, (where, entry, expects, start, kind) in enumerate(cases):
+  for index, (where, start, plants, expects) in enumerate(CASES):
     case = os.path.join(scratch, f'case_{index}')
     outside = os.path.join(case, 'outside')
     os.makedirs(os.path.join(outside, 'victim_folder'))
@@ -128,12 +134,14 @@ def main_(data_dir, scratch):
     with open(os.path.join(outside, 'victim_folder', 'kept'), 'w') as file:
       file.write('precious too')
     written = os.path.join(case, 'written')
+    entry = plants[0][0]
     if where == 'workdir' and start != 'fresh':
       shutil.copytree({'finished': finished, 'damaged': damaged}[start], written, symlinks=True)
     elif where == 'data_dir' and not entry.startswith('raw'):    # the faces drawn already
       shutil.copytree(os.path.join(data_dir, 'raw'), os.path.join(written, 'raw'))
     os.makedirs(written, exist_ok=True)
-    plant(written, entry, expects, kind, outside)
+    for planted, kind in plants:
+      plant(written, planted, expects, kind, outside)
     before = snapshot(outside)
     started = time.monotonic()
     if where == 'data_dir' and entry.startswith('vaegan_extractors'):
@@ -145,7 +153,7 @@ def main_(data_dir, scratch):
     else:
       ended = outcome(lambda: train.train_and_evaluate(
           tiny_run_config(data_dir, num_train_steps=3 if start == 'fresh' else 9), written))
-    print(json.dumps({'case': f'{where} {entry} ({start or "fresh"}) as {kind}', **ended,
+    print(json.dumps({'where': where, 'start': start, 'plants': plants, **ended,
                       'seconds': round(time.monotonic() - started, 1),
                       'outside_changed': sorted(set(snapshot(outside).items())
                                                 ^ set(before.items()))}), flush=True)

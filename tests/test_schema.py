@@ -51,14 +51,20 @@ def bad(**changes):
     (bad(loss__decoder_gan='minimax'), "'saturating', 'non_saturating'"),
     (bad(loss__gan_form='probability'), "'logit', 'eps'"),
     (bad(loss__reduction='max'), "'sum', 'mean'"),
-    (bad(loss__gamma=-1.0), r'loss.gamma=-1.0 must be a number >= 0'),
+    (bad(loss__gamma=-1.0), r'loss.gamma=-1.0 must be a finite number in \[0, 1e\+06\]'),
     (bad(data__flip='vertical'), r"data.flip='vertical' is not a valid choice; choose one of "
                                  r"\('none', 'batch', 'example'\)"),
-    (bad(num_train_steps=0), 'num_train_steps=0: must be a positive integer'),
-    (bad(eval_batches=-1), r'eval_batches=-1: 0 \(all\) or a positive count'),
+    (bad(num_train_steps=0), 'num_train_steps=0: must be an integer from 1 to 1,000,000,000.'),
+    (bad(eval_batches=-1), r'eval_batches=-1: must be an integer from 0 to 1,000,000,000 '
+                           r'\(0: all\)'),
     (bad(quality__inception_sha256='6726825d'), r"quality.inception_sha256='6726825d' must be "
                                                 r'the full SHA-256 \(64 hex digits'),
-    (bad(data__max_image_pixels=0), 'data.max_image_pixels=0: must be a positive integer'),
+    (bad(data__max_image_pixels=0), 'data.max_image_pixels=0: must be an integer from 1 to'),
+    (bad(data__name='../../x'), r"data.name='../../x': a dataset name is at most 100 letters"),
+    (bad(data__eval_split='tset'), r"data.eval_split='tset': must be one of \('train', "),
+    (bad(model__latent_dim=400_000_000), 'model.latent_dim=400000000: must be an integer from '
+                                         '1 to 4,096'),
+    (bad(model__encoder_channels=(8, 10**9)), 'each from 1 to 8,192'),
     (bad(quality__priors=('gmm:ten',)), r"quality.priors: Unknown prior 'gmm:ten'; use standard, "
                                         r'gaussian, gmm:K'),
 ])
@@ -81,6 +87,32 @@ def test_a_gan_has_no_codes_to_fit_a_prior_to():
   config.quality.priors = ('gaussian',)
   with pytest.raises(schema.ConfigError, match=r"a gan run has no encoder; set quality.priors"):
     schema.check(config)
+
+
+def numeric_keys():
+  values = schema.flatten_config(tiny.get_config())
+  return sorted(key for key, value in values.items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+@pytest.mark.parametrize('key', numeric_keys())
+def test_every_number_has_a_range_a_real_run_could_use(key):
+  """Issue 45, item 4: each numeric key at -1, 1e20 (as a float and as an integer), inf and nan
+  is refused in one line naming the key; at 0 it is refused or it is in the key's range."""
+  for value in (-1, 1e20, 10**20, float('inf'), float('-inf'), float('nan'), 0):
+    config = tiny.get_config()
+    *sections, name = key.split('.')
+    node = config
+    for section in sections:
+      node = node[section]
+    with node.ignore_type():
+      node[name] = value
+    try:
+      schema.check(config)
+    except schema.ConfigError as error:
+      assert str(error).startswith(f'{key}=') and '\n' not in str(error), (key, value, error)
+    else:
+      assert value == 0, (key, value)
 
 
 def test_optimizer_settings_are_checked_per_network():
@@ -128,6 +160,8 @@ def test_unknown_key_message_lists_the_section():
       "model.latent_dim.")
   assert schema.unknown_key_message(config, 'sede') == (
       "Unknown config key 'sede'; the keys are: seed.")
+  assert schema.unknown_key_message(config, 'nosection.seed') == (
+      "Unknown config section 'nosection' (in 'nosection.seed'); the sections are: model.")
 
 
 def test_resumable_settings_are_those_that_leave_state_and_batches_alone():

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import logging as std_logging
+import math
 import os
 import sys
 import time
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from absl import app, logging
+from absl import app, flags, logging
 
 
 def quiet_library_logs() -> None:
@@ -41,8 +42,41 @@ def run_main(program: str, main: Callable[[list[str]], None],
       main(argv)
     except tuple(failures) as error:
       raise SystemExit(failure_line(program, error)) from None
+    except RuntimeError as error:
+      if not str(error).startswith('Unable to initialize backend'):
+        raise
+      raise SystemExit(failure_line(program, missing_backend(error))) from None
 
   app.run(quiet_main, **({'flags_parser': flags_parser} if flags_parser else {}))
+
+
+def finite_numbers(flag: str, low: float, high: float) -> None:
+  """Refuse, at parsing, a float flag (or a list flag's items) outside [low, high], nan
+  included (absl's own bounds let nan through)."""
+  def ok(value: Any) -> bool:
+    values = value if isinstance(value, list) else [value]
+    try:
+      return all(math.isfinite(float(item)) and low <= float(item) <= high for item in values)
+    except (TypeError, ValueError):
+      return False
+  flags.register_validator(flag, ok, f'must be finite numbers from {low:g} to {high:g}')
+
+
+def counts_or_all(flag: str, high: int) -> None:
+  """Refuse, at parsing, a list flag whose items are not 'all' or counts from 1 to `high`."""
+  flags.register_validator(
+      flag, lambda values: all(value == 'all' or (value.isdigit() and 1 <= int(value) <= high)
+                               for value in values),
+      f'must be counts from 1 to {high:,}, or all')
+
+
+def missing_backend(error: RuntimeError) -> str:
+  """What to do when jax cannot start the backend JAX_PLATFORMS names."""
+  asked = os.environ.get('JAX_PLATFORMS', '')
+  cause = str(error).split(':', 1)[0].removeprefix('Unable to initialize ')
+  return (f'JAX_PLATFORMS={asked} asks for a device this machine lacks (jax cannot start '
+          f'{cause}). Unset JAX_PLATFORMS to use what is here, or set it to one it has, '
+          f'e.g. JAX_PLATFORMS=cpu.')
 
 
 def failure_line(program: str, error: BaseException | str) -> str:

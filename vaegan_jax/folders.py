@@ -109,16 +109,16 @@ class Folder:
     """The entry's path, for messages and for libraries that take paths."""
     return os.path.join(self.root, *self._parts(relative))
 
-  def sub(self, relative: str, what: str | None = None) -> Folder:
+  def sub(self, relative: str) -> Folder:
     """The folder `relative`, made if needed (none of it a link), as a Folder of its own whose
     entries are reached from the same root, none of them through a link."""
     self.make_folder(relative)
-    return Folder(self.root, what or self.what, self.flag, tuple(self._parts(relative)))
+    return Folder(self.root, self.what, self.flag, tuple(self._parts(relative)))
 
   # ------------------------------------------------------------ the folder itself
   def make(self) -> Folder:
-    """Make the folder if needed (following links in its own path) and write a probe file in it
-    (mkstemp's O_EXCL: never a link); FolderError naming `what` and `flag` if either fails."""
+    """Make the folder if needed (following links in its own path) and write a fresh probe file
+    in it (O_EXCL: never a link); FolderError naming `what` and `flag` if either fails."""
     if not self.given:
       raise FolderError(f'{self.what} is empty; give a folder with {self.flag}.')
     if os.path.exists(self.root) and not os.path.isdir(self.root):
@@ -311,9 +311,9 @@ class Folder:
       if status.st_size > max_bytes:
         raise UnsafeFile(f'{self.path(relative)} has {status.st_size:,} bytes, over the limit '
                          f'of {max_bytes:,}; not read.')
-      data = file.read(max_bytes + 1)
-    if len(data) > max_bytes:
-      raise UnsafeFile(f'{self.path(relative)} grew past {max_bytes:,} bytes while it was read.')
+      data = file.read(status.st_size + 1)
+    if len(data) > status.st_size:
+      raise UnsafeFile(f'{self.path(relative)} grew while it was read; not used.')
     return data
 
   def open_in_place(self, relative: str, flags: int) -> int:

@@ -1,13 +1,19 @@
 """Training input: shuffling per epoch, per-process shards that are disjoint and covering, flips,
 determinism and exact resume, device placement."""
+import json
 import os
+import re
+import shutil
 
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
+from google.protobuf import json_format
 
 import fake_celeba
-from vaegan_jax.data import dataset_layout, input_pipeline, prepare, preprocess, sources
+from vaegan_jax.data import (dataset_layout, input_pipeline, prepare, prepared_documents,
+                             preprocess, sources)
 from vaegan_jax.data.dataset_layout import DataError
 
 GLOBAL_BATCH = 16
@@ -167,24 +173,78 @@ def test_conditions_are_the_named_columns_in_plus_minus_one():
     input_pipeline.condition_columns(names, ('Young',))
 
 
-def test_a_prepared_folder_naming_another_feature_class_is_refused_unimported(
-    tmp_path, monkeypatch):
-  """Issue 20, item 5: tfds imports the module of any class features.json names; a shared
-  prepared folder could make it run a file from the working directory."""
-  raw, data = str(tmp_path / 'raw'), str(tmp_path / 'data')
+TEXT_CLASS = 'tensorflow_datasets.core.features.text_feature.Text'
+# Each way a prepared folder's documents could name code or reach past the folder: every
+# spelling of a feature class that tfds reads, and the fields of dataset_info.json that name code,
+# a path or a count. (document, what replaces its text, what the message names)
+TAMPERINGS = {
+    'the class name': ('features.json', lambda text: text.replace(TEXT_CLASS,
+                                                                  'planted_features.Text')),
+    'python_class_name': ('features.json', lambda text: text.replace(
+        '"text": {}', '"text": {}, "python_class_name": "planted_features.Text"')),
+    'a type key': ('features.json', lambda text: json.dumps(
+        {'type': 'planted_features.Evil', 'content': {}})),
+    'this.Zen': ('features.json', lambda text: json.dumps({'type': 'this.Zen', 'content': {}})),
+    'a nested json feature': ('features.json', lambda text: text.replace(
+        '"text": {}', '"jsonFeature": {"json": "{\\"type\\": \\"planted_features.Text\\"}"}')),
+    'another feature': ('features.json', lambda text: text.replace(
+        '"name": {', '"extra": {"pythonClassName": "planted_features.Text"}, "name": {')),
+    'the module': ('dataset_info.json', lambda text: text.replace(
+        '"vaegan_jax.data.prepare"', '"planted_features"')),
+    'a features key': ('dataset_info.json', lambda text: text.replace(
+        '"name": "vaegan_images"', '"name": "vaegan_images", "features": {"pythonClassName": '
+        '"planted_features.Text"}')),
+    'the file template': ('dataset_info.json', lambda text: text.replace(
+        '{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}', '../../{SPLIT}')),
+    'a shard length past any dataset': ('dataset_info.json', lambda text: re.sub(
+        r'"shardLengths": \[\s*"\d+"', '"shardLengths": ["100000000000000000000"', text, 1)),
+    'the attribute names': ('metadata.json', lambda text: text.replace('"Bald", ', '')),
+}
+
+
+@pytest.fixture(scope='module')
+def prepared(tmp_path_factory):
+  root = tmp_path_factory.mktemp('prepared')
+  raw, data = str(root / 'raw'), str(root / 'data')
   fake_celeba.write(raw, 12)
   prepare.prepare(sources.CelebAFiles(raw), data, preprocess.PreprocessSpec(resolution=8))
+  return data
+
+
+@pytest.mark.parametrize('tampering', sorted(TAMPERINGS))
+def test_a_prepared_folder_whose_documents_name_code_or_other_paths_is_refused_unimported(
+    tmp_path, monkeypatch, capsys, prepared, tampering):
+  """Issue 20, item 5 and issue 45, item 2: tfds imports the module of any class features.json
+  names, by several spellings; the reader never hands the documents to tfds, and refuses any
+  document that is not exactly what prepare writes."""
+  data = str(tmp_path / 'data')
+  shutil.copytree(prepared, data)
   marker = tmp_path / 'ran'
   (tmp_path / 'planted_features.py').write_text(f'open({str(marker)!r}, "w").close()\n')
   monkeypatch.syspath_prepend(str(tmp_path))          # as `python -m` puts the cwd first
-  features = os.path.join(dataset_layout.dataset_dir(data, 'celeba', 8, 3), 'features.json')
-  text = open(features).read()
-  assert text.count('tensorflow_datasets.core.features.text_feature.Text') == 1
-  open(features, 'w').write(text.replace('tensorflow_datasets.core.features.text_feature.Text',
-                                         'planted_features.Text'))
-  with pytest.raises(DataError, match='names feature classes that vaegan-prepare never writes '
-                                      r'\(planted_features.Text\)'):
+  document, change = TAMPERINGS[tampering]
+  path = os.path.join(dataset_layout.dataset_dir(data, 'celeba', 8, 3), document)
+  text = open(path).read()
+  assert change(text) != text
+  open(path, 'w').write(change(text))
+  with pytest.raises(DataError, match=f'{re.escape(path)} was not opened: .* prepare the '
+                                      f'dataset again'):
     input_pipeline.open_prepared(data, 'celeba', 8, 3, 'train')
-  assert not marker.exists()
-  open(features, 'w').write(text)                     # the untouched folder still opens
+  assert not marker.exists() and 'Beautiful is better' not in capsys.readouterr().out
+  open(path, 'w').write(text)                         # the untouched folder still opens
   assert len(input_pipeline.open_prepared(data, 'celeba', 8, 3, 'test')) > 0
+
+
+def test_the_feature_document_is_what_tfds_writes_for_every_shape():
+  """The reader's copy of features.json equals tfds's own, for grey and colour images and for
+  binary, real and no attributes."""
+  for shape, count, kind, dtype in (((8, 8, 3), 40, 'binary', np.bool_),
+                                    ((32, 32, 1), 73, 'real', np.float32),
+                                    ((16, 16, 3), 0, 'binary', np.bool_)):
+    tensor = lambda shape, dtype: tfds.features.Tensor(shape=shape, dtype=dtype,
+                                                       encoding=tfds.features.Encoding.BYTES)
+    written = tfds.features.FeaturesDict({'image': tensor(shape, np.uint8),
+                                          'attributes': tensor((count,), dtype),
+                                          'name': tfds.features.Text()})
+    assert json_format.MessageToDict(written.to_proto()) == (
+        prepared_documents.features_document(shape, count, kind))

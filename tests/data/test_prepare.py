@@ -442,11 +442,14 @@ def test_an_incomplete_folder_is_left_alone_while_its_writer_holds_the_lock(tmp_
 
 
 @pytest.mark.parametrize('flag, message', [
-    ('--resolution=0', 'flag --resolution=0: 0 is not a positive integer'),
-    ('--workers=-1', 'flag --workers=-1: -1 is not a non-negative integer'),
+    ('--resolution=0', r'flag --resolution=0: 0 is not an integer in the range \[4, 1024\]'),
+    ('--resolution=99999999999999999999', 'is not an integer in the range'),
+    ('--workers=-1', r'flag --workers=-1: -1 is not an integer in the range \[0, 1024\]'),
     ('--test_fraction=1.5', 'flag --test_fraction=1.5: must lie strictly between 0 and 1'),
-    ('--augmented_copies=-2', 'flag --augmented_copies=-2: -2 is not a non-negative integer'),
-    ('--max_image_pixels=0', 'flag --max_image_pixels=0: 0 is not a positive integer'),
+    ('--augmented_copies=-2', 'flag --augmented_copies=-2: -2 is not an integer in the range'),
+    ('--augmented_copies=1e20', "flag --augmented_copies=1e20: invalid literal for int"),
+    ('--max_image_bytes=1e20', "flag --max_image_bytes=1e20: invalid literal for int"),
+    ('--max_image_pixels=0', 'flag --max_image_pixels=0: 0 is not an integer in the range'),
 ])
 def test_bad_prepare_flags_are_one_message(tmp_path, celeba_raw, flag, message):
   result = subprocess.run([sys.executable, '-m', 'vaegan_jax.data.prepare',

@@ -2,6 +2,9 @@
 bicubic loop written from Keys' formula), and the channel and crop rules, 16-bit and transparent
 images among them."""
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +12,8 @@ import scipy.ndimage
 from PIL import Image
 
 from vaegan_jax.data import preprocess, sources
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def keys_weight(distance: float) -> float:
@@ -128,3 +133,36 @@ def test_transparent_pixels_show_the_documented_background(tmp_path):
   alpha = 128 / 255
   np.testing.assert_allclose(pixels[7, 0], [200 * alpha + 255 * (1 - alpha),
                                             255 * (1 - alpha), 255 * (1 - alpha)], atol=1)
+
+
+def test_a_large_image_is_resized_in_strips_as_one_matrix_product_would_be():
+  """A square past STRIP_ROWS rows is multiplied in strip by strip: the same image as the whole
+  product, to float32 rounding (at most 1 in a pixel value)."""
+  pixels = np.random.default_rng(5).integers(0, 256, (700, 650, 3), dtype=np.uint8)
+  spec = preprocess.PreprocessSpec(crop='centre', resolution=32)
+  ours = preprocess.preprocess(Image.fromarray(pixels), spec).astype(int)
+  square = preprocess.crop_square(pixels, 'centre').astype(np.float64)
+  matrix = preprocess.resize_matrix(650, 32).astype(np.float64)
+  whole = np.clip(np.rint(matrix @ square.transpose(2, 0, 1) @ matrix.T), 0, 255)
+  assert np.abs(ours - whole.transpose(1, 2, 0)).max() <= 1
+
+
+def test_a_large_legal_image_is_prepared_holding_one_full_size_copy(tmp_path):
+  """Issue 45, item 5: a 142 KB PNG of 7000x7000 (legal under the 50-megapixel cap) took
+  1.33 GB to prepare: a float32 copy, its products, and a dense 7000x7000 blur matrix. Now the
+  decoded image is the one full-size copy (147 MB); the process's peak stays under 400 MB."""
+  path = tmp_path / 'large.png'
+  Image.fromarray(np.zeros((7000, 7000, 3), np.uint8)).save(path, optimize=True)
+  script = '''
+import sys
+from vaegan_jax.data import preprocess, sources
+image = sources.ImageLimits().read_file(sys.argv[1])
+preprocess.preprocess(image, preprocess.PreprocessSpec(crop='centre', resolution=64))
+peak = [line for line in open('/proc/self/status') if line.startswith('VmHWM:')][0]
+print(int(peak.split()[1]) // 1024)        # this process's own peak (ru_maxrss counts its parent)
+'''
+  done = subprocess.run([sys.executable, '-c', script, str(path)], capture_output=True, text=True,
+                        timeout=120, env=dict(os.environ, PYTHONPATH=REPO,
+                                              OPENBLAS_NUM_THREADS='1'))
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert int(done.stdout.split()[-1]) < 400, done.stdout

@@ -1,12 +1,17 @@
 """Priors to sample from (model/priors.py): the standard normal, and fits to the codes [ours]."""
 import os
 import pickle
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
 
-from vaegan_jax.model import priors
 from vaegan_jax import folders
+from vaegan_jax.model import priors
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_the_standard_prior_draws_what_the_figures_always_drew():
@@ -142,3 +147,51 @@ def test_a_fit_larger_than_any_fit_of_the_model_is_not_read(tmp_path):
     file.truncate(priors.MAX_COMPONENTS * (4 * 4 + 4 + 1) * 8 + 4097)
   with pytest.raises(priors.PriorError, match='over the limit'):
     priors.load(str(path), 'gmm:2', latent_dim=4)
+
+
+def npy_header(shape, dtype='<f8'):
+  """An .npy header (version 1.0) declaring `shape`, padded as np.save pads it."""
+  text = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape}, }}"
+  text += ' ' * (63 - (10 + len(text)) % 64) + '\n'
+  return b'\x93NUMPY\x01\x00' + len(text).to_bytes(2, 'little') + text.encode()
+
+
+def test_a_fit_is_checked_by_its_headers_before_anything_is_inflated(tmp_path):
+  """Issue 45, item 3: a fit that is not a zip, one whose header declares 2^40 x 8 x 8 float64
+  (512 TiB), and a 522 KB zip of deflated zeros under the size cap (985 MB once inflated) are
+  each refused in one line, without allocating what they declare (a subprocess under a 256 MB
+  address-space cap reads them)."""
+  latent = 8
+  not_a_zip = tmp_path / 'not_a_zip.npz'
+  not_a_zip.write_bytes(b'PK but not a zip' * 10)
+  huge = tmp_path / 'huge_header.npz'
+  with zipfile.ZipFile(huge, 'w') as archive:
+    archive.writestr('weights.npy', npy_header((1,)) + np.ones(1).tobytes())
+    archive.writestr('means.npy', npy_header((2**40, latent)))
+    archive.writestr('scales.npy', npy_header((2**40, latent, latent)))
+  zeros = tmp_path / 'deflated_zeros.npz'
+  with zipfile.ZipFile(zeros, 'w', zipfile.ZIP_DEFLATED) as archive:
+    archive.writestr('weights.npy', npy_header((1,)) + np.ones(1).tobytes())
+    archive.writestr('means.npy', npy_header((1, latent)) + bytes(8 * latent))
+    archive.writestr('scales.npy', npy_header((600_000, latent, latent))
+                     + bytes(600_000 * latent * latent * 8))         # 307 MB of zeros
+  assert zeros.stat().st_size < priors.MAX_COMPONENTS * (latent * latent + latent + 1) * 8
+  script = '''
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (256 << 20, 256 << 20))
+from vaegan_jax.model import priors
+for path in sys.argv[1:]:
+  try:
+    priors.load(path, 'gmm:10', latent_dim=8)
+    print('read', path)
+  except priors.PriorError as error:
+    print(error)
+'''
+  result = subprocess.run([sys.executable, '-c', script, str(not_a_zip), str(huge), str(zeros)],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=REPO, OPENBLAS_NUM_THREADS='1'))
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.splitlines()
+  assert len(lines) == 3 and all('Delete it; it is fitted again.' in line for line in lines)
+  assert 'is not a readable .npz file (BadZipFile' in lines[0]
+  assert 'take more than' in lines[1] and 'take more than' in lines[2]

@@ -145,3 +145,15 @@ def test_a_workdir_that_fails_mid_run_stops_at_once_with_the_first_cause(tmp_pat
   advice = {'EROFS': 'its file system is read-only: remount it writable',
             'ENOSPC': 'the disk is full: free disk space'}
   assert advice[cause] in line and kept in line, line
+
+
+def test_a_backend_this_machine_lacks_is_one_line(tmp_path):
+  """Issue 45, item 5: JAX_PLATFORMS=tpu on a machine without one gave two tracebacks."""
+  process = subprocess.Popen(train_command(f'--config={TINY}', f'--workdir={tmp_path}/run'),
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=dict(os.environ, PYTHONPATH=REPO,
+                                                 JAX_PLATFORMS='tpu'))
+  assert last_line_alone(process) == (
+      "vaegan-train: JAX_PLATFORMS=tpu asks for a device this machine lacks (jax cannot start "
+      "backend 'tpu'). Unset JAX_PLATFORMS to use what is here, or set it to one it has, e.g. "
+      "JAX_PLATFORMS=cpu.")

@@ -1,8 +1,10 @@
 """Small pieces of the training loop's reporting and start-up, against hand-computed values."""
 import ml_collections
 import numpy as np
+import pytest
 
-from vaegan_jax.training import checkpoints, main, train
+from vaegan_jax import folders
+from vaegan_jax.training import checkpoints, main, metric_writers, train
 
 
 def test_config_differences_ignore_resumable_settings():
@@ -44,3 +46,25 @@ def test_cluster_detection():
   assert not main.in_multi_process_cluster({'TPU_WORKER_HOSTNAMES': 'localhost'})
   assert main.in_multi_process_cluster({'SLURM_NTASKS': '4'})
   assert not main.in_multi_process_cluster({'SLURM_NTASKS': '1', 'HOME': '/root'})
+
+
+def test_metrics_lines_that_are_not_reports_are_dropped_on_resume_and_refused_when_read(
+    tmp_path):
+  """Issue 45, item 3: a line without a step appended to metrics.jsonl was a KeyError on
+  resume. The trainer drops it with the reports past its step; a reader names its line."""
+  folder = folders.Folder(str(tmp_path)).make()
+  lines = ['{"step": 2, "kind": "train", "loss": 1.5}', '{"kind": "eval"}',
+           '{"step": "3", "kind": "train"}', '{"step": 4, "kind": "eval", "fid": [1]}',
+           '{"step": 4, "kind": "train", "loss": 0.5}', '{"step": 6, "kind": "train", "loss": 0.2}',
+           '{"step": 8, "kind": "tr']                           # torn by a kill
+  (tmp_path / 'metrics.jsonl').write_text('\n'.join(lines))
+  with pytest.raises(ValueError, match=r'metrics.jsonl, line 2, is not a report vaegan-train '
+                                       r'writes'):
+    metric_writers.read_records(str(tmp_path / 'metrics.jsonl'))
+  assert metric_writers.drop_records_after(folder, 4) == 5
+  kept = metric_writers.read_records(str(tmp_path / 'metrics.jsonl'))
+  assert kept == [{'step': 2, 'kind': 'train', 'loss': 1.5},
+                  {'step': 4, 'kind': 'train', 'loss': 0.5}]
+  (tmp_path / 'metrics.jsonl').write_text('\n'.join(lines[:1] + lines[-1:]))
+  assert metric_writers.read_records(str(tmp_path / 'metrics.jsonl')) == [
+      {'step': 2, 'kind': 'train', 'loss': 1.5}]           # a torn last line: a trainer writing

@@ -17,7 +17,7 @@ from tensorboardX.proto import event_pb2
 
 from tiny_runs import REPO, kill_once_saved, leaves, run_in_subprocess, tiny_run_config
 from vaegan_jax.analysis import runs
-from vaegan_jax.configs import tiny
+from vaegan_jax.configs import schema, tiny
 from vaegan_jax.data import grids
 from vaegan_jax.data.dataset_layout import DataError
 from vaegan_jax.model import priors, second_stage
@@ -186,9 +186,12 @@ def saved_steps(workdir):
 @pytest.mark.parametrize('intervals', [dict(checkpoint_every_steps=1, eval_every_steps=1,
                                             log_every_steps=1), {}])
 def test_divergence_is_never_saved_and_the_message_says_what_was_kept(tmp_path, data_dir,
-                                                                      intervals):
+                                                                      intervals, monkeypatch):
   # The run: the decoder's learning rate at 1e30 makes its weights ~1e30 after step 1
   # and the eval at step 1 NaN; with the tiny config's intervals the first check is at step 2.
+  # (The schema refuses such a rate: its range is lifted here, to make a run diverge at once.)
+  monkeypatch.setitem(schema.SCHEMA, 'optimizer.decoder.learning_rate',
+                      schema.Setting(schema.number(0, 1e30), resumable=True))
   config = tiny_run_config(data_dir, num_train_steps=6, **intervals)
   config.optimizer.decoder.learning_rate = 1e30
   workdir = str(tmp_path / 'diverged')

@@ -44,7 +44,7 @@ import numpy as np
 from absl import flags
 from PIL import Image, ImageDraw, ImageFont
 
-from vaegan_jax import console, folders
+from vaegan_jax import console, folders, ranges
 from vaegan_jax.analysis import attributes, plots, runs
 from vaegan_jax.data import grids, input_pipeline, preprocess
 from vaegan_jax.metrics import attribute_predictor, extractors, quality
@@ -440,17 +440,21 @@ def define_flags() -> None:
   flags.DEFINE_string('out', 'figures', 'Folder for the PNG and JSON files.')
   flags.DEFINE_string('data_dir', None, "Where the runs' dataset is prepared (default: theirs).")
   flags.DEFINE_integer('count', 8, 'samples: images per row; reconstructions: test images.',
-                       lower_bound=1)
-  flags.DEFINE_integer('seed', 0, 'samples: seed of the shared z.', lower_bound=0)
+                       lower_bound=1, upper_bound=1024)
+  flags.DEFINE_integer('seed', 0, 'samples: seed of the shared z.',
+                       lower_bound=ranges.SEEDS[0], upper_bound=ranges.SEEDS[1])
   flags.DEFINE_string('prior', 'standard', "samples, quality: p(z) to draw from: standard "
                       "(N(0, I)), or [ours] gaussian, gmm:K or vae2 fitted to each run's codes "
                       '(model/priors.py; the fit is kept in its workdir).')
   flags.DEFINE_list('attributes', ['paper'], "attributes: names, or 'paper' for the 18.")
-  flags.DEFINE_integer('num_encode', 10_000, 'attributes: training images encoded.', lower_bound=1)
-  flags.DEFINE_integer('num_test', 64, 'attributes: test images edited.', lower_bound=1)
+  flags.DEFINE_integer('num_encode', 10_000, 'attributes: training images encoded.',
+                       lower_bound=ranges.IMAGE_COUNTS[0], upper_bound=ranges.IMAGE_COUNTS[1])
+  flags.DEFINE_integer('num_test', 64, 'attributes: test images edited.',
+                       lower_bound=ranges.IMAGE_COUNTS[0], upper_bound=ranges.IMAGE_COUNTS[1])
   flags.DEFINE_list('strengths', ['-2', '-1', '0', '1', '2'], 'attributes: sweep strengths a.')
+  console.finite_numbers('strengths', *ranges.EDIT_STRENGTHS)
   flags.DEFINE_integer('interpolation_steps', 8, 'attributes: images per interpolation.',
-                       lower_bound=2)
+                       lower_bound=2, upper_bound=1024)
   flags.DEFINE_string('predictor', None, 'attributes: a trained attribute predictor (its --out '
                       'folder) to measure how often each edit works; conditional: the judge '
                       '(required).')
@@ -462,11 +466,14 @@ def define_flags() -> None:
   flags.DEFINE_string('inception_sha256', None, 'quality: the full SHA-256 of another release '
                       "of the Inception weights (default: pytorch-fid's file's).")
   flags.DEFINE_integer('num_samples', 10_000, 'quality: images per set (samples, and test '
-                       'images reconstructed).', lower_bound=1)
+                       'images reconstructed).', lower_bound=ranges.IMAGE_COUNTS[0],
+                       upper_bound=ranges.IMAGE_COUNTS[1])
   flags.DEFINE_integer('extractor_steps', 1500, 'quality: training steps of the domain '
-                       'extractor when it is made (once per dataset).', lower_bound=1)
+                       'extractor when it is made (once per dataset).',
+                       lower_bound=ranges.STEP_COUNTS[0], upper_bound=ranges.STEP_COUNTS[1])
   flags.DEFINE_integer('num_requests', 1000, 'conditional: test attribute vectors to generate '
-                       'from and judge.', lower_bound=1)
+                       'from and judge.', lower_bound=ranges.IMAGE_COUNTS[0],
+                       upper_bound=ranges.IMAGE_COUNTS[1])
 
 
 def main(argv: list[str]) -> None:

@@ -38,7 +38,7 @@ import optax
 from absl import flags
 from PIL import Image
 
-from vaegan_jax import console, folders
+from vaegan_jax import console, folders, ranges
 from vaegan_jax.analysis import attributes, plots, runs
 from vaegan_jax.data import input_pipeline, preprocess
 from vaegan_jax.metrics import attribute_predictor
@@ -327,13 +327,19 @@ def define_flags() -> None:
   flags.DEFINE_multi_string('run', None, 'LABEL=WORKDIR of a trained run (repeat).',
                             required=True)
   flags.DEFINE_list('labels', ['100', '1000', '10000', 'all'], 'Label budgets: counts or all.')
-  flags.DEFINE_integer('seeds', 3, 'Seeds per budget (label subset, init, batch order).')
-  flags.DEFINE_integer('steps', Budget.steps, 'Adam steps of every method.')
-  flags.DEFINE_integer('batch_size', Budget.batch_size, 'Batch size of every method.')
+  console.counts_or_all('labels', ranges.IMAGE_COUNTS[1])
+  flags.DEFINE_integer('seeds', 3, 'Seeds per budget (label subset, init, batch order).',
+                       lower_bound=1, upper_bound=1000)
+  flags.DEFINE_integer('steps', Budget.steps, 'Adam steps of every method.',
+                       lower_bound=ranges.STEP_COUNTS[0], upper_bound=ranges.STEP_COUNTS[1])
+  flags.DEFINE_integer('batch_size', Budget.batch_size, 'Batch size of every method.',
+                       lower_bound=ranges.BATCH_SIZES[0], upper_bound=ranges.BATCH_SIZES[1])
   flags.DEFINE_float('learning_rate', Budget.learning_rate, 'Adam learning rate of every method.')
+  console.finite_numbers('learning_rate', *ranges.LEARNING_RATES)
   flags.DEFINE_string('layer', None, "Discriminator layer of the probe (default: the run's "
                       'loss.feature_layer).')
-  flags.DEFINE_integer('num_test', 10_000, 'Test images scored.')
+  flags.DEFINE_integer('num_test', 10_000, 'Test images scored.',
+                       lower_bound=ranges.IMAGE_COUNTS[0], upper_bound=ranges.IMAGE_COUNTS[1])
   flags.DEFINE_string('data_dir', None, "Where the runs' dataset is prepared (default: theirs).")
   flags.DEFINE_string('out', 'pretraining', 'Folder for pretraining.json and pretraining.png.')
 

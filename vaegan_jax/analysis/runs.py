@@ -129,13 +129,28 @@ def load_run(workdir: str) -> Run:
     newest = checkpointer.newest_config()
     if newest is None:
       raise_not_found(workdir, directory)
-    _, saved = newest
-    config = _with_tuples(schema.with_added_keys(saved, celeba64.get_config()))
-    schema.check(config)
+    step, saved = newest
+    config = checked_config(saved, f'{directory}/{step}')
     training = state.create_training(config)
     restored, _ = checkpointer.restore(training.initial_state, config)
   return Run(workdir=workdir, config=config, networks=training.networks, state=restored,
              step=int(restored.step))
+
+
+def checked_config(saved: Any, where: str) -> ml_collections.ConfigDict:
+  """The config a checkpoint holds, through the same checks as the command line's (sizes
+  included: a latent size of 400,000,000 is refused before anything is built); a ConfigError
+  naming the checkpoint otherwise."""
+  try:
+    config = _with_tuples(schema.with_added_keys(saved, celeba64.get_config()))
+    schema.check(config)
+  except schema.ConfigError as error:
+    raise schema.ConfigError(f'The config of the checkpoint {where} is not one vaegan-train '
+                             f'accepts: {error}') from None
+  except (KeyError, TypeError, ValueError, AttributeError) as error:
+    raise schema.ConfigError(f'The config of the checkpoint {where} is not one vaegan-train '
+                             f'writes ({type(error).__name__}).') from None
+  return config
 
 
 def raise_not_found(workdir: str, directory: str) -> None:
@@ -151,6 +166,9 @@ def parse_runs(specs: Sequence[str]) -> dict[str, str]:
     label, separator, workdir = spec.partition('=')
     if not separator or not label or not workdir:
       raise ValueError(f'--run={spec!r}: expected LABEL=WORKDIR, e.g. --run=VAE/GAN=runs/vaegan.')
+    if label in parsed:
+      raise ValueError(f'--run={spec!r}: the label {label!r} is given twice; give each run a '
+                       f'label of its own.')
     parsed[label] = workdir
   return parsed
 

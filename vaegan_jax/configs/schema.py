@@ -6,19 +6,25 @@ they hold no checks of their own. `check` runs once at start-up (`train.train_an
 the benchmarks, a run read back by `runs.load_run`), and every message names the key, the value
 it got and what would be valid.
 
-Of the package it imports only model/priors.py (the one parser of a prior's name, which imports
-no module that imports this one), so any module may take its names from here.
+Every number has a range a real run could use, beside its key in the table (ranges.py holds
+those the command lines share), and every float must be finite. Of the package it imports only
+ranges.py, model/priors.py (the one parser of a prior's name) and data/dataset_layout.py (what a
+dataset's name may be), none of which imports a module that imports this one, so any module may
+take its names from here.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import numbers
 import re
 from typing import Any, Callable
 
 import ml_collections
 
+from vaegan_jax import ranges
+from vaegan_jax.data import dataset_layout
 from vaegan_jax.model import priors
 
 MODEL_KINDS = ('vaegan', 'vae', 'vae_disl', 'gan')
@@ -51,40 +57,36 @@ def choice(*valid: Any) -> Problem:
                              f'{key}={value!r} is not a valid choice; choose one of {valid}.')
 
 
-def positive_int(key: str, value: Any) -> str | None:
-  ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-  return None if ok else f'{key}={value!r}: must be a positive integer.'
+def integer(low: int, high: int, zero_means: str = '') -> Problem:
+  """An integer in [low, high]: every count and size has a range a real run could use, so that a
+  typo (1e20 steps, a latent size of 400,000,000) is refused before anything is built.
+  zero_means: what 0 stands for, where it is special ('all')."""
+  def problem(key: str, value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    special = f' (0: {zero_means})' if zero_means else ''
+    return None if ok else f'{key}={value!r}: must be an integer from {low:,} to {high:,}{special}.'
+  return problem
 
 
-def count_or_all(key: str, value: Any) -> str | None:
-  ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-  return None if ok else f'{key}={value!r}: 0 (all) or a positive count.'
+def number(low: float, high: float, low_open: bool = False, high_open: bool = False,
+           example: str = '') -> Problem:
+  """A finite number in the interval from low to high (open at an end where said)."""
+  interval = f'{"(" if low_open else "["}{low:g}, {high:g}{")" if high_open else "]"}'
+
+  def problem(key: str, value: Any) -> str | None:
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value) and (low < value if low_open else low <= value)
+          and (value < high if high_open else value <= high))
+    return None if ok else (f'{key}={value!r} must be a finite number in {interval}'
+                            f'{", e.g. " + example if example else ""}.')
+  return problem
 
 
-def non_negative_int(key: str, value: Any) -> str | None:
-  ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-  return None if ok else f'{key}={value!r}: must be an integer >= 0.'
-
-
-def non_negative_number(key: str, value: Any) -> str | None:
-  ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value >= 0
-  return None if ok else f'{key}={value!r} must be a number >= 0.'
-
-
-def positive_number(key: str, value: Any) -> str | None:
-  ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
-  return None if ok else f'{key}={value!r} must be a number > 0.'
-
-
-def beta(key: str, value: Any) -> str | None:
-  """A decay rate in [0, 1): an Adam beta, an EMA's decay."""
-  ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1
-  return None if ok else f'{key}={value!r} must be a number in [0, 1), e.g. 0.5 or 0.999.'
-
-
-def open_unit_interval(key: str, value: Any) -> str | None:
-  ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < 1
-  return None if ok else f'{key}={value!r} must be a number strictly between 0 and 1.'
+SEED = integer(*ranges.SEEDS)
+STEPS = integer(*ranges.STEP_COUNTS)
+SIZE = integer(*ranges.BATCH_SIZES)             # widths, hidden features, a batch
+LEARNING_RATE = number(*ranges.LEARNING_RATES)
+DECAY = number(0, 1, high_open=True, example='0.5 or 0.999')   # a beta, an EMA's decay
 
 
 def boolean(key: str, value: Any) -> str | None:
@@ -92,7 +94,21 @@ def boolean(key: str, value: Any) -> str | None:
 
 
 def text(key: str, value: Any) -> str | None:
-  return None if isinstance(value, str) else f'{key}={value!r}: must be a string.'
+  ok = isinstance(value, str) and len(value) <= 4096
+  return None if ok else f'{key}={value!r}: must be a string (a path: at most 4,096 characters).'
+
+
+def dataset_name(key: str, value: Any) -> str | None:
+  ok = isinstance(value, str) and dataset_layout.NAME_FORMAT.fullmatch(value)
+  return None if ok else (f'{key}={value!r}: a dataset name is at most 100 letters, digits, '
+                          f'"_", "-" and "." (not first).')
+
+
+def splits(key: str, value: Any) -> str | None:
+  parts = value.split('+') if isinstance(value, str) else [None]
+  ok = all(part in dataset_layout.SPLITS for part in parts) and len(set(parts)) == len(parts)
+  return None if ok else (f'{key}={value!r}: must be one of {dataset_layout.SPLITS}, or several '
+                          f'joined by "+" (e.g. "train+validation").')
 
 
 def sha256_or_empty(key: str, value: Any) -> str | None:
@@ -102,14 +118,17 @@ def sha256_or_empty(key: str, value: Any) -> str | None:
 
 
 def widths(key: str, value: Any) -> str | None:
-  ok = (isinstance(value, (tuple, list)) and len(value) > 0
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value))
-  return None if ok else f'{key}={value!r}: must be a tuple of positive channel counts.'
+  ok = (isinstance(value, (tuple, list)) and 0 < len(value) <= 8
+        and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 2**13
+                for v in value))
+  return None if ok else (f'{key}={value!r}: must be a tuple of 1 to 8 channel counts, each from '
+                          f'1 to 8,192.')
 
 
 def attribute_names(key: str, value: Any) -> str | None:
   names = tuple(value) if isinstance(value, (tuple, list)) else None
-  ok = (names is not None and all(isinstance(name, str) and name for name in names)
+  ok = (names is not None and len(names) <= 10_000
+        and all(isinstance(name, str) and 0 < len(name) <= 200 for name in names)
         and len(set(names)) == len(names))
   return None if ok else (f'{key}={value!r} must be distinct attribute names, e.g. ("Male", '
                           f'"Smiling"), or () for the unconditional model.')
@@ -142,33 +161,33 @@ def _optimizer_settings() -> dict[str, Setting]:
   # rate from the step at every update. decay, eps and weight_decay live in the optimizer state.
   per_network = dict(
       name=Setting(choice(*OPTIMIZER_NAMES)),
-      learning_rate=Setting(non_negative_number, resumable=True),
-      decay=Setting(non_negative_number), eps=Setting(non_negative_number),
-      b1=Setting(beta, before_it_existed=0.5), b2=Setting(beta, before_it_existed=0.999),
-      weight_decay=Setting(non_negative_number),
+      learning_rate=Setting(LEARNING_RATE, resumable=True),
+      decay=Setting(DECAY), eps=Setting(number(0, 1)),
+      b1=Setting(DECAY, before_it_existed=0.5), b2=Setting(DECAY, before_it_existed=0.999),
+      weight_decay=Setting(number(0, 1)),
       schedule=Setting(choice(*SCHEDULES), resumable=True),
-      end_learning_rate=Setting(non_negative_number, resumable=True),
-      anneal_power=Setting(positive_number, resumable=True),
-      anneal_epochs=Setting(positive_int, resumable=True),
-      steps_per_epoch=Setting(positive_int, resumable=True))
+      end_learning_rate=Setting(LEARNING_RATE, resumable=True),
+      anneal_power=Setting(number(0, 100, low_open=True), resumable=True),
+      anneal_epochs=Setting(integer(1, 10**6), resumable=True),
+      steps_per_epoch=Setting(STEPS, resumable=True))
   return {f'optimizer.{network}.{key}': setting
           for network in NETWORK_NAMES for key, setting in per_network.items()}
 
 
 SCHEMA: dict[str, Setting] = {
-    'seed': Setting(non_negative_int),
-    'global_batch_size': Setting(positive_int),
-    'num_train_steps': Setting(positive_int, resumable=True),
+    'seed': Setting(SEED),
+    'global_batch_size': Setting(SIZE),
+    'num_train_steps': Setting(STEPS, resumable=True),
     'model.kind': Setting(choice(*MODEL_KINDS)),
     'model.passes': Setting(choice(*PASSES)),
     'model.upsample': Setting(choice(*UPSAMPLES), before_it_existed='transposed'),
     'model.spectral_norm': Setting(boolean, before_it_existed=False),
-    'model.resolution': Setting(positive_int),
+    'model.resolution': Setting(integer(*ranges.RESOLUTIONS)),
     'model.image_channels': Setting(choice(1, 3)),
-    'model.latent_dim': Setting(positive_int),
-    'model.encoder_hidden_features': Setting(positive_int),
-    'model.decoder_dense_channels': Setting(positive_int),
-    'model.discriminator_hidden_features': Setting(positive_int),
+    'model.latent_dim': Setting(integer(*ranges.LATENT_SIZES)),
+    'model.encoder_hidden_features': Setting(SIZE),
+    'model.decoder_dense_channels': Setting(SIZE),
+    'model.discriminator_hidden_features': Setting(SIZE),
     'model.compute_dtype': Setting(choice(*COMPUTE_DTYPES)),
     'model.conv_gradients': Setting(choice(*CONV_GRADIENTS), resumable=True),
     'model.condition_on': Setting(attribute_names),
@@ -177,50 +196,51 @@ SCHEMA: dict[str, Setting] = {
     'model.discriminator_channels': Setting(widths),
     'loss.feature_layer': Setting(text),
     'loss.reduction': Setting(choice(*REDUCTIONS)),
-    'loss.gamma': Setting(non_negative_number),
+    'loss.gamma': Setting(number(0, 1e6)),
     'loss.gan_form': Setting(choice(*GAN_FORMS)),
-    'loss.gan_eps': Setting(non_negative_number),
+    'loss.gan_eps': Setting(number(0, 1)),
     'loss.decoder_gan': Setting(choice(*DECODER_GAN_MODES)),
     'loss.fakes': Setting(choice(*FAKES)),
-    'loss.real_vs_gen_weight': Setting(open_unit_interval),
-    'loss.gan_real_vs_gen_weight': Setting(open_unit_interval),
+    'loss.real_vs_gen_weight': Setting(number(0, 1, low_open=True, high_open=True)),
+    'loss.gan_real_vs_gen_weight': Setting(number(0, 1, low_open=True, high_open=True)),
     'loss.gating': Setting(boolean),
-    'loss.equilibrium': Setting(non_negative_number),
-    'loss.margin': Setting(non_negative_number),
-    'loss.r1_weight': Setting(non_negative_number, before_it_existed=0.0),
-    'loss.r1_every': Setting(positive_int, before_it_existed=16),
+    'loss.equilibrium': Setting(number(0, 100)),
+    'loss.margin': Setting(number(0, 100)),
+    'loss.r1_weight': Setting(number(0, 1e4), before_it_existed=0.0),
+    'loss.r1_every': Setting(integer(1, 10**6), before_it_existed=16),
     **_optimizer_settings(),
-    'data.name': Setting(text),
+    'data.name': Setting(dataset_name),
     'data.data_dir': Setting(text, resumable=True),
     'data.raw_dir': Setting(text, resumable=True),
-    'data.synthetic_images': Setting(non_negative_int, resumable=True),
-    'data.train_split': Setting(text),
-    'data.eval_split': Setting(text),
-    'data.augmented_copies': Setting(non_negative_int),
-    'data.augment_seed': Setting(non_negative_int),
+    'data.synthetic_images': Setting(integer(0, ranges.IMAGE_COUNTS[1], 'none drawn'),
+                                     resumable=True),
+    'data.train_split': Setting(splits),
+    'data.eval_split': Setting(splits),
+    'data.augmented_copies': Setting(integer(0, ranges.IMAGE_COUNTS[1], 'none')),
+    'data.augment_seed': Setting(SEED),
     'data.order': Setting(choice(*ORDERS)),
     'data.flip': Setting(choice(*FLIP_MODES)),
-    'data.reader_threads': Setting(positive_int, resumable=True),
-    'data.max_image_bytes': Setting(positive_int, resumable=True),
-    'data.max_image_pixels': Setting(positive_int, resumable=True),
-    'log_every_steps': Setting(positive_int, resumable=True),
-    'image_every_steps': Setting(positive_int, resumable=True),
-    'eval_every_steps': Setting(positive_int, resumable=True),
-    'eval_batches': Setting(count_or_all, resumable=True),
-    'quality.every_steps': Setting(positive_int, resumable=True),
-    'quality.num_samples': Setting(positive_int, resumable=True),
+    'data.reader_threads': Setting(integer(1, 256), resumable=True),
+    'data.max_image_bytes': Setting(integer(*ranges.IMAGE_BYTES), resumable=True),
+    'data.max_image_pixels': Setting(integer(*ranges.IMAGE_PIXELS), resumable=True),
+    'log_every_steps': Setting(STEPS, resumable=True),
+    'image_every_steps': Setting(STEPS, resumable=True),
+    'eval_every_steps': Setting(STEPS, resumable=True),
+    'eval_batches': Setting(integer(0, 10**9, 'all'), resumable=True),
+    'quality.every_steps': Setting(STEPS, resumable=True),
+    'quality.num_samples': Setting(integer(*ranges.IMAGE_COUNTS), resumable=True),
     'quality.extractor': Setting(choice(*EXTRACTORS), resumable=True),
-    'quality.extractor_steps': Setting(positive_int, resumable=True),
+    'quality.extractor_steps': Setting(STEPS, resumable=True),
     'quality.inception_weights': Setting(text, resumable=True),
     'quality.inception_sha256': Setting(sha256_or_empty, resumable=True),
     'quality.priors': Setting(prior_specs, resumable=True),
-    'quality.prior_codes': Setting(positive_int, resumable=True),
+    'quality.prior_codes': Setting(integer(*ranges.IMAGE_COUNTS), resumable=True),
     'quality.raw_decoder': Setting(boolean, resumable=True),
-    'checkpoint_every_steps': Setting(positive_int, resumable=True),
-    'keep_checkpoints': Setting(positive_int, resumable=True),
-    'grid_size': Setting(positive_int, resumable=True),
-    'steps_per_dispatch': Setting(positive_int, resumable=True),
-    'decoder_ema_decay': Setting(beta, before_it_existed=0.0),
+    'checkpoint_every_steps': Setting(STEPS, resumable=True),
+    'keep_checkpoints': Setting(integer(1, 10**6), resumable=True),
+    'grid_size': Setting(integer(1, 64), resumable=True),
+    'steps_per_dispatch': Setting(integer(1, 1024), resumable=True),
+    'decoder_ema_decay': Setting(DECAY, before_it_existed=0.0),
 }
 
 RESUMABLE = tuple(key for key, setting in SCHEMA.items() if setting.resumable)
@@ -268,6 +288,10 @@ def unknown_key_message(config: ml_collections.ConfigDict | dict, key: str) -> s
   if key in keys:
     return None
   section = key.rpartition('.')[0]
+  sections = sorted({name.rpartition('.')[0] for name in keys} - {''})
+  if section and section not in sections:
+    return (f'Unknown config section {section!r} (in {key!r}); the sections are: '
+            f'{", ".join(sections)}.')
   valid = sorted(name for name in keys if name.rpartition('.')[0] == section)
   where = f' of {section}' if section else ''
   return f'Unknown config key {key!r}; the keys{where} are: {", ".join(valid)}.'

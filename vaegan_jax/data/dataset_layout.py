@@ -6,13 +6,10 @@ a data_dir, in tfds's own folder layout: DATA_DIR/vaegan_images/NAME_R/VERSION/.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-from typing import Any
 
 import numpy as np
-from etils import epath
 
 BUILDER_NAME = 'vaegan_images'
 VERSION = '1.0.0'
@@ -32,46 +29,6 @@ MAX_TABLE_BYTES = 512 * 2**20           # an attribute or partition table (Celeb
 
 class DataError(ValueError):
   """Input data that cannot be used as it is; the message says why and what to do."""
-
-
-# The feature classes prepare writes. tfds imports the module of any class a prepared folder's
-# JSON names, so a tampered folder (shared between machines, say) could make it import a file
-# of that name from the working directory: every other class is refused before tfds reads it.
-FEATURE_CLASSES = frozenset(f'tensorflow_datasets.core.features.{name}' for name in (
-    'features_dict.FeaturesDict', 'tensor_feature.Tensor', 'text_feature.Text'))
-INFO_FILES = ('features.json', 'dataset_info.json')
-MAX_INFO_BYTES = 64 * 2**20
-
-
-def feature_classes(tree: Any) -> set[str]:
-  """Every 'pythonClassName' value anywhere in a parsed JSON tree."""
-  if isinstance(tree, dict):
-    found = {str(tree['pythonClassName'])} if 'pythonClassName' in tree else set()
-    return found.union(*(feature_classes(value) for value in tree.values()))
-  if isinstance(tree, list):
-    return set().union(*(feature_classes(value) for value in tree))
-  return set()
-
-
-def open_builder(path: str) -> Any:
-  """tfds's reader of the prepared dataset in `path`, once its JSON files name only the
-  feature classes prepare writes; a DataError otherwise."""
-  import tensorflow_datasets as tfds    # here: the configs import this module's constants
-  for name in INFO_FILES:
-    info_file = epath.Path(path, name)
-    if not info_file.exists():
-      continue
-    with info_file.open('rb') as file:
-      text = file.read(MAX_INFO_BYTES + 1)
-    try:
-      others = sorted(feature_classes(json.loads(text)) - FEATURE_CLASSES)
-    except ValueError:                    # JSONDecodeError, or over MAX_INFO_BYTES
-      others = ['(unreadable JSON)']
-    if len(text) > MAX_INFO_BYTES or others:
-      raise DataError(f'{info_file} names feature classes that vaegan-prepare never writes '
-                      f'({", ".join(others)[:300] or "a file too large"}); it was changed after '
-                      f'it was prepared, and was not opened. Prepare the dataset again.')
-  return tfds.builder_from_directory(path)
 
 
 # A dataset's name is one folder of the data_dir: no '/', no '..', nothing hidden.

@@ -32,7 +32,7 @@ from array_record.python import array_record_module
 from etils import epath
 from tensorflow_datasets.proto import tf_example_pb2
 
-from vaegan_jax.data import dataset_layout, preprocess
+from vaegan_jax.data import dataset_layout, prepared_documents, preprocess
 from vaegan_jax.data.dataset_layout import DataError
 from vaegan_jax.sharding import device_sharding
 
@@ -40,17 +40,17 @@ Batch = dict[str, np.ndarray]
 
 
 class ShardedRecords:
-  """Random access to the records of tfds file instructions (the shards of one or more splits).
+  """Random access to the records of array_record shards (those of one or more splits).
 
   read(indices) groups the indices by shard and makes one batched read per shard. Readers open
   lazily, one set per thread: an ArrayRecordReader is not safe to share between threads.
   """
 
-  def __init__(self, file_instructions: Sequence[Any]):
-    self._paths = [os.fspath(instruction.filename) for instruction in file_instructions]
-    self._skips = np.array([instruction.skip for instruction in file_instructions])
-    takes = np.array([instruction.take for instruction in file_instructions])
-    self._starts = np.concatenate([[0], np.cumsum(takes)])
+  def __init__(self, shards: Sequence[tuple[str, int]]):
+    """shards: (file, records) of each shard, in order."""
+    self._paths = [path for path, _ in shards]
+    counts = np.array([count for _, count in shards], np.int64)
+    self._starts = np.concatenate([[0], np.cumsum(counts)])
     self._local = threading.local()
 
   def __len__(self) -> int:
@@ -78,7 +78,7 @@ class ShardedRecords:
     cuts = np.flatnonzero(np.diff(shards)) + 1
     records: list[bytes] = [b''] * len(indices)
     for rows, shard in zip(np.split(order, cuts), shards[np.concatenate([[0], cuts])]):
-      positions = indices[rows] - self._starts[shard] + self._skips[shard]
+      positions = indices[rows] - self._starts[shard]
       for row, record in zip(rows, self._reader(shard).read(positions.tolist())):
         records[row] = record
     return records
@@ -134,17 +134,16 @@ def open_prepared(data_dir: str, name: str, resolution: int, channels: int, spli
         f'(expected {path}; found: {", ".join(found) or "none"}). Prepare it once with '
         f'`vaegan-prepare --raw_dir=CELEBA_FILES --data_dir={data_dir} --name={name} '
         f'--resolution={resolution}` (or --image_folder / --tfds_name).')
-  builder = dataset_layout.open_builder(path)
-  available = list(builder.info.splits)
-  missing = [part for part in split.split('+') if part not in available]
+  prepared = prepared_documents.read(path)
+  parts = split.split('+')
+  missing = [part for part in parts if part not in prepared.shards]
   if missing:
     raise DataError(f'{path} has no split {", ".join(missing)}; it has '
-                            f'{", ".join(available)}. Set the config\'s data split accordingly.')
+                    f'{", ".join(prepared.shards)}. Set the config\'s data split accordingly.')
   return PreparedSplit(
-      records=ShardedRecords(builder.info.splits[split].file_instructions), path=path, split=split,
-      image_shape=tuple(builder.info.features['image'].shape),
-      attribute_names=tuple(builder.info.metadata['attribute_names']),
-      attribute_kind=builder.info.metadata.get('attribute_kind', 'binary'))
+      records=ShardedRecords([shard for part in parts for shard in prepared.shards[part]]),
+      path=path, split=split, image_shape=prepared.image_shape,
+      attribute_names=prepared.attribute_names, attribute_kind=prepared.attribute_kind)
 
 
 def open_configured(config: Any, split: str, data_dir: str | None = None) -> PreparedSplit:

@@ -44,8 +44,8 @@ import threadpoolctl
 from absl import app, flags, logging
 from PIL import Image
 
-from vaegan_jax import console, folders
-from vaegan_jax.data import (augment, celeba, dataset_layout, lfw, preprocess, sources,
+from vaegan_jax import console, folders, ranges
+from vaegan_jax.data import (augment, celeba, lfw, prepared_documents, preprocess, sources,
                              synthetic_celeba)
 from vaegan_jax.data.dataset_layout import (ATTRIBUTE_DTYPES, DataError, MAX_IMAGE_BYTES,
                                             MAX_IMAGE_PIXELS, SPLITS, VERSION, augmented_name,
@@ -206,10 +206,11 @@ def prepare(source: sources.Source, data_dir: str, spec: preprocess.PreprocessSp
     if not versions.exists(f'{VERSION}/dataset_info.json'):
       versions.check_plain()          # tfds writes here by path: no link may lead it away
       _write(source, data_dir, spec, workers, skip_corrupt)
-  info = dataset_layout.open_builder(path).info
+  prepared = prepared_documents.read(path)
   return PrepareSummary(
-      path=path, examples={split: info.splits[split].num_examples for split in info.splits},
-      skipped_corrupt=list(info.metadata['skipped_corrupt']), seconds=time.time() - start,
+      path=path, examples={split: sum(count for _, count in shards)
+                           for split, shards in prepared.shards.items()},
+      skipped_corrupt=list(prepared.skipped_corrupt), seconds=time.time() - start,
       bytes=sum(os.path.getsize(os.path.join(path, file)) for file in os.listdir(path)))
 
 
@@ -360,7 +361,7 @@ def define_flags() -> None:
   flags.DEFINE_bool('download', False, 'With --tfds_name: let tfds download and prepare it first.')
   flags.DEFINE_string('data_dir', None, 'Where to write the prepared dataset.', required=True)
   flags.DEFINE_integer('resolution', 64, 'Output side in pixels (32, 64, 128, ...).',
-                       lower_bound=1)
+                       lower_bound=ranges.RESOLUTIONS[0], upper_bound=ranges.RESOLUTIONS[1])
   flags.DEFINE_enum('channels', '3', ['1', '3'], '3: grey is repeated; 1: colour to luminance.')
   flags.DEFINE_string('name', None, 'Dataset name (default: celeba, the folder or tfds name).')
   flags.DEFINE_float('test_fraction', 0.05, 'With --image_folder and split by hash: share of '
@@ -371,17 +372,22 @@ def define_flags() -> None:
                     'With --image_folder: the splits from train/ val/ test/ subfolders (folder), '
                     'from a hash of each path (hash), or folder where they exist (auto).')
   flags.DEFINE_bool('skip_corrupt', False, 'Leave corrupt images out instead of stopping.')
-  flags.DEFINE_integer('workers', 0, 'Decoding threads (0: one per core).', lower_bound=0)
+  flags.DEFINE_integer('workers', 0, 'Decoding threads (0: one per core).',
+                       lower_bound=ranges.WORKERS[0], upper_bound=ranges.WORKERS[1])
   flags.DEFINE_integer('augmented_copies', 0, 'Also write this many augmented copies of the '
                        '--augment_splits images as the dataset NAME_augmentedN_seedS (the '
-                       "authors' CelebA training set: 600000).", lower_bound=0)
-  flags.DEFINE_integer('augment_seed', 0, 'Seed of the augmented copies.', lower_bound=0)
+                       "authors' CelebA training set: 600000).", lower_bound=0,
+                       upper_bound=ranges.IMAGE_COUNTS[1])
+  flags.DEFINE_integer('augment_seed', 0, 'Seed of the augmented copies.',
+                       lower_bound=ranges.SEEDS[0], upper_bound=ranges.SEEDS[1])
   flags.DEFINE_list('augment_splits', ['train', 'validation'], 'Splits whose images are copied.')
   flags.DEFINE_integer('max_image_bytes', MAX_IMAGE_BYTES, 'The largest image file (or zip '
-                       'member) read; larger ones are listed as corrupt.', lower_bound=1)
+                       'member) read; larger ones are listed as corrupt.',
+                       lower_bound=ranges.IMAGE_BYTES[0], upper_bound=ranges.IMAGE_BYTES[1])
   flags.DEFINE_integer('max_image_pixels', MAX_IMAGE_PIXELS, 'The most pixels one image may '
                        'decode to, read from its header first; larger ones are listed as '
-                       'corrupt.', lower_bound=1)
+                       'corrupt.', lower_bound=ranges.IMAGE_PIXELS[0],
+                       upper_bound=ranges.IMAGE_PIXELS[1])
 
 
 def source_from_flags() -> sources.Source:

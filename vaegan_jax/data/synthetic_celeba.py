@@ -29,7 +29,7 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image, ImageDraw
 
-from vaegan_jax import console, folders
+from vaegan_jax import console, folders, ranges
 from vaegan_jax.data.celeba import (ATTRIBUTE_NAMES, FILE_NAMES, HEIGHT, LANDMARK_NAMES,
                                     SPLIT_SIZES, WIDTH)
 
@@ -284,9 +284,12 @@ def define_flags() -> None:
   """The command line's flags; defined only when run as a command, so importing this module
   next to other absl programs adds no flags."""
   flags.DEFINE_string('out', None, 'Folder for the five CelebA files.', required=True)
-  flags.DEFINE_integer('num_images', 30000, 'Number of faces.')
-  flags.DEFINE_integer('seed', 0, 'Seed; the same seed gives the same files.')
-  flags.DEFINE_integer('workers', 0, 'Processes drawing faces (0: one per core).')
+  flags.DEFINE_integer('num_images', 30000, 'Number of faces.',
+                       lower_bound=ranges.IMAGE_COUNTS[0], upper_bound=ranges.IMAGE_COUNTS[1])
+  flags.DEFINE_integer('seed', 0, 'Seed; the same seed gives the same files.',
+                       lower_bound=ranges.SEEDS[0], upper_bound=ranges.SEEDS[1])
+  flags.DEFINE_integer('workers', 0, 'Processes drawing faces (0: one per core).',
+                       lower_bound=ranges.WORKERS[0], upper_bound=ranges.WORKERS[1])
 
 
 def main(argv: list[str]) -> None:

@@ -26,7 +26,7 @@ import optax
 from absl import flags
 from flax import serialization
 
-from vaegan_jax import console, folders
+from vaegan_jax import console, folders, ranges
 from vaegan_jax.data import input_pipeline, preprocess
 
 
@@ -213,11 +213,13 @@ def load(out_dir: str) -> Predictor:
 def define_flags() -> None:
   flags.DEFINE_string('data_dir', '~/tensorflow_datasets', 'Where the dataset is prepared.')
   flags.DEFINE_string('name', 'synthetic', 'Prepared dataset name.')
-  flags.DEFINE_integer('resolution', 32, 'Prepared resolution.')
-  flags.DEFINE_integer('channels', 3, 'Prepared channels.')
+  flags.DEFINE_integer('resolution', 32, 'Prepared resolution.',
+                       lower_bound=ranges.RESOLUTIONS[0], upper_bound=ranges.RESOLUTIONS[1])
+  flags.DEFINE_enum('channels', '3', ['1', '3'], 'Prepared channels.')
   flags.DEFINE_string('train_split', 'train+validation', 'Split to train on.')
   flags.DEFINE_string('test_split', 'test', 'Split to measure accuracy on.')
-  flags.DEFINE_integer('steps', 1500, 'Training steps of batch 64.')
+  flags.DEFINE_integer('steps', 1500, 'Training steps of batch 64.',
+                       lower_bound=ranges.STEP_COUNTS[0], upper_bound=ranges.STEP_COUNTS[1])
   flags.DEFINE_string('out', None, 'Folder for predictor.msgpack and predictor.json.',
                       required=True)
 
@@ -227,7 +229,7 @@ def main(argv: list[str]) -> None:
   args = flags.FLAGS
   data_dir = os.path.expanduser(args.data_dir)
   open_split = lambda split: input_pipeline.open_prepared(
-      data_dir, args.name, args.resolution, args.channels, split)
+      data_dir, args.name, args.resolution, int(args.channels), split)
   predictor = train_predictor(open_split(args.train_split), steps=args.steps)
   scores = test_scores(predictor, open_split(args.test_split))
   save(predictor, folders.Folder(args.out, 'the output folder', '--out').make(),

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 from absl import logging
 
-from vaegan_jax import folders
+from vaegan_jax import files, folders
 from vaegan_jax.data import input_pipeline
 from vaegan_jax.data.dataset_layout import config_name
 from vaegan_jax.metrics import attribute_predictor, inception, quality
@@ -96,9 +96,10 @@ def reference(extractor: Extractor, split: input_pipeline.PreparedSplit,
                     lambda: _write_reference(extractor, split, folder, name, sample_size,
                                              batch_size),
                     f'the reference statistics {path}')
-  with np.load(path) as data:
-    return Reference(quality.FeatureStatistics(int(data['count']), data['total'], data['outer']),
-                     data['sample'])
+  features = quality.MAX_FEATURES             # a cache in a shared data_dir is read as hostile
+  data = files.read_npz(path, 8 * features * (features + sample_size + 1) + 4096)
+  return Reference(quality.FeatureStatistics(int(data['count']), data['total'], data['outer']),
+                   data['sample'])
 
 
 def _write_reference(extractor: Extractor, split: input_pipeline.PreparedSplit,

@@ -15,6 +15,12 @@ What makes it safe to call on any file:
 - every pickle of both layouts goes through one restricted unpickler: only plain containers,
   OrderedDict, the two rebuild functions and the storage classes; anything else is refused, so
   a .pth file cannot run code;
+- before it is unpickled, each pickle's opcodes are read and the work they ask for counted
+  (pickle_budget.py): no pickle can build, hash or print a structure past a fixed size, however
+  it shares parts through the memo, and no message prints the file's objects (reprlib bounds
+  what it shows);
+- a zip's member count and directory size are read from its end record before the zip is
+  opened: at most MAX_ZIP_MEMBERS and MAX_ZIP_DIRECTORY_BYTES;
 - the file is read once, whole, under a byte cap (`max_bytes`), and nothing is allocated that
   the cap does not bound: storages must fit in the bytes that hold them, and the tensors copied
   out of them add up to at most the cap;
@@ -27,6 +33,7 @@ import collections
 import io
 import math
 import pickle
+import reprlib
 import struct
 import zipfile
 import zlib
@@ -35,6 +42,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from vaegan_jax import files
+from vaegan_jax.metrics import pickle_budget
 
 LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
 STORAGE_DTYPES = {
@@ -44,6 +52,22 @@ STORAGE_DTYPES = {
 }
 BYTE_ORDERS = {'little': '<', 'big': '>'}
 DEFAULT_MAX_BYTES = 1 << 30               # read_state_dict's cap when the caller names none
+MAX_ZIP_MEMBERS = 65_536                  # pytorch-fid's Inception file has 485
+MAX_ZIP_DIRECTORY_BYTES = 4 * 2**20       # and a central directory of about 40 KB
+ALLOWED_GLOBALS = frozenset(
+    {('collections', 'OrderedDict'), ('torch._utils', '_rebuild_tensor_v2'),
+     ('torch._utils', '_rebuild_parameter')} | {('torch', name) for name in STORAGE_DTYPES})
+
+
+def _bounded_repr() -> reprlib.Repr:
+  """repr of the file's objects for messages, bounded whatever they hold."""
+  bounded = reprlib.Repr()
+  bounded.maxlevel, bounded.maxtuple, bounded.maxlist, bounded.maxdict = 2, 6, 6, 4
+  bounded.maxstring = bounded.maxother = 60
+  return bounded
+
+
+shown = _bounded_repr().repr
 
 
 class PthError(ValueError):
@@ -70,6 +94,7 @@ class _Unpickler(pickle.Unpickler):
 
   def __init__(self, file: BinaryIO, get_storage: Callable[[str, _StorageType, int], np.ndarray],
                budget: int):
+    pickle_budget.check(file, ALLOWED_GLOBALS)
     super().__init__(file)
     self._get_storage, self._budget = get_storage, budget
 
@@ -88,7 +113,7 @@ class _Unpickler(pickle.Unpickler):
     if not (isinstance(persistent_id, tuple) and len(persistent_id) >= 5
             and persistent_id[0] == 'storage' and isinstance(persistent_id[1], _StorageType)
             and isinstance(persistent_id[2], (str, int)) and _is_count(persistent_id[4])):
-      raise PthError(f'Unknown persistent id {str(persistent_id)[:200]}.')
+      raise PthError(f'Unknown persistent id {shown(persistent_id)}.')
     if len(persistent_id) > 5 and persistent_id[5] is not None:
       raise PthError('The file holds a view of a storage (an old torch format); not supported.')
     _, storage_type, key, _location, numel = persistent_id[:5]
@@ -102,8 +127,9 @@ class _Unpickler(pickle.Unpickler):
     size, stride = tuple(size), tuple(stride)
     if not (_is_count(offset) and len(size) == len(stride)
             and all(map(_is_count, size + stride))):
-      raise PthError(f'A tensor has offset {offset}, size {size} and stride {stride}: they must '
-                     f'be non-negative integers, one stride per dimension.')
+      raise PthError(f'A tensor has offset {shown(offset)}, size {shown(size)} and stride '
+                     f'{shown(stride)}: they must be non-negative integers, one stride per '
+                     f'dimension.')
     elements = math.prod(size)
     if elements == 0:
       return np.zeros(size, storage.dtype)
@@ -149,7 +175,31 @@ class _Storages:
     return self.arrays[key]
 
 
+def zip_directory(data: bytes) -> tuple[int, int]:
+  """(members, bytes) of a zip's central directory as its end record states them (zip64's
+  where it defers to it), read before zipfile builds a record per member; PthError where there
+  is no end record. zipfile reads the directory by its size, whatever the count says, so both
+  are bounded."""
+  end = data.rfind(b'PK\x05\x06', max(0, len(data) - 22 - 65_535))
+  if end < 0 or len(data) < end + 22:
+    raise PthError('Its zip end record is missing; it is damaged.')
+  count, size = struct.unpack_from('<HI', data, end + 10)
+  locator = end - 20
+  if (0xFFFF in (count,) or size == 0xFFFFFFFF) and locator >= 0 and (
+      data[locator:locator + 4] == b'PK\x06\x07'):
+    (record,) = struct.unpack_from('<Q', data, locator + 8)
+    if data[record:record + 4] != b'PK\x06\x06' or len(data) < record + 56:
+      raise PthError('Its zip64 end record is missing; it is damaged.')
+    count, size = struct.unpack_from('<QQ', data, record + 32)
+  return count, size
+
+
 def _read_zip(data: bytes, max_bytes: int) -> Any:
+  count, size = zip_directory(data)
+  if count > MAX_ZIP_MEMBERS or size > MAX_ZIP_DIRECTORY_BYTES:
+    raise PthError(f'It is a zip of {count:,} members in a directory of {size:,} bytes, past the '
+                   f'{MAX_ZIP_MEMBERS:,} and {MAX_ZIP_DIRECTORY_BYTES:,} a state dict could need; '
+                   f'it was not opened.')
   archive = zipfile.ZipFile(io.BytesIO(data))
   members = {info.filename: info for info in archive.infolist()}
   pickles = sorted((name for name in members if name.endswith('data.pkl')), key=len)
@@ -235,6 +285,8 @@ def read_state_dict(source: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES
     state = _materialise(reader(data, max_bytes))
   except PthError as error:
     raise PthError(f'{name}: {error}') from None
+  except pickle_budget.PickleTooCostly as error:
+    raise PthError(f'{name} was not unpickled: {error}.') from None
   except files.UnsafeFile as error:
     raise PthError(str(error)) from None
   except (pickle.UnpicklingError, EOFError, KeyError, IndexError, TypeError, ValueError,

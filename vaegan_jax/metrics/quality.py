@@ -27,10 +27,11 @@ import warnings
 import numpy as np
 from scipy import linalg
 
-from vaegan_jax import folders
+from vaegan_jax import files, folders
 
 SQRTM_OFFSET = 1e-6          # pytorch-fid's eps, added when the square root is not finite
 IMAGINARY_TOLERANCE = 1e-3   # pytorch-fid: a larger imaginary part of the diagonal is an error
+MAX_FEATURES = 2048          # Inception's pool3; the domain extractor's are fewer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +66,11 @@ class FeatureStatistics:
                                                        outer=self.outer))
 
   @classmethod
-  def load(cls, path: str) -> FeatureStatistics:
-    with np.load(path) as data:
-      return cls(int(data['count']), data['total'], data['outer'])
+  def load(cls, path: str, max_features: int = MAX_FEATURES) -> FeatureStatistics:
+    """Statistics saved by `save`, of at most `max_features` features, read as hostile
+    (files.read_npz)."""
+    data = files.read_npz(path, 8 * (max_features ** 2 + max_features + 1) + 4096)
+    return cls(int(data['count']), data['total'], data['outer'])
 
 
 def nyquist_share(images: np.ndarray) -> float:

@@ -20,7 +20,6 @@ cap, without pickles, with every array checked.
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import re
 from typing import Any
@@ -216,10 +215,8 @@ def load(path: str, spec: str, latent_dim: int) -> Prior:
   else:
     most = MAX_COMPONENTS * (latent_dim * latent_dim + latent_dim + 1) * 8 + 4096
   try:
-    data = files.read_regular_file(path, most)
-    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-      found = {name: arrays[name] for name in arrays.files}
-  except (files.UnsafeFile, OSError, ValueError) as error:
+    found = files.read_npz(path, most)       # headers first: nothing inflates past `most`
+  except (files.UnsafeFile, OSError) as error:
     raise PriorError(f'{path} is not a saved prior fit ({error}). Delete it; it is fitted '
                      f'again.') from None
   problem = (_second_stage_problem if spec == 'vae2' else _mixture_problem)(found, latent_dim)

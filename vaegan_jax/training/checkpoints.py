@@ -85,6 +85,30 @@ def first_non_finite_leaf(tree: Any) -> str | None:
   return None
 
 
+MAX_JSON_ITEM_BYTES = 16 * 2**20       # a checkpoint's config and input position
+
+
+def input_problem(position: Any, step: int) -> str | None:
+  """Why a restored input position cannot be used (it is not what the trainer saves at `step`:
+  the next batch and the report window in progress), or None."""
+  if not isinstance(position, dict) or set(position) - {'next_batch', 'report_window'}:
+    return 'its input position is not the next batch and a report window'
+  if position.get('next_batch') != step or isinstance(position.get('next_batch'), bool):
+    return f'its input position {str(position.get("next_batch"))[:40]} is not its step, {step}'
+  window = position.get('report_window', {'steps': 0, 'sums': {}})
+  bad_window = 'its report window is not a count of steps and finite sums by metric'
+  if not isinstance(window, dict) or set(window) != {'steps', 'sums'}:
+    return bad_window
+  count, sums = window['steps'], window['sums']
+  if (not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= step
+      or not isinstance(sums, dict) or len(sums) > 1000
+      or not all(isinstance(name, str) and isinstance(value, (int, float))
+                 and not isinstance(value, bool) and np.isfinite(value)
+                 for name, value in sums.items())):
+    return bad_window
+  return None
+
+
 def state_problem(restored: Any, target: Any) -> str | None:
   """Why a restored state cannot be used: a different structure, shape or dtype than `target`'s,
   or a NaN or Inf; None if it is usable."""
@@ -135,10 +159,22 @@ class CheckpointReader:
 
   def saved_config(self, step: int) -> dict[str, Any]:
     """The config (as a dict) that wrote the checkpoint at `step`."""
-    return self.manager.restore(step, args=ocp.args.Composite(
+    self._check_json_item(step, 'config')
+    config = self.manager.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore()))['config']
+    if not isinstance(config, dict):
+      raise ValueError('its config is not a JSON object')
+    return config
+
+  def _check_json_item(self, step: int, item: str) -> None:
+    """A config or input position is JSON that orbax reads whole: at most 16 MiB of it."""
+    path = os.path.join(self.directory, str(step), item, 'metadata')
+    if os.path.exists(path) and os.path.getsize(path) > MAX_JSON_ITEM_BYTES:
+      raise ValueError(f'its {item} has {os.path.getsize(path):,} bytes, more than the '
+                       f'{MAX_JSON_ITEM_BYTES:,} a {item} takes')
 
   def _read(self, step: int, target_state: Any) -> tuple[Any, dict[str, Any]]:
+    self._check_json_item(step, 'input')
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(on_disk(target_state)), input=ocp.args.JsonRestore()))
     return target_state.replace(**restored['state']), restored['input']
@@ -228,7 +264,7 @@ class CheckpointReader:
         self._unless_vanished(step)
         problems.append((step, f'it cannot be read ({console.one_line(error)})'))
         continue
-      problem = state_problem(state, target_state)
+      problem = state_problem(state, target_state) or input_problem(input_state, step)
       if problem:
         problems.append((step, problem))
         continue

@@ -21,7 +21,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vaegan_jax import console, files, folders
+from vaegan_jax import console, files, folders, ranges
 from vaegan_jax.configs import schema
 from vaegan_jax.data.dataset_layout import DataError
 from vaegan_jax.metrics import inception
@@ -39,8 +39,10 @@ flags.DEFINE_enum('distributed', 'auto', ['auto', 'true', 'false'],
                   'false, or auto (when --coordinator_address or a cluster environment is set).')
 flags.DEFINE_string('coordinator_address', None,
                     'host:port of process 0, for multi-process runs outside TPU pods.')
-flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
-flags.DEFINE_integer('process_id', None, "This process's index in a multi-process run.")
+flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.',
+                     lower_bound=ranges.PROCESSES[0], upper_bound=ranges.PROCESSES[1])
+flags.DEFINE_integer('process_id', None, "This process's index in a multi-process run.",
+                     lower_bound=0, upper_bound=ranges.PROCESSES[1] - 1)
 FLAGS = flags.FLAGS
 
 

@@ -20,7 +20,7 @@ import tensorboardX
 from PIL import Image
 from tensorboardX import record_writer
 
-from vaegan_jax import console, folders
+from vaegan_jax import console, files, folders
 
 
 @contextlib.contextmanager
@@ -39,21 +39,49 @@ JSONL_NAME = 'metrics.jsonl'
 MAX_JSONL_BYTES = 1 << 30        # a million report lines; a run writes one per log interval
 
 
+def parse_record(line: str) -> dict | None:
+  """A metrics.jsonl line as `MetricWriter` writes it ({'step': a count, 'kind': a name, then
+  numbers by name}), or None for anything else (a torn line, or one not written here)."""
+  try:
+    record = json.loads(line)
+  except (ValueError, RecursionError):
+    return None
+  if (not isinstance(record, dict) or not isinstance(record.get('step'), int)
+      or isinstance(record['step'], bool) or record['step'] < 0
+      or not isinstance(record.get('kind'), str)
+      or not all(isinstance(value, (int, float)) and not isinstance(value, bool)
+                 for name, value in record.items() if name not in ('step', 'kind'))):
+    return None
+  return record
+
+
+def read_records(path: str) -> list[dict]:
+  """Every report in the metrics.jsonl at `path` (a run someone else wrote: a regular file of
+  at most 1 GiB), in file order; a torn last line (a trainer writing it) is left out, and any
+  other line that is not a report is a ValueError naming its line."""
+  lines = files.read_regular_file(path, MAX_JSONL_BYTES).decode('utf-8', 'replace').splitlines()
+  records = []
+  for number, line in enumerate(lines, 1):
+    record = parse_record(line)
+    if record is None and number < len(lines):
+      raise ValueError(f'{path}, line {number}, is not a report vaegan-train writes (a step, a '
+                       f'kind and numbers by name).')
+    records += [record] if record is not None else []
+  return records
+
+
 def drop_records_after(workdir: folders.Folder, step: int) -> int:
   """Remove the lines of the workdir's metrics.jsonl whose step is past `step` (reports of a run
-  that died before its next checkpoint, which the resumed run writes again); a torn last line
-  goes too. The file is replaced atomically. Returns how many lines were dropped."""
+  that died before its next checkpoint, which the resumed run writes again); a torn line, or one
+  that is not a report, goes too. The file is replaced atomically. Returns how many lines were
+  dropped."""
   content = workdir.read_bytes(JSONL_NAME, MAX_JSONL_BYTES)
   if content is None:
     return 0
   kept, dropped = [], 0
   for line in content.decode('utf-8', errors='replace').splitlines():
-    try:
-      record_step = json.loads(line)['step']
-      past = not isinstance(record_step, int) or record_step > step
-    except (ValueError, TypeError, KeyError):     # a torn line, or one that is not a report
-      past = True
-    if past:
+    record = parse_record(line)
+    if record is None or record['step'] > step:
       dropped += 1
     else:
       kept.append(line + '\n')

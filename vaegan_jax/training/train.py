@@ -394,10 +394,6 @@ def _train(config: ml_collections.ConfigDict, workdir: folders.Folder) -> state.
     window = input_state.get('report_window', EMPTY_WINDOW)
     logging.info('Resumed from step %d in %s.', int(train_state.step), checkpointer.directory)
   start_step = int(train_state.step)
-  if batches.get_state()['next_batch'] != start_step:
-    raise checkpoints.IncompatibleCheckpoint(
-        f'The checkpoint at step {start_step} holds input position {batches.get_state()}; '
-        f'they must agree. The checkpoint was not written by this program.')
 
   # ---- The update and evaluation steps; reports past the restored step are dropped.
   train_step = steps.make_pmapped_train_step(config, training.networks, training.optimizers)
