@@ -25,8 +25,9 @@ import time
 import dataclasses
 
 import jax
-from absl import app, flags
+from absl import flags
 
+from vaegan_jax import console
 from vaegan_jax.data import input_pipeline, prepare, preprocess, sources, synthetic_celeba
 
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 30_000, 'Synthetic images to write and prepare.')
@@ -115,4 +116,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  console.run_main('input_pipeline.py', main)

@@ -16,8 +16,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from vaegan_jax import console
 from vaegan_jax.metrics import attribute_predictor, inception, quality
 
 _IMAGES = flags.DEFINE_integer('images', 1000, 'Images to extract features from (timed).')
@@ -86,4 +87,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  console.run_main('quality.py', main)

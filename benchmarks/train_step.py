@@ -36,6 +36,7 @@ import ml_collections
 from absl import app, flags
 
 import trace_summary   # benchmarks/, beside this script
+from vaegan_jax import console
 from vaegan_jax.configs import celeba64, schema, synthetic, tiny
 from vaegan_jax.sharding import DEVICE_AXIS
 from vaegan_jax.training import state, steps, train
@@ -266,4 +267,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  console.run_main('train_step.py', main)

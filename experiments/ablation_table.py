@@ -23,6 +23,8 @@ import statistics
 
 from absl import app, flags
 
+from vaegan_jax import console
+
 _FOLDER = flags.DEFINE_string('folder', 'experiments/ablation_3000',
                               'Folder of VARIANT_sSEED.jsonl files.')
 RUN_FILE = re.compile(r'(?P<variant>.+)_s(?P<seed>[0-9]+)\.jsonl')
@@ -102,4 +104,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  console.run_main('ablation_table.py', main)

@@ -20,7 +20,9 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
+
+from vaegan_jax import console
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _OUT = flags.DEFINE_string('out', None, 'Folder for the runs and the prepared data.',
@@ -98,4 +100,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  console.run_main('kill_and_resume.py', main)

@@ -1,6 +1,8 @@
 """What the command-line tools show: this package's lines, not the libraries', one line
-'vaegan-X: message' for a failure the user can fix, and one progress line for long loops. Every
-CLI runs its main through `run_main`.
+'vaegan-X: message' for a failure the user can fix, one progress line for long loops, and the
+commands they suggest in the form that runs from the user's shell. Every CLI runs its main
+through `run_main`, which also expands a leading ~ in its path flags (bash leaves
+`--data_dir=~/x` alone).
 
 This module imports nothing else of the package, so any module may use it.
 """
@@ -10,6 +12,7 @@ import contextlib
 import logging as std_logging
 import math
 import os
+import shutil
 import sys
 import time
 from typing import Any, Callable, Iterator, Sequence
@@ -23,10 +26,10 @@ def quiet_library_logs() -> None:
   a traceback are dropped too: a failed background save reaches us in Checkpointer.wait, which
   says it in one line, where orbax logs the same error with its traceback once per thread it
   passes."""
-  own = f'{os.sep}vaegan_jax{os.sep}'
+  own = (f'{os.sep}vaegan_jax{os.sep}', os.path.abspath(sys.argv[0]))   # and the script run
   orbax = f'{os.sep}orbax{os.sep}'
   logging.get_absl_handler().addFilter(
-      lambda record: own in record.pathname or (
+      lambda record: any(part in os.path.abspath(record.pathname) for part in own) or (
           record.levelno >= std_logging.WARNING
           and not (orbax in record.pathname and record.exc_info)))
 
@@ -47,7 +50,38 @@ def run_main(program: str, main: Callable[[list[str]], None],
         raise
       raise SystemExit(failure_line(program, missing_backend(error))) from None
 
-  app.run(quiet_main, **({'flags_parser': flags_parser} if flags_parser else {}))
+  app.run(quiet_main, argv=expand_home(sys.argv),
+          **({'flags_parser': flags_parser} if flags_parser else {}))
+
+
+def expand_home(argv: list[str]) -> list[str]:
+  """`--flag=~/x` (and `--run=LABEL=~/x`) with the ~ expanded, as the shell does for a path
+  given alone but not after `=`."""
+  def expanded(argument: str) -> str:
+    name, equals, value = argument.partition('=')
+    if not (argument.startswith('-') and equals):
+      return argument
+    label, labelled, path = value.partition('=')
+    if value.startswith('~'):
+      return f'{name}={os.path.expanduser(value)}'
+    if labelled and path.startswith('~'):
+      return f'{name}={label}={os.path.expanduser(path)}'
+    return argument
+  return [expanded(argument) for argument in argv]
+
+
+def command(program: str) -> str:
+  """How to run console script `program` from the user's shell, in the form this process was
+  run: bare where that finds it, else its path beside this interpreter (.venv/bin/vaegan-prepare,
+  where the README's venv is not activated)."""
+  beside = os.path.join(os.path.dirname(sys.executable), program)
+  found = shutil.which(program)
+  if found and (not os.path.exists(beside) or os.path.samefile(found, beside)):
+    return program
+  if not os.path.exists(beside):
+    return program
+  relative = os.path.relpath(beside)
+  return relative if not relative.startswith('..') else beside
 
 
 def finite_numbers(flag: str, low: float, high: float) -> None:

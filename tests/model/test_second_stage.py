@@ -3,8 +3,8 @@ import jax
 import numpy as np
 import pytest
 
-from vaegan_jax.model import priors, second_stage
 from vaegan_jax import folders
+from vaegan_jax.model import priors, second_stage, second_stage_network
 
 
 def authors_tower(layers, x):
@@ -48,7 +48,7 @@ def fitted():
   mixing = np.array([[1.0, 0, 0, 0], [0.5, 2, 0, 0], [0, -1, 0.3, 0], [0.2, 0, 0, 0.5]])
   codes = rng.normal(size=(4000, 4)) @ mixing + np.array([1.0, -2, 3, 0])
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(priors, 'SECOND_STAGE_WIDTH', 64)
+    patch.setattr(second_stage_network, 'WIDTH', 64)
     yield codes, priors.fit('vae2', codes, seed=0)
 
 
@@ -76,3 +76,15 @@ def test_a_saved_second_stage_reads_back_and_one_of_another_model_is_refused(fit
   folders.write_atomically(path, lambda file: np.savez(file, **halved))
   with pytest.raises(priors.PriorError, match='not float32 arrays'):
     priors.load(path, 'vae2', latent_dim=4)
+
+
+def test_the_second_stage_and_the_priors_do_not_import_each_other():
+  """Issue 47: model/priors.py and model/second_stage.py imported each other; the network they
+  share is a module of its own, and second_stage.py reaches no prior."""
+  import subprocess
+  import sys
+  script = ('import sys; import vaegan_jax.model.second_stage; '
+            'print("vaegan_jax.model.priors" in sys.modules)')
+  done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                        timeout=120)
+  assert done.returncode == 0 and done.stdout.strip() == 'False', done.stderr[-2000:]

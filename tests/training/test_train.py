@@ -2,6 +2,7 @@
 SIGKILL, the NaN stop, and the messages for bad configs, workdirs, data and checkpoints."""
 import glob
 import json
+import logging
 import os
 import signal
 import struct
@@ -20,7 +21,7 @@ from vaegan_jax.analysis import runs
 from vaegan_jax.configs import schema, tiny
 from vaegan_jax.data import grids
 from vaegan_jax.data.dataset_layout import DataError
-from vaegan_jax.model import priors, second_stage
+from vaegan_jax.model import priors, second_stage, second_stage_network
 from vaegan_jax.training import checkpoints, state, train
 from vaegan_jax import folders
 
@@ -35,7 +36,7 @@ def read_events(path):
   return events
 
 
-def test_end_to_end_writes_every_report(tmp_path, data_dir):
+def test_end_to_end_writes_every_report(tmp_path, data_dir, caplog):
   workdir = str(tmp_path / 'run')
   final = train.train_and_evaluate(tiny_run_config(data_dir, num_train_steps=6), workdir)
   assert int(final.step) == 6
@@ -59,10 +60,57 @@ def test_end_to_end_writes_every_report(tmp_path, data_dir):
   tags = {value.tag for event in read_events(event_file) for value in event.summary.value}
   assert {'train/llike', 'train/d_real', 'eval/kl', 'samples', 'reconstructions'} <= tags
 
-  # Rerunning the finished command restores step 6 and does nothing more.
-  again = train.train_and_evaluate(tiny_run_config(data_dir, num_train_steps=6), workdir)
+  # Rerunning the finished command restores step 6, does nothing more, and says so.
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    again = train.train_and_evaluate(tiny_run_config(data_dir, num_train_steps=6), workdir)
   for a, b in zip(leaves(final), leaves(again)):
     np.testing.assert_array_equal(a, b)
+  assert summary(caplog)[0] == ('Already finished: step 6 of 6; nothing to train. Raise '
+                                '--config.num_train_steps to train further.')
+  assert not os.path.exists(os.path.join(workdir, '.lock'))      # gone after a clean exit
+
+
+def summary(caplog):
+  """The lines that end a run, from its first ('Finished', 'Stopped', 'Already finished')."""
+  lines = [record.getMessage() for record in caplog.records]
+  start = max(index for index, line in enumerate(lines)
+              if line.startswith(('Finished:', 'Stopped at', 'Already finished')))
+  return lines[start:]
+
+
+def test_a_run_ends_with_where_its_results_are(tmp_path, data_dir, caplog):
+  """Issue 47, item 4: the last lines name the grids, the metrics, the last checkpoint and the
+  last FID."""
+  config = tiny_run_config(data_dir, num_train_steps=3)
+  config.quality.extractor = 'domain'
+  workdir = str(tmp_path / 'run')
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(config, workdir)
+  lines = summary(caplog)
+  fids = {line['step']: line for line in records(workdir) if line['kind'] == 'quality'}[3]
+  assert lines == [
+      'Finished: step 3 of 3.',
+      f'  workdir:    {workdir}',
+      f'  grids:      {workdir}/images/*_00000003.png (test images, reconstructions, samples)',
+      f'  metrics:    {workdir}/metrics.jsonl; TensorBoard: {workdir}/tensorboard',
+      f'  checkpoint: step 3, {workdir}/checkpoints/3',
+      f'  quality:    FID at step 3: domain reconstructions '
+      f'{fids["fid_domain_reconstructions"]:.4g}, domain samples '
+      f'{fids["fid_domain_samples"]:.4g}']
+
+
+def test_no_lock_is_left_by_a_refused_start(tmp_path, data_dir):
+  """Issue 47, item 5: a start refused after the lock was taken (another config's checkpoint)
+  removes the lock file, as a clean exit does."""
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_run_config(data_dir, num_train_steps=1, checkpoint_every_steps=1),
+                           workdir)
+  changed = tiny_run_config(data_dir, num_train_steps=2)
+  changed.model.latent_dim = 16
+  with pytest.raises(checkpoints.IncompatibleCheckpoint):
+    train.train_and_evaluate(changed, workdir)
+  assert not os.path.exists(os.path.join(workdir, '.lock'))
 
 
 def test_killed_run_resumes_to_identical_parameters(tmp_path, data_dir):
@@ -325,7 +373,7 @@ def test_the_loop_measures_sample_quality_in_the_domain_feature_space(tmp_path, 
   config = tiny_run_config(data_dir, num_train_steps=3)
   config.quality.extractor = 'domain'
   config.quality.update(priors=('gaussian', 'gmm:2', 'vae2'), prior_codes=40)
-  monkeypatch.setattr(priors, 'SECOND_STAGE_WIDTH', 16)         # a second stage in seconds
+  monkeypatch.setattr(second_stage_network, 'WIDTH', 16)       # a second stage in seconds
   monkeypatch.setattr(second_stage, 'STEPS', 20)
   workdir = str(tmp_path / 'quality')
   train.train_and_evaluate(config, workdir)

@@ -47,7 +47,7 @@ from PIL import Image, ImageDraw, ImageFont
 from vaegan_jax import console, folders, ranges
 from vaegan_jax.analysis import attributes, plots, runs
 from vaegan_jax.data import grids, input_pipeline, preprocess
-from vaegan_jax.metrics import attribute_predictor, extractors, quality
+from vaegan_jax.metrics import attribute_predictor, extractors, inception, quality
 from vaegan_jax.training import checkpoints
 
 # The 18 attributes the authors' code edited (celeba_aegan.py, `selected_attributes`).
@@ -481,6 +481,8 @@ def main(argv: list[str]) -> None:
   args = flags.FLAGS
   options = {flag.name: flag.value for flag in args.get_flags_for_module(sys.modules[__name__])
              if flag.name not in ('figure', 'run', 'out')}
+  if args.figure == 'quality' and args.extractor == 'inception':
+    inception.check_weights_path(args.inception_weights)      # before the runs are loaded
   written = make_figure(args.figure, runs.parse_runs(args.run), args.out, **options)
   for name, paths in written.items():
     print(f'{name}: {paths["png"]} {paths["json"]}')

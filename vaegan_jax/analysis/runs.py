@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vaegan_jax import files, folders
+from vaegan_jax import console, files, folders
 from vaegan_jax.configs import celeba64, schema
 from vaegan_jax.data import input_pipeline, preprocess
 from vaegan_jax.model import models, priors
@@ -155,8 +155,9 @@ def checked_config(saved: Any, where: str) -> ml_collections.ConfigDict:
 
 def raise_not_found(workdir: str, directory: str) -> None:
   raise RunNotFound(f'No checkpoint in {directory}: train a run there first '
-                    f'(vaegan-train --workdir={workdir}). Runs next to it: '
-                    f'{", ".join(runs_beside(workdir)) or "none"}.')
+                    f'({console.command("vaegan-train")} --workdir={workdir} with the --config of '
+                    f'its model, e.g. --config=vaegan_jax/configs/synthetic.py:vae). Runs next '
+                    f'to it: {", ".join(runs_beside(workdir)) or "none"}.')
 
 
 def parse_runs(specs: Sequence[str]) -> dict[str, str]:

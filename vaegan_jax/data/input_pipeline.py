@@ -32,6 +32,7 @@ from array_record.python import array_record_module
 from etils import epath
 from tensorflow_datasets.proto import tf_example_pb2
 
+from vaegan_jax import console
 from vaegan_jax.data import dataset_layout, prepared_documents, preprocess
 from vaegan_jax.data.dataset_layout import DataError
 from vaegan_jax.sharding import device_sharding
@@ -132,7 +133,8 @@ def open_prepared(data_dir: str, name: str, resolution: int, channels: int, spli
     raise DataError(
         f'No prepared dataset {dataset_layout.config_name(name, resolution, channels)} in {data_dir} '
         f'(expected {path}; found: {", ".join(found) or "none"}). Prepare it once with '
-        f'`vaegan-prepare --raw_dir=CELEBA_FILES --data_dir={data_dir} --name={name} '
+        f'`{console.command("vaegan-prepare")} --raw_dir=CELEBA_FILES --data_dir={data_dir} '
+        f'--name={name} '
         f'--resolution={resolution}` (or --image_folder / --tfds_name).')
   prepared = prepared_documents.read(path)
   parts = split.split('+')
@@ -166,7 +168,8 @@ def open_training_split(config: Any) -> PreparedSplit:
                     'dataset_info.json').exists():
     raise DataError(
         f'No prepared augmented copies {dataset_layout.config_name(name, resolution, channels)} '
-        f'in {data_dir}. Make them once with `vaegan-prepare --raw_dir=CELEBA_FILES '
+        f'in {data_dir}. Make them once with `{console.command("vaegan-prepare")} '
+        f'--raw_dir=CELEBA_FILES '
         f'--data_dir={data_dir} --name={data.name} --resolution={resolution} '
         f'--augmented_copies={data.augmented_copies} --augment_seed={data.augment_seed}`, or set '
         f'data.raw_dir to make them on first use, or train without them: '

@@ -31,6 +31,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import glob
 import io
 import os
 import time
@@ -299,7 +300,24 @@ def _tfds_dataset(dataset: str, options: SourceOptions) -> sources.Source:
   data_dir = options.tfds_data_dir or options.data_dir
   if options.download:
     download_tfds(dataset, data_dir)
+  elif not tfds_prepared(dataset, data_dir):
+    # Without --download nothing is fetched: tfds itself would try its bucket and the dataset's
+    # own source (Google Drive for celeb_a) for minutes, and leave folders behind.
+    raise DataError(
+        f'The tfds dataset {dataset!r} is not prepared in {data_dir} (no '
+        f'{os.path.join(data_dir, dataset.split(":")[0])}/.../dataset_info.json), and without '
+        f'--download nothing is fetched. Pass --download to let tfds fetch and prepare it '
+        f'(it needs TensorFlow), or point --tfds_data_dir at where it is prepared'
+        f'{", or prepare CelebA from its raw files with --raw_dir" if "celeb" in dataset else ""}.')
   return sources.TfdsDataset(dataset, data_dir, name=options.name)
+
+
+def tfds_prepared(dataset: str, data_dir: str) -> bool:
+  """Whether tfds's folder for `dataset` ('name', 'name:version' or 'name/config:version') in
+  data_dir holds a prepared version (DATA_DIR/NAME[/CONFIG]/VERSION/dataset_info.json)."""
+  folder = os.path.join(data_dir, dataset.split(':')[0])
+  return bool(glob.glob(os.path.join(folder, '*', 'dataset_info.json'))
+              or glob.glob(os.path.join(folder, '*', '*', 'dataset_info.json')))
 
 
 # The sources, by the flag that names one: (its help, (the flag's value, options) -> Source).

@@ -251,7 +251,9 @@ def write_celeba(out: str | folders.Folder, num_images: int, seed: int = 0,
           multiprocessing.get_context('spawn').Pool(workers) as pool):
       archive.writestr(_zip_entry('img_align_celeba/'), b'')
       index = 0
+      progress = console.Progress('Drawing synthetic faces', num_images)
       for results in pool.imap(_render_chunk, tasks):
+        progress.advance(len(results))
         for jpeg, face in results:
           name = image_name(index)
           archive.writestr(_zip_entry(f'img_align_celeba/{name}'), jpeg)
@@ -262,6 +264,7 @@ def write_celeba(out: str | folders.Folder, num_images: int, seed: int = 0,
           landmark_rows.append(name + ''.join(f' {v:5d}' for v in landmarks(face)))
           identity_rows.append(f'{name} {face.identity + 1}')
           index += 1
+    progress.finish()
     texts = {
         FILE_NAMES[1]: [str(num_images), ' '.join(ATTRIBUTE_NAMES)] + attribute_rows,
         FILE_NAMES[2]: partition_rows,

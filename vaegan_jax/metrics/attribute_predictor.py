@@ -143,9 +143,12 @@ def train_predictor(train_split: input_pipeline.PreparedSplit, *, steps: int = 1
 
   load = input_pipeline.training_batches(train_split, seed=seed, global_batch_size=batch_size,
                                          local_devices=1, flip='example')
+  progress = console.Progress('Training the attribute predictor', steps, unit='steps')
   for batch_index in range(steps):
     batch = input_pipeline.to_model_input(load(batch_index))
     params, opt_state, _ = step(params, opt_state, batch['image'][0], batch['attributes'][0])
+    progress.advance()
+  progress.finish()
   return Predictor(attribute_names=names, trained=trained, params=jax.device_get(params),
                    image_shape=train_split.image_shape, kind=kind)
 
@@ -201,7 +204,8 @@ def load(out_dir: str) -> Predictor:
   meta_path = os.path.join(out_dir, 'predictor.json')
   if not os.path.exists(meta_path):
     raise FileNotFoundError(f'No attribute predictor in {out_dir}: train one with '
-                            f'`python -m vaegan_jax.metrics.attribute_predictor --out={out_dir} ...`.')
+                            f'`{console.command("vaegan-attribute-predictor")} '
+                            f'--out={out_dir} ...`.')
   meta = json.load(open(meta_path))
   with open(os.path.join(out_dir, 'predictor.msgpack'), 'rb') as file:
     params = serialization.msgpack_restore(file.read())

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 from absl import logging
 
-from vaegan_jax import files, folders
+from vaegan_jax import console, files, folders
 from vaegan_jax.data import input_pipeline
 from vaegan_jax.data.dataset_layout import config_name
 from vaegan_jax.metrics import attribute_predictor, inception, quality
@@ -108,11 +108,15 @@ def _write_reference(extractor: Extractor, split: input_pipeline.PreparedSplit,
   statistics = quality.FeatureStatistics.empty(extractor.features(split.read([0])['image'])
                                                .shape[1])
   sample = []
+  progress = console.Progress(f'Measuring the {split.split} images in {extractor.name} features',
+                              len(split))
   for start in range(0, len(split), batch_size):
     features = extractor.features(split.read(np.arange(start, min(start + batch_size,
                                                                    len(split))))['image'])
     statistics = statistics.add(features)
     sample.append(features[:max(0, sample_size - start)])
+    progress.advance(len(features))
+  progress.finish()
   # Where the lock cannot be taken, two writers then each publish a whole file.
   folder.write_atomically(f'{name}.npz', lambda file: np.savez(
       file, count=statistics.count, total=statistics.total, outer=statistics.outer,

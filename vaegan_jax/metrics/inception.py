@@ -262,6 +262,21 @@ def weights_bytes(path: str | None = None, sha256: str | None = None,
   return target, data
 
 
+def check_weights_path(path: str | None) -> None:
+  """A WeightsError at once where a weights file is named and is not a readable regular file:
+  said before data, runs or steps are loaded, not after."""
+  if not path:
+    return
+  try:
+    with files.open_regular(os.path.expanduser(path)):
+      pass
+  except FileNotFoundError:
+    raise WeightsError(f'No Inception weights at {path}. Download {FID_WEIGHTS_URL} '
+                       f'(SHA-256 {FID_WEIGHTS_SHA256}) and pass its path.') from None
+  except (OSError, files.UnsafeFile) as error:
+    raise WeightsError(f'Cannot read the Inception weights {path}: {error}') from None
+
+
 def _check_digest(data: bytes, expected: str, what: str, where: str) -> None:
   digest = hashlib.sha256(data).hexdigest()
   if digest != expected:

@@ -22,21 +22,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any
 
 import numpy as np
 
 from vaegan_jax import files, folders
+from vaegan_jax.model import second_stage_network
 
 SPEC_FORMAT = re.compile(r'(standard|gaussian|gmm:([1-9][0-9]*)|vae2)')
 SPEC_HELP = "standard, gaussian, gmm:K (K >= 1 components) or vae2"
 RIDGE = 1e-6        # added to each covariance's diagonal, as scikit-learn's reg_covar default
 MAX_LATENT_DIM = 4096
 MAX_COMPONENTS = 1024
-# The second stage's size [ours]: the authors' depth (daib13/TwoStageVAE, demo.py --second-depth
-# 3), a quarter of their width (--second-dim 1024), so a fit costs seconds on a CPU.
-SECOND_STAGE_DEPTH = 3
-SECOND_STAGE_WIDTH = 256
 
 
 class PriorError(ValueError):
@@ -104,21 +100,6 @@ class Mixture(_Prior):
     return z.astype(np.float32)
 
 
-def tower(layers: dict[str, Any], x, xp=np):
-  """One network of the second stage, as the authors build it (daib13/TwoStageVAE,
-  network/two_stage_vae_model.py, build_encoder2/build_decoder2): SECOND_STAGE_DEPTH ReLU dense
-  layers, then the input concatenated to the last hidden layer, then the dense heads:
-  {'head...': output}. `xp` is numpy (sampling) or jax.numpy (training): one transcription."""
-  hidden = x
-  for index in range(SECOND_STAGE_DEPTH):
-    kernel, bias = layers[f'hidden_{index}_kernel'], layers[f'hidden_{index}_bias']
-    hidden = xp.maximum(hidden @ kernel + bias, 0)
-  hidden = xp.concatenate([x, hidden], axis=-1)
-  heads = [name[:-len('_kernel')] for name in layers
-           if name.startswith('head') and name.endswith('_kernel')]
-  return {head: hidden @ layers[f'{head}_kernel'] + layers[f'{head}_bias'] for head in heads}
-
-
 @dataclasses.dataclass(frozen=True)
 class SecondStage(_Prior):
   """The second stage's decoder (float32 arrays hidden_I_kernel/bias, head_kernel/bias) and its
@@ -133,22 +114,11 @@ class SecondStage(_Prior):
   def transform(self, normal: np.ndarray, uniform: np.ndarray,
                 noise: np.ndarray) -> np.ndarray:
     del uniform                            # the second stage has no components to pick
-    mean = tower(self.decoder, np.asarray(normal, np.float32))['head']
+    mean = second_stage_network.tower(self.decoder, np.asarray(normal, np.float32))['head']
     return (mean + np.exp(self.log_gamma) * np.asarray(noise, np.float32)).astype(np.float32)
 
   def arrays(self) -> dict[str, np.ndarray]:
     return dict(self.decoder, log_gamma=self.log_gamma)
-
-
-def second_stage_shapes(latent_dim: int) -> dict[str, tuple[int, ...]]:
-  """The arrays of a saved second stage, by name, for a model of latent size `latent_dim`."""
-  width = SECOND_STAGE_WIDTH
-  shapes = {'head_kernel': (latent_dim + width, latent_dim), 'head_bias': (latent_dim,),
-            'log_gamma': ()}
-  for index in range(SECOND_STAGE_DEPTH):
-    shapes[f'hidden_{index}_kernel'] = (latent_dim if index == 0 else width, width)
-    shapes[f'hidden_{index}_bias'] = (width,)
-  return shapes
 
 
 Prior = Mixture | SecondStage
@@ -170,7 +140,10 @@ def fit(spec: str, codes: np.ndarray, seed: int = 0) -> Prior:
     return standard(codes.shape[1])
   if spec == 'vae2':
     from vaegan_jax.model import second_stage      # jax only where a second stage is trained
-    return second_stage.fit(codes, seed)
+    try:
+      return SecondStage(*second_stage.fit(codes, seed))
+    except second_stage.Diverged as error:
+      raise PriorError(f'{error}; use a gaussian or gmm:K prior.') from None
   components = 1 if spec == 'gaussian' else int(spec.split(':')[1])
   if len(codes) < 2 * components:
     raise PriorError(f'{len(codes)} codes are too few to fit {spec!r}: give at least '
@@ -210,7 +183,7 @@ def load(path: str, spec: str, latent_dim: int) -> Prior:
   """A fit of `spec` saved by `save`, for a model of latent size `latent_dim`; PriorError (one
   line, the file untouched) where it is not one."""
   if check_spec(spec) == 'vae2':
-    shapes = second_stage_shapes(latent_dim)
+    shapes = second_stage_network.decoder_shapes(latent_dim)
     most = sum(int(np.prod(shape)) for shape in shapes.values()) * 4 + 256 * len(shapes) + 4096
   else:
     most = MAX_COMPONENTS * (latent_dim * latent_dim + latent_dim + 1) * 8 + 4096
@@ -231,7 +204,7 @@ def load(path: str, spec: str, latent_dim: int) -> Prior:
 
 def _second_stage_problem(arrays: dict[str, np.ndarray], latent_dim: int) -> str | None:
   """What is wrong with a loaded second stage's arrays, or None."""
-  shapes = second_stage_shapes(latent_dim)
+  shapes = second_stage_network.decoder_shapes(latent_dim)
   if sorted(arrays) != sorted(shapes):
     return f'it holds {sorted(arrays)}, not the second stage\'s {sorted(shapes)}'
   wrong = [name for name, shape in shapes.items()

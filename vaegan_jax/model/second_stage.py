@@ -3,9 +3,9 @@ fitted ex post to a trained model's codes: a VAE on z whose own latent u is N(0,
 decoding u ~ N(0, I) lands where the first stage's encoder puts data.
 
 Networks and loss are the authors' (daib13/TwoStageVAE, network/two_stage_vae_model.py): the
-towers of priors.tower, the encoder's heads mu_u and log sd_u, the decoder's head z_hat and one
-learned scalar log gamma_z; loss2 = kl_loss2 + gen_loss2 per code; Adam. [ours], sized for a
-quality measurement on a CPU: width priors.SECOND_STAGE_WIDTH (theirs 1024); STEPS steps of
+towers of second_stage_network.tower, the encoder's heads mu_u and log sd_u, the decoder's head
+z_hat and one learned scalar log gamma_z; loss2 = kl_loss2 + gen_loss2 per code; Adam. [ours],
+sized for a quality measurement on a CPU: second_stage_network.WIDTH (theirs 1024); STEPS steps of
 BATCH codes drawn with replacement at a cosine-decayed rate from LEARNING_RATE (theirs 800
 epochs at 1e-4, halved every 300); and the encoder's means as the codes, as for every prior here
 (theirs draw z from q(z|x) in every epoch).
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaegan_jax.model import priors
+from vaegan_jax.model import second_stage_network as network
 
 STEPS = 3000
 BATCH = 128
@@ -38,11 +38,12 @@ def init(key: jax.Array, latent_dim: int) -> dict:
           'log_gamma': jnp.zeros((), jnp.float32)}
 
 
+class Diverged(ValueError):
+  """The second stage's loss became NaN or Inf."""
+
+
 def _layers(key: jax.Array, latent_dim: int, heads: tuple[str, ...]) -> dict[str, jax.Array]:
-  width, depth = priors.SECOND_STAGE_WIDTH, priors.SECOND_STAGE_DEPTH
-  shapes = [(f'hidden_{index}', latent_dim if index == 0 else width, width)
-            for index in range(depth)]
-  shapes += [(head, latent_dim + width, latent_dim) for head in heads]
+  shapes = network.layer_shapes(latent_dim, heads)
   glorot = jax.nn.initializers.glorot_uniform()
   layers = {}
   for (name, fan_in, fan_out), layer_key in zip(shapes, jax.random.split(key, len(shapes))):
@@ -54,9 +55,9 @@ def _layers(key: jax.Array, latent_dim: int, heads: tuple[str, ...]) -> dict[str
 def loss(params: dict, codes: jax.Array, noise: jax.Array) -> jax.Array:
   """The authors' loss2 on codes z [B, L], with the encoder's reparameterisation noise [B, L]:
   (sum KL(q(u|z) || N(0, I)) + sum -log N(z; z_hat, gamma_z^2 I)) / B."""
-  encoded = priors.tower(params['encoder'], codes, jnp)
+  encoded = network.tower(params['encoder'], codes, jnp)
   mu, log_sd = encoded['head_mu'], encoded['head_log_sd']
-  z_hat = priors.tower(params['decoder'], mu + jnp.exp(log_sd) * noise, jnp)['head']
+  z_hat = network.tower(params['decoder'], mu + jnp.exp(log_sd) * noise, jnp)['head']
   log_gamma = params['log_gamma']
   kl = jnp.sum(jnp.square(mu) + jnp.exp(2 * log_sd) - 2 * log_sd - 1) / 2
   reconstruction = jnp.sum(jnp.square((codes - z_hat) / jnp.exp(log_gamma)) / 2 + log_gamma
@@ -83,18 +84,19 @@ def train(params: dict, codes: jax.Array, key: jax.Array, steps: int) -> tuple[d
   return params, losses
 
 
-def fit(codes: np.ndarray, seed: int, steps: int | None = None) -> priors.SecondStage:
-  """The second stage trained on codes [N, L] from `seed` for `steps` (STEPS): its decoder,
-  for sampling."""
+def fit(codes: np.ndarray, seed: int, steps: int | None = None
+        ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """The second stage trained on codes [N, L] from `seed` for `steps` (STEPS): (its decoder's
+  float32 arrays, log gamma_z), for sampling (priors.SecondStage). Diverged where the loss
+  became NaN or Inf."""
   init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
   codes = jnp.asarray(codes, jnp.float32)
   params, losses = train(init(init_key, codes.shape[1]), codes, train_key, steps or STEPS)
   losses = np.asarray(losses)
   if not np.isfinite(losses).all():
-    raise priors.PriorError(f'The second stage diverged (loss {losses[-1]}) on codes of scale '
-                            f'{float(np.abs(codes).max()):.3g}; use a gaussian or gmm:K prior.')
+    raise Diverged(f'The second stage diverged (loss {losses[-1]}) on codes of scale '
+                   f'{float(np.abs(codes).max()):.3g}')
   logging.info('Second stage: loss %.3f -> %.3f (the last 100 steps), gamma_z %.4f.',
                losses[:100].mean(), losses[-100:].mean(), float(np.exp(params['log_gamma'])))
-  return priors.SecondStage({name: np.asarray(value, np.float32)
-                             for name, value in params['decoder'].items()},
-                            np.asarray(params['log_gamma'], np.float32))
+  return ({name: np.asarray(value, np.float32) for name, value in params['decoder'].items()},
+          np.asarray(params['log_gamma'], np.float32))

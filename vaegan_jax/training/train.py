@@ -24,7 +24,7 @@ from vaegan_jax import console, folders
 from vaegan_jax.configs import schema
 from vaegan_jax.data import grids, input_pipeline, prepare
 from vaegan_jax.data.dataset_layout import DataError
-from vaegan_jax.metrics import extractors, quality
+from vaegan_jax.metrics import extractors, inception, quality
 from vaegan_jax.model import priors
 from vaegan_jax.sharding import DEVICE_AXIS, device_sharding
 from vaegan_jax.training import checkpoints, metric_writers, state, steps, workdir_lock
@@ -186,6 +186,49 @@ def save_checkpoint(checkpointer: checkpoints.Checkpointer, step: int,
   except checkpoints.NonFiniteState as error:
     raise NonFiniteLoss(stop_message(f'The state holds NaN or Inf (in {error.leaf})', step,
                                      checkpointer.latest_step(), config)) from None
+
+
+def run_summary(workdir: folders.Folder, start_step: int, step: int, total: int,
+                last_checkpoint: int | None, measures_quality: bool) -> list[str]:
+  """Where a run's results are, for the lines that end it: its state, the newest grids, the
+  metrics, the last checkpoint and the last sample-quality measurement."""
+  if start_step >= total:
+    state_line = (f'Already finished: step {step} of {total}; nothing to train. Raise '
+                  f'--config.num_train_steps to train further.')
+  elif step < total:
+    state_line = f'Stopped at step {step} of {total}; rerun the same command to continue.'
+  else:
+    state_line = f'Finished: step {step} of {total}.'
+  lines = [state_line, f'  workdir:    {workdir.path()}']
+  grids = sorted(name for name in (workdir.list('images') if workdir.exists('images') else [])
+                 if name.endswith('.png'))
+  if grids:
+    newest = grids[-1].rpartition('_')[2]
+    lines.append(f'  grids:      {workdir.path("images")}/*_{newest} (test images, '
+                 f'reconstructions, samples)')
+  lines.append(f'  metrics:    {workdir.path(metric_writers.JSONL_NAME)}; TensorBoard: '
+               f'{workdir.path("tensorboard")}')
+  lines.append('  checkpoint: ' + (f'step {last_checkpoint}, {workdir.path("checkpoints")}/'
+                                   f'{last_checkpoint}' if last_checkpoint is not None
+                                   else 'none'))
+  lines.append('  quality:    ' + (last_quality(workdir) if measures_quality else
+                                  'not measured (quality.extractor=none)'))
+  return lines
+
+
+def last_quality(workdir: folders.Folder) -> str:
+  """The last sample-quality measurement in metrics.jsonl, in a few words."""
+  try:
+    records = metric_writers.read_records(workdir.path(metric_writers.JSONL_NAME))
+  except (OSError, ValueError):
+    records = []
+  measured = [record for record in records if record['kind'] == 'quality']
+  if not measured:
+    return 'not measured yet (quality.every_steps)'
+  last = measured[-1]
+  fids = ', '.join(f'{name[len("fid_"):].replace("_", " ")} {value:.4g}'
+                   for name, value in sorted(last.items()) if name.startswith('fid_'))
+  return f'FID at step {last["step"]}: {fids}'
 
 
 def last_good_line(checkpointer: checkpoints.Checkpointer) -> str:
@@ -351,6 +394,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
   # ---- Checks: nothing below compiles before the config, workdir and data are known good.
   schema.check(config, device_count=jax.device_count(), process_count=jax.process_count(),
                local_device_count=jax.local_device_count())
+  if config.quality.extractor == 'inception':
+    inception.check_weights_path(config.quality.inception_weights)
   folder = check_workdir(workdir)
   lock = (workdir_lock.WorkdirLock(folder) if jax.process_index() == 0
           else contextlib.nullcontext())
@@ -430,6 +475,8 @@ def _train(config: ml_collections.ConfigDict, workdir: folders.Folder) -> state.
   interval_start, interval_steps = time.perf_counter(), 0
   step = start_step
   restore_handler = lambda: signal.signal(signal.SIGTERM, previous_handler)
+  if step < total:
+    logging.info('Compiling the train step, then training steps %d to %d.', step + 1, total)
   try:
     # The first failure is the one raised: a close that fails after it (on a full disk, every
     # flush does) is logged, never raised over it.
@@ -442,6 +489,10 @@ def _train(config: ml_collections.ConfigDict, workdir: folders.Folder) -> state.
         batch = next_batches(batches, count)
         train_state, metrics = (r1_step if with_r1 else train_step)(
             train_state, batch['image'], batch.get('condition'))
+        if step == start_step:          # the call returns once compiled; it runs on
+          logging.info('Compiled in %.0f s; the first report comes at step %d.',
+                       time.perf_counter() - interval_start,
+                       min(config.log_every_steps * (step // config.log_every_steps + 1), total))
         step += count
         interval_steps += count
         history.append((step, count, metrics))
@@ -486,4 +537,8 @@ def _train(config: ml_collections.ConfigDict, workdir: folders.Folder) -> state.
           break
   except (checkpoints.CheckpointWriteError, folders.WriteFailed) as error:
     raise type(error)(f'{error} {last_good_line(checkpointer)}') from None
+  if jax.process_index() == 0:
+    for line in run_summary(workdir, start_step, step, total, checkpointer.last_good,
+                            probe is not None):
+      logging.info('%s', line)
   return train_state
