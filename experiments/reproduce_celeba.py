@@ -9,7 +9,7 @@ shows them.
 --dataset=synthetic trains configs/synthetic.py (32x32) for VAE, VAE_Dis_l, GAN and VAE/GAN,
 and conditional VAE, GAN and VAE/GAN (on the 14 attributes the faces draw), on the embedded
 synthetic faces, with a small schedule of SYNTHETIC_STEPS steps each so that the whole
-reproduction fits in under an hour on a 2-core CPU (experiments/README.md has the measured
+reproduction fits in under an hour on a 2-core CPU (docs/figures.md has the measured
 time). --dataset=celeba trains configs/celeba64.py (the paper's Feb 2016 constants, and its
 'conditional' variant on all 40 attributes) on CelebA, which needs a GPU or TPU. --steps
 overrides the number of steps of every model (a quick check: --steps=20). Runs go to

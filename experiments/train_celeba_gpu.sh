@@ -6,12 +6,12 @@
 # CELEBA_RAW holds CelebA's raw files (img_align_celeba.zip, list_attr_celeba.txt,
 # list_eval_partition.txt). The first run prepares them once into $DATA_DIR (at most about 2.5
 # minutes: 1,500 images/s measured on 2 cores) and makes the authors' 600,000 augmented copies
-# of the training images (see the README's Data section for their time and disk), then trains;
+# of the training images (docs/data.md gives their time and disk), then trains;
 # rerunning the same command resumes. --config.data.augmented_copies=0 trains on the images as
 # they are.
 # Time: on one H200 the step takes 11.5 ms in float32 (gpu_benchmark.sh), and a 3,000-step run
 # on CelebA-format data trained at that speed (5,400-5,500 images/s), so the config's 37,500
-# steps take about 7 minutes plus evaluations (measured 2026-11-30; see experiments/README.md).
+# steps take about 7 minutes plus evaluations (measured 2026-11-30; docs/scaling.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 python=${PYTHON:-python3}

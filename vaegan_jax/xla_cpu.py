@@ -3,7 +3,7 @@
 jaxlib 0.10 hands XLA:CPU's convolutions, dots and reductions to YNNPACK (`ynn_fusion` ops in a
 profile). On this model's steps YNNPACK's convolutions are the slow part: the
 discriminator's 32x32x128 -> 256 stride-2 conv ran forward in 239-254 ms with it and 125-130 ms
-without it, beside PyTorch's 111 (README, Benchmark). Without YNNPACK at all, though, XLA:CPU
+without it, beside PyTorch's 111 (docs/benchmarks.md). Without YNNPACK at all, though, XLA:CPU
 rewrites batch norm's long reductions into reduce-windows that it runs as plain loops, 46% of
 the op time of a 64x64 step. So YNNPACK keeps the reductions only.
 

@@ -135,7 +135,7 @@ def test_four_steps_in_one_dispatch_equal_four_dispatches_of_one(kind, unrolled)
 
 def test_several_steps_per_dispatch_run_unrolled_on_the_cpu_and_as_a_loop_elsewhere():
   """On the CPU, K steps per dispatch are K copies of the step: XLA:CPU ran them 80x slower as
-  a loop (README, Benchmark). GPUs and TPUs keep the loop, whose compile time does not grow
+  a loop (docs/benchmarks.md). GPUs and TPUs keep the loop, whose compile time does not grow
   with K."""
   config, networks, optimizers, state = build_from(tiny_config('vaegan'), axis_name=DEVICE_AXIS)
   devices = jax.local_devices()[:1]

@@ -10,7 +10,7 @@ text, [ours] a choice of this project. Where the code fixes a value, the default
 
 Time: 37,500 steps of batch 64; about 4 images/s on a 2-core CPU (benchmarks/train_step.py), so
 a GPU or TPU is needed. The first run also prepares CelebA and the 600,000 augmented copies the
-code trained on (the README's Data section gives the time and disk).
+code trained on (docs/data.md gives the time and disk).
 
 The config argument picks variants, comma-separated (`--config=.../celeba64.py:mar,128`):
   mar          the March 2016 code: prior samples as the only fakes, weights 0.5 / 0.5,
@@ -63,9 +63,9 @@ VARIANTS = ('mar', 'paper', 'conditional', 'ours', '32', '64', '128')
 
 
 def ours(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """[ours] The preset past the 2016 recipe, from issue 22's ablation (README, "Beyond the 2016
-  recipe"), measured on the 32x32 synthetic faces at 3,000 steps, medians over 3 seeds against
-  the faithful run: the decoder's EMA (0.99) and the R1 penalty (loss.r1_weight=1.0, every 16
+  """[ours] The preset past the 2016 recipe, from issue 22's ablation (docs/quality.md, "Beyond
+  the 2016 recipe"), measured on the 32x32 synthetic faces at 3,000 steps, medians over 3 seeds
+  against the faithful run: the decoder's EMA (0.99) and the R1 penalty (loss.r1_weight=1.0, every 16
   steps) together give sample FID 195 against 371 (129 from the fitted Gaussian), recall 0.59
   against 0.33, reconstruction FID 135 against 287, checkerboard index 0.77-0.87, and every
   seed within 1.22x of the best (the faithful run's worst is 2.05x). The EMA alone gave 286, R1

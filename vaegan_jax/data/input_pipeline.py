@@ -243,7 +243,8 @@ def eval_batches(split: PreparedSplit, *, global_batch_size: int, local_devices:
   for batch_index in range(count if max_batches is None else min(count, max_batches)):
     indices = np.arange(global_batch_size) + batch_index * global_batch_size
     batch = split.read(indices[mine])
-    yield {name: value.reshape(local_devices, -1, *value.shape[1:])
+    yield {name: value.reshape(local_devices, (mine.stop - mine.start) // local_devices,
+                               *value.shape[1:])             # not -1: attributes may be [n, 0]
            for name, value in batch.items()}
 
 

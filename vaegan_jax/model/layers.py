@@ -15,7 +15,7 @@ each reading its input from a buffer of its own (`materialised`), and a stride-1
 4 channels (the decoder's last, and the input gradient of the discriminator's first) runs as a
 1 x k conv to k times as many channels whose rows are summed shifted. 'matmul' computes the
 strided kernel gradients instead as one matmul per kernel tap: faster while YNNPACK ran XLA:CPU's
-convolutions, slower since it does not (xla_cpu.py; README, Benchmark). GPUs and TPUs keep XLA's
+convolutions, slower since it does not (xla_cpu.py; docs/benchmarks.md). GPUs and TPUs keep XLA's
 convolution gradients ('auto' chooses by backend).
 """
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _stride2_conv_adjoint_by_phases(y: jax.Array, kernel: jax.Array) -> jax.Arra
 
   Each computes exactly its own H x W outputs: JAX's transpose of the phase form of the strided
   conv pads the phases fully and slices the border away, 10-44% more multiply-adds at the
-  decoder's sizes and 1.4x its up1 layer's time (README, Benchmark).
+  decoder's sizes and 1.4x its up1 layer's time (docs/benchmarks.md).
   """
   batch, height, width, _ = y.shape
   flipped = _adjoint_kernel(kernel)
@@ -147,7 +147,7 @@ def materialised(x: jax.Array) -> jax.Array:
   XLA:CPU fuses an elementwise producer (a batch norm and ReLU, the transposed conv's phase sums)
   into each of its consumers. Into the [C, H, W, B] transpose that XLA's kernel gradient makes of
   the input, that puts the producer on strided, cache-hostile reads: 32% of the demo's step once,
-  and 2.6x a plain transpose's time (README, Benchmark). A conditional's operand and result are
+  and 2.6x a plain transpose's time (docs/benchmarks.md). A conditional's operand and result are
   buffers. Both branches are the identity; the barrier only keeps XLA from seeing so and removing
   the conditional (`lax.optimization_barrier` alone is removed before fusion on XLA:CPU).
   """
@@ -168,7 +168,7 @@ def _stride1_conv_by_rows(x: jax.Array, kernel: jax.Array) -> jax.Array:
   row sets are then summed, each shifted to its row: the same multiply-adds.
 
   XLA:CPU's conv to 3 channels runs 4x slower than this, and its kernel gradient 1.8x slower
-  than this form's; to 8 channels they tie, from 16 XLA's is 1.6x faster (README, Benchmark).
+  than this form's; to 8 channels they tie, from 16 XLA's is 1.6x faster (docs/benchmarks.md).
   The row sums are float32, as XLA's conv accumulates.
   """
   k, _, in_features, out_features = kernel.shape
@@ -228,7 +228,7 @@ def strided_conv2d(x: jax.Array, kernel: jax.Array, gradients: str = 'xla') -> j
 
 def _strided_conv2d_forward(x, kernel, gradients):
   # 'matmul' cuts its taps' windows from x, and reads them faster through the producer's fusion
-  # (materialised, the demo's step was slower; README, Benchmark).
+  # (materialised, the demo's step was slower; docs/benchmarks.md).
   kept = x if gradients == 'matmul' else _kept_for_kernel_gradient(x, gradients)
   return conv2d(x, kernel, 2), (kept, kernel)
 

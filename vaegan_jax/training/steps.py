@@ -463,7 +463,7 @@ def encode_step(state: TrainState, images: jax.Array, conditions: jax.Array | No
 # ---------------------------------------------------------------- pmap wrapping
 def unrolls_dispatches(platform: str) -> bool:
   """Whether K steps per dispatch run as K copies of the step rather than as a loop: on the CPU,
-  where XLA:CPU ran the demo's step 80x slower inside a loop's body (README, Benchmark)."""
+  where XLA:CPU ran the demo's step 80x slower inside a loop's body (docs/benchmarks.md)."""
   return platform == 'cpu'
 
 

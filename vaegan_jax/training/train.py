@@ -262,7 +262,9 @@ def grid_inputs(config: ml_collections.ConfigDict, eval_split: input_pipeline.Pr
   if len(eval_split) < count:
     raise DataError(f'The eval split has {len(eval_split)} images; the grids need {count}. '
                     f'Lower grid_size.')
-  per_device = lambda array: np.asarray(array).reshape(len(devices), -1, *array.shape[1:])
+  # The count per device is given, not -1: a dataset without attributes has [n, 0] of them.
+  per_device = lambda array: np.asarray(array).reshape(len(devices), count // len(devices),
+                                                       *array.shape[1:])
   test = {name: per_device(value) for name, value in eval_split.read(np.arange(count)).items()}
   inputs = input_pipeline.to_model_input(
       input_pipeline.to_devices(test, device_sharding(devices)), condition_columns)
