@@ -303,6 +303,7 @@ def test_quality_figure_scores_each_run_in_the_domain_space(tmp_path, tiny_runs)
     for measured in row.values():
       assert measured['fid'] > 0 and 0 <= measured['precision'] <= 1
       assert np.isfinite(measured['checkerboard']) and measured['checkerboard'] > 0
+      assert np.isfinite(measured['sharpness']) and measured['sharpness'] > 0
   # Two freshly initialised models draw different images, so their scores differ.
   assert numbers['table']['VAE']['samples']['fid'] != numbers['table']['GAN']['samples']['fid']
 

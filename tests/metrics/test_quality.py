@@ -3,6 +3,7 @@ import itertools
 
 import numpy as np
 import pytest
+import scipy.ndimage
 from scipy import linalg
 
 from vaegan_jax.metrics import quality
@@ -130,3 +131,32 @@ def test_checkerboard_index_is_the_ratio_of_shares():
   index = quality.checkerboard_index(artefacts, real)
   assert index == pytest.approx(quality.nyquist_share(artefacts) / quality.nyquist_share(real))
   assert index > 2 and quality.checkerboard_index(real, real) == pytest.approx(1.0)
+
+
+def test_sharpness_is_the_variance_of_the_laplacian_computed_by_hand():
+  """Issue 48: one 4x4 grey image, pixels in [0, 1]: its 2x2 interior's 4-neighbour Laplacians,
+  written out, and their variance."""
+  grey = np.array([[0.0, 0.2, 0.4, 0.6],
+                   [0.1, 0.9, 0.3, 0.5],
+                   [0.7, 0.2, 0.8, 0.0],
+                   [0.3, 0.6, 0.1, 1.0]])
+  # interior (1, 1): 0.2 + 0.2 + 0.1 + 0.3 - 4 * 0.9 = -2.8; (1, 2): 0.4 + 0.8 + 0.9 + 0.5 - 1.2
+  # = 1.4; (2, 1): 0.9 + 0.6 + 0.7 + 0.8 - 0.8 = 2.2; (2, 2): 0.3 + 0.1 + 0.2 + 0.0 - 3.2 = -2.6
+  laplacians = np.array([-2.8, 1.4, 2.2, -2.6])
+  expected = np.mean((laplacians - laplacians.mean()) ** 2)
+  colour = np.repeat(grey[None, :, :, None], 3, axis=-1)          # the channels' mean is grey
+  assert quality.sharpness(colour) == pytest.approx(expected)
+  # Two images: the mean of their variances; the ratio does not depend on the pixels' scale.
+  both = np.concatenate([colour, 0.5 * colour])
+  assert quality.sharpness(both) == pytest.approx((expected + expected / 4) / 2)
+  assert quality.sharpness_ratio(2 * both - 1, 2 * colour - 1) == pytest.approx(
+      quality.sharpness(both) / quality.sharpness(colour))
+
+
+def test_a_blurred_image_is_less_sharp_and_noise_is_more():
+  rng = np.random.default_rng(3)
+  blocks = np.kron(rng.uniform(size=(6, 8, 8, 3)), np.ones((1, 4, 4, 1)))   # sharp edges
+  blurred = scipy.ndimage.gaussian_filter(blocks, (0, 1.5, 1.5, 0), mode='reflect')
+  assert quality.sharpness_ratio(blurred, blocks) < 0.5
+  noisy = blocks + 0.1 * rng.normal(size=blocks.shape)
+  assert quality.sharpness_ratio(noisy, blocks) > 1.2

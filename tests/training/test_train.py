@@ -386,6 +386,7 @@ def test_the_loop_measures_sample_quality_in_the_domain_feature_space(tmp_path, 
     assert 0 <= measured[f'precision_domain_{label}'] <= 1
     assert measured[f'fid_domain_{label}'] > 0
     assert np.isfinite(measured[f'checkerboard_{label}']) and measured[f'checkerboard_{label}'] > 0
+    assert np.isfinite(measured[f'sharpness_{label}']) and measured[f'sharpness_{label}'] > 0
   folder = os.path.join(data_dir, 'vaegan_extractors', 'synthetic_16', 'domain')
   assert os.path.exists(os.path.join(folder, 'predictor.json'))      # trained once, cached
   assert os.path.exists(os.path.join(folder, 'reference_test_32.npz'))

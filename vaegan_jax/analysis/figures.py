@@ -242,8 +242,9 @@ def quality_figure(loaded: dict[str, runs.Run], extractor: extractors.Extractor,
       measured = extractors.compare(extractor, reference, images, name)
       table[label][name] = {metric: measured[f'{metric}_{extractor.name}_{name}']
                             for metric in QUALITY_METRICS}
-      table[label][name]['checkerboard'] = quality.checkerboard_index(
-          images, preprocess.to_model_range(test['image']))
+      real = preprocess.to_model_range(test['image'])
+      table[label][name]['checkerboard'] = quality.checkerboard_index(images, real)
+      table[label][name]['sharpness'] = quality.sharpness_ratio(images, real)
   charts = [plots.bar_chart(f'FID ({extractor.name} features) of {name}, lower is better',
                       {label: row[name]['fid'] for label, row in table.items() if name in row})
             for name in ('samples', 'reconstructions')

@@ -92,6 +92,23 @@ def checkerboard_index(generated: np.ndarray, real: np.ndarray) -> float:
   return nyquist_share(generated) / max(nyquist_share(real), 1e-30)
 
 
+def sharpness(images: np.ndarray) -> float:
+  """The mean over images [N, H, W, C] of the variance of the 4-neighbour Laplacian of each
+  grey image (the channels' mean), on its valid interior (no padding). With pixels in [0, 1] it
+  is the usual blur measure; blur lowers it, and so does noise's absence: noise raises it."""
+  grey = np.asarray(images, np.float64).mean(axis=-1)
+  laplacian = (grey[:, :-2, 1:-1] + grey[:, 2:, 1:-1] + grey[:, 1:-1, :-2] + grey[:, 1:-1, 2:]
+               - 4 * grey[:, 1:-1, 1:-1])
+  return float(laplacian.var(axis=(1, 2)).mean())
+
+
+def sharpness_ratio(generated: np.ndarray, real: np.ndarray) -> float:
+  """sharpness of the generated images over that of real ones (both [N, H, W, C], on the same
+  scale: the ratio does not depend on it). Near 1 is the target, not higher: noise raises it
+  too, so it is read beside FID and the checkerboard index."""
+  return sharpness(generated) / max(sharpness(real), 1e-30)
+
+
 def statistics_of(features: np.ndarray) -> FeatureStatistics:
   """The statistics of one set of features [N, D]."""
   return FeatureStatistics.empty(np.shape(features)[1]).add(features)

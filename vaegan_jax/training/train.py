@@ -355,8 +355,8 @@ def measure_quality(eval_step: Callable, train_state: state.TrainState,
                     decode_step: Callable | None = None) -> dict[str, float]:
   """FID, KID, precision and recall of `count` samples from p(z) and of the reconstructions of
   as many test images (from `batches`, model input), in the probe's feature space; and each
-  set's checkerboard index against those test images (quality.checkerboard_index). Each fitted
-  prior's samples ('samples_gmm10', ...) decode the same e ~ N(0, I) as p(z)'s, transformed."""
+  set's checkerboard index and sharpness ratio against those test images (quality.py). Each
+  fitted prior's samples ('samples_gmm10', ...) decode the same e ~ N(0, I) as p(z)'s, transformed."""
   outputs: dict[str, list[np.ndarray]] = {}
   seen = 0
   for index, batch in enumerate(batches):
@@ -386,6 +386,7 @@ def measure_quality(eval_step: Callable, train_state: state.TrainState,
     images = np.concatenate(images)[:count]
     metrics.update(extractors.compare(extractor, reference, images, name))
     metrics[f'checkerboard_{name}'] = quality.checkerboard_index(images, real)
+    metrics[f'sharpness_{name}'] = quality.sharpness_ratio(images, real)
   return metrics
 
 
