@@ -65,8 +65,8 @@ VARIANTS = ('mar', 'paper', 'conditional', 'ours', '32', '64', '128')
 def ours(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """[ours] The preset past the 2016 recipe, from issue 22's ablation (docs/quality.md, "Beyond
   the 2016 recipe"), measured on the 32x32 synthetic faces at 3,000 steps, medians over 3 seeds
-  against the faithful run: the decoder's EMA (0.99) and the R1 penalty (loss.r1_weight=1.0, every 16
-  steps) together give sample FID 195 against 371 (129 from the fitted Gaussian), recall 0.59
+  against the faithful run: the decoder's EMA (0.99) and the R1 penalty (loss.r1_weight=1.0,
+  every 16 steps) together give sample FID 195 against 371 (129 from the fitted Gaussian), recall 0.59
   against 0.33, reconstruction FID 135 against 287, checkerboard index 0.77-0.87, and every
   seed within 1.22x of the best (the faithful run's worst is 2.05x). The EMA alone gave 286, R1
   alone 373 with one seed in three far off (497). The priors fitted to the codes are measured

@@ -356,7 +356,8 @@ def measure_quality(eval_step: Callable, train_state: state.TrainState,
   """FID, KID, precision and recall of `count` samples from p(z) and of the reconstructions of
   as many test images (from `batches`, model input), in the probe's feature space; and each
   set's checkerboard index and sharpness ratio against those test images (quality.py). Each
-  fitted prior's samples ('samples_gmm10', ...) decode the same e ~ N(0, I) as p(z)'s, transformed."""
+  fitted prior's samples ('samples_gmm10', ...) decode the same e ~ N(0, I) as p(z)'s,
+  transformed."""
   outputs: dict[str, list[np.ndarray]] = {}
   seen = 0
   for index, batch in enumerate(batches):
