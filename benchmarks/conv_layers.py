@@ -165,7 +165,7 @@ def kernel_gradient_forms():
   import jax
   import jax.numpy as jnp
 
-  from vaegan_jax.model import layers
+  from vaegan_jax.model import cpu_convolutions
 
   def phases(x, height, width):
     """The padded input's four (row, column) parities, each [B, height + 2, width + 2, C]."""
@@ -204,10 +204,10 @@ def kernel_gradient_forms():
     return jnp.stack(taps).reshape(5, 5, x.shape[-1], outputs)
 
   def per_tap(x, g):
-    return layers._stride2_conv_kernel_gradient(x, g, (5, 5, x.shape[-1], g.shape[-1]), 'matmul')
+    return cpu_convolutions._stride2_conv_kernel_gradient(x, g, (5, 5, x.shape[-1], g.shape[-1]), 'matmul')
 
   def xla(x, g):
-    return layers._stride2_conv_kernel_gradient(x, g, (5, 5, x.shape[-1], g.shape[-1]), 'xla')
+    return cpu_convolutions._stride2_conv_kernel_gradient(x, g, (5, 5, x.shape[-1], g.shape[-1]), 'xla')
 
   return {'xla': xla, 'matmul': per_tap, 'phase_windows': phase_windows, 'im2col': im2col,
           'flat_rows': flat_rows}
@@ -227,7 +227,7 @@ def time_jax(shapes, batch: int, repeats: int, forms: bool) -> list[dict]:
   import jax
   import numpy as np
 
-  from vaegan_jax.model import layers
+  from vaegan_jax.model import convolution, cpu_convolutions
 
   rng = np.random.default_rng(0)
   results = []
@@ -237,9 +237,9 @@ def time_jax(shapes, batch: int, repeats: int, forms: bool) -> list[dict]:
     kernel = jax.numpy.asarray(0.05 * rng.standard_normal(shape), jax.numpy.float32)
     row = {'layer': name, 'shape': [batch, height, width, inputs, outputs], 'kind': kind}
     for gradients in ('phases', 'matmul', 'xla'):
-      conv = {'s2': lambda x, k: layers.strided_conv2d(x, k, gradients),
-              's1': lambda x, k: layers.stride1_conv2d(x, k, gradients),
-              't': lambda x, k: layers.conv_transpose2d(x, k, gradients)}[kind]
+      conv = {'s2': lambda x, k: cpu_convolutions.strided_conv2d(x, k, gradients),
+              's1': lambda x, k: cpu_convolutions.stride1_conv2d(x, k, gradients),
+              't': lambda x, k: cpu_convolutions.conv_transpose2d(x, k, gradients)}[kind]
       forward = jax.jit(conv)
       cotangent = jax.numpy.ones_like(forward(x, kernel))
       both = jax.jit(lambda x, k, g, conv=conv: jax.vjp(conv, x, k)[1](g))
@@ -248,14 +248,14 @@ def time_jax(shapes, batch: int, repeats: int, forms: bool) -> list[dict]:
       row[f'{gradients}_gradients_ms'] = best_ms(
           lambda: jax.block_until_ready(both(x, kernel, cotangent)), repeats)
     if forms and kind == 's2':
-      reference = layers.conv2d(x, kernel, 2)
+      reference = convolution.conv2d(x, kernel, 2)
       for form, function in strided_forms().items():
         compiled = jax.jit(function)
         assert_close(compiled(x, kernel), reference, form)
         row[f'{form}_forward_ms'] = best_ms(
             lambda: jax.block_until_ready(compiled(x, kernel)), repeats)
       cotangent = jax.numpy.asarray(rng.standard_normal(reference.shape), jax.numpy.float32)
-      expected = layers._stride2_conv_kernel_gradient(x, cotangent, kernel.shape, 'xla')
+      expected = cpu_convolutions._stride2_conv_kernel_gradient(x, cotangent, kernel.shape, 'xla')
       for form, function in kernel_gradient_forms().items():
         compiled = jax.jit(function)
         assert_close(compiled(x, cotangent), expected, form)

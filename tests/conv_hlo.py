@@ -4,11 +4,11 @@ layers) sets XLA_FLAGS before jax starts a backend."""
 import jax
 import jax.numpy as jnp
 
-from vaegan_jax.model import layers
+from vaegan_jax.model import convolution
 
 
 def conv_and_sum(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
-  y = layers.conv2d(x, kernel, 1)
+  y = convolution.conv2d(x, kernel, 1)
   return y, jnp.sum(y, axis=(0, 1, 2))
 
 

@@ -13,7 +13,8 @@ its own choice. A user's own `--xla_cpu_experimental_ynn_fusion_type` is kept as
 `--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,` ... brings
 YNNPACK's convolutions back. XLA aborts on a flag it does not know, and jaxlib 0.10 and 0.11 (the
 range in pyproject.toml) both know this one; check it again before widening that range. The flag
-concerns XLA:CPU only, so GPU and TPU steps are as they were.
+concerns XLA:CPU only, so GPU and TPU steps are as they were. The CPU's forms of the
+convolutions themselves are in model/cpu_convolutions.py.
 """
 from __future__ import annotations
 

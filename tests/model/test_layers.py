@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaegan_jax.model import layers
+from vaegan_jax.model import convolution, cpu_convolutions, layers
 
 
 def centre_impulse_kernel(channels_in=1, channels_out=1, size=5):
@@ -20,7 +20,7 @@ def impulse_image(size, row, col):
 
 
 def test_stride2_conv_keeps_a_centred_impulse_centred():
-  out = layers.conv2d(impulse_image(16, 8, 8), centre_impulse_kernel(), stride=2)
+  out = convolution.conv2d(impulse_image(16, 8, 8), centre_impulse_kernel(), stride=2)
   expected = np.zeros((1, 8, 8, 1), np.float32)
   expected[0, 4, 4, 0] = 1.0
   np.testing.assert_array_equal(out, expected)
@@ -31,7 +31,7 @@ def test_stride2_conv_keeps_a_centred_impulse_centred():
 
 
 def test_transposed_conv_maps_a_centred_impulse_to_the_centre():
-  out = layers.conv_transpose2d(impulse_image(8, 4, 4), centre_impulse_kernel())
+  out = cpu_convolutions.conv_transpose2d(impulse_image(8, 4, 4), centre_impulse_kernel())
   expected = np.zeros((1, 16, 16, 1), np.float32)
   expected[0, 8, 8, 0] = 1.0
   np.testing.assert_array_equal(out, expected)
@@ -58,7 +58,7 @@ def test_transposed_conv_equals_pytorch_convtranspose2d_k5_s2_p2_op1():
   x = rng.normal(size=(2, 4, 4, 3))
   torch_weight = rng.normal(size=(3, 2, 5, 5))            # [C_in, C_out, k, k]
   kernel = jnp.asarray(torch_weight.transpose(2, 3, 1, 0), jnp.float32)  # [k, k, C_out, C_in]
-  ours = layers.conv_transpose2d(jnp.asarray(x, jnp.float32), kernel)
+  ours = cpu_convolutions.conv_transpose2d(jnp.asarray(x, jnp.float32), kernel)
   assert ours.shape == (2, 8, 8, 2)
   np.testing.assert_allclose(ours, torch_conv_transpose_reference(x, torch_weight),
                              rtol=1e-5, atol=1e-5)
@@ -67,7 +67,7 @@ def test_transposed_conv_equals_pytorch_convtranspose2d_k5_s2_p2_op1():
 def plain_adjoint(x, kernel):
   """The transposed conv by JAX's own transpose of the strided conv: the autodiff reference."""
   shape = (x.shape[0], 2 * x.shape[1], 2 * x.shape[2], kernel.shape[2])
-  (result,) = jax.linear_transpose(lambda u: layers.conv2d(u, kernel, 2),
+  (result,) = jax.linear_transpose(lambda u: convolution.conv2d(u, kernel, 2),
                                    jax.ShapeDtypeStruct(shape, x.dtype))(x)
   return result
 
@@ -79,7 +79,7 @@ def test_adjoint_by_phases_is_the_transpose_of_the_strided_conv(size):
   keys = jax.random.split(jax.random.key(3), 2)
   y = jax.random.normal(keys[0], (2, 3, 5, 4))
   kernel = jax.random.normal(keys[1], (size, size, 2, 4))
-  ours = layers._stride2_conv_adjoint(y, kernel, 'phases')
+  ours = cpu_convolutions._stride2_conv_adjoint(y, kernel, 'phases')
   assert ours.shape == (2, 6, 10, 2)
   np.testing.assert_allclose(ours, plain_adjoint(y, kernel), rtol=1e-5, atol=1e-5)
 
@@ -100,15 +100,15 @@ def test_custom_vjps_match_autodiff_of_the_plain_ops(op, gradients):
   keys = jax.random.split(jax.random.key(1), 3)
   if op == 'stride1_conv':
     # The input comes through a ReLU, so that XLA has a producer to fuse or to keep apart.
-    ours = lambda x, k: layers.stride1_conv2d(jax.nn.relu(x), k, gradients)
-    plain = lambda x, k: layers.conv2d(jax.nn.relu(x), k, 1)
+    ours = lambda x, k: cpu_convolutions.stride1_conv2d(jax.nn.relu(x), k, gradients)
+    plain = lambda x, k: convolution.conv2d(jax.nn.relu(x), k, 1)
     x_shape, kernel_shape, out_shape = (2, 8, 8, 3), (5, 5, 3, 4), (2, 8, 8, 4)
   elif op == 'strided_conv':
-    ours = lambda x, k: layers.strided_conv2d(x, k, gradients)
-    plain = lambda x, k: layers.conv2d(x, k, 2)
+    ours = lambda x, k: cpu_convolutions.strided_conv2d(x, k, gradients)
+    plain = lambda x, k: convolution.conv2d(x, k, 2)
     x_shape, kernel_shape, out_shape = (2, 8, 8, 3), (5, 5, 3, 4), (2, 4, 4, 4)
   else:
-    ours = lambda x, k: layers.conv_transpose2d(x, k, gradients)
+    ours = lambda x, k: cpu_convolutions.conv_transpose2d(x, k, gradients)
     plain = plain_adjoint
     x_shape, kernel_shape, out_shape = (2, 4, 4, 3), (5, 5, 2, 3), (2, 8, 8, 2)
   x = jax.random.normal(keys[0], x_shape)
@@ -130,8 +130,8 @@ def test_stride1_conv_to_few_channels_runs_by_rows_and_matches_the_plain_conv(
   x = jax.random.normal(keys[0], (2, 6, 9, channels_in))
   kernel = jax.random.normal(keys[1], (size, size, channels_in, channels_out))
   cotangent = jax.random.normal(keys[2], (2, 6, 9, channels_out))
-  ours = lambda x, k: layers.stride1_conv2d(x, k, 'phases')
-  plain = lambda x, k: layers.conv2d(x, k, 1)
+  ours = lambda x, k: cpu_convolutions.stride1_conv2d(x, k, 'phases')
+  plain = lambda x, k: convolution.conv2d(x, k, 1)
   assert_matches_autodiff(ours, plain, x, kernel, cotangent, forward_atol=1e-4,
                           gradient_atol=1e-3)
   objective = lambda fn: (lambda x, k: jnp.sum(fn(x, k) * cotangent))
@@ -145,9 +145,9 @@ def test_stride1_conv_by_rows_in_bfloat16_sums_its_rows_in_float32():
   keys = jax.random.split(jax.random.key(5), 2)
   x = jax.random.normal(keys[0], (2, 8, 8, 32))
   kernel = jax.random.normal(keys[1], (5, 5, 32, 3)) * 0.05
-  ours = layers.stride1_conv2d(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), 'phases')
+  ours = cpu_convolutions.stride1_conv2d(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), 'phases')
   assert ours.dtype == jnp.bfloat16
-  reference = layers.conv2d(x.astype(jnp.bfloat16).astype(jnp.float32),
+  reference = convolution.conv2d(x.astype(jnp.bfloat16).astype(jnp.float32),
                             kernel.astype(jnp.bfloat16).astype(jnp.float32), 1)
   # Rounded once to bfloat16 (8 bits of mantissa), not after each of the five row sums.
   np.testing.assert_allclose(ours.astype(jnp.float32), reference, rtol=2 ** -8, atol=2 ** -8)
@@ -156,13 +156,13 @@ def test_stride1_conv_by_rows_in_bfloat16_sums_its_rows_in_float32():
 @pytest.mark.parametrize('first', [0.5, jnp.nan, jnp.inf])
 def test_materialised_is_the_identity_whichever_branch_runs(first):
   x = jax.random.normal(jax.random.key(2), (2, 3, 3, 2)).at[0, 0, 0, 0].set(first)
-  np.testing.assert_array_equal(jax.jit(layers.materialised)(x), x)
+  np.testing.assert_array_equal(jax.jit(cpu_convolutions.materialised)(x), x)
 
 
 @pytest.mark.parametrize('conv, kernel_shape, materialised_under', [
-    (layers.stride1_conv2d, (5, 5, 3, 4), {'phases', 'matmul'}),
-    (layers.strided_conv2d, (5, 5, 3, 4), {'phases'}),   # 'matmul' cuts windows through the fusion
-    (layers.conv_transpose2d, (5, 5, 4, 3), {'phases', 'matmul'}),
+    (cpu_convolutions.stride1_conv2d, (5, 5, 3, 4), {'phases', 'matmul'}),
+    (cpu_convolutions.strided_conv2d, (5, 5, 3, 4), {'phases'}),   # 'matmul' cuts windows through the fusion
+    (cpu_convolutions.conv_transpose2d, (5, 5, 4, 3), {'phases', 'matmul'}),
 ])
 def test_kernel_gradient_reads_a_materialised_input_on_the_cpus_paths(conv, kernel_shape,
                                                                       materialised_under):
@@ -215,5 +215,5 @@ def test_spectral_norm_makes_the_largest_singular_value_one_after_its_power_iter
   variables = power_iterations(conv, x, conv.init(jax.random.key(2), x), 50)
   kernel = np.asarray(variables['params']['kernel'])
   sigma = np.linalg.svd(kernel.reshape(-1, 4), compute_uv=False)[0]
-  np.testing.assert_allclose(conv.apply(variables, x), layers.conv2d(x, kernel / sigma, 2),
+  np.testing.assert_allclose(conv.apply(variables, x), convolution.conv2d(x, kernel / sigma, 2),
                              rtol=1e-4, atol=1e-5)

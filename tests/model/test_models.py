@@ -8,7 +8,7 @@ import pytest
 
 from vaegan_jax.configs import celeba64, schema, tiny
 from vaegan_jax.metrics import quality
-from vaegan_jax.model import layers, models
+from vaegan_jax.model import convolution, cpu_convolutions, models
 
 
 def count(params):
@@ -191,9 +191,9 @@ def test_resize_conv_has_no_checkerboard_on_a_constant_input_where_the_transpose
   constant = jnp.full((2, 8, 8, 4), 0.7, jnp.float32)
   kernel = jax.random.normal(jax.random.key(0), (5, 5, 4, 3))
   interior = lambda y: np.asarray(y)[:, 4:-4, 4:-4]               # [2, 8, 8, 3]
-  resized = interior(layers.conv2d(models.nearest_upsample(constant), kernel, 1))
+  resized = interior(convolution.conv2d(models.nearest_upsample(constant), kernel, 1))
   np.testing.assert_allclose(resized, np.broadcast_to(resized[:, :1, :1], resized.shape),
                              rtol=1e-6, atol=1e-6)
-  transposed = interior(layers.conv_transpose2d(constant, kernel.transpose(0, 1, 3, 2), 'xla'))
+  transposed = interior(cpu_convolutions.conv_transpose2d(constant, kernel.transpose(0, 1, 3, 2), 'xla'))
   assert float(np.ptp(transposed.mean(-1))) > 0.1
   assert quality.nyquist_share(transposed) == pytest.approx(1.0)

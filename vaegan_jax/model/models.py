@@ -77,7 +77,7 @@ class Encoder(nn.Module):
   condition_features: int = 0        # A: the width of y, 0 for the unconditional model
   axis_name: str | None = None
   dtype: Any = jnp.float32
-  conv_gradients: str = 'auto'       # see layers.resolve_conv_gradients
+  conv_gradients: str = 'auto'       # see cpu_convolutions.resolve_conv_gradients
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool, condition: jax.Array | None = None
@@ -117,7 +117,7 @@ class Decoder(nn.Module):
   condition_features: int = 0        # A: the width of y, 0 for the unconditional model
   axis_name: str | None = None
   dtype: Any = jnp.float32
-  conv_gradients: str = 'auto'       # see layers.resolve_conv_gradients
+  conv_gradients: str = 'auto'       # see cpu_convolutions.resolve_conv_gradients
   upsample: str = 'transposed'       # or 'resize_conv'
 
   @nn.compact
@@ -156,7 +156,7 @@ class Discriminator(nn.Module):
   condition_features: int = 0        # A: the width of y, 0 for the unconditional model
   axis_name: str | None = None
   dtype: Any = jnp.float32
-  conv_gradients: str = 'auto'       # see layers.resolve_conv_gradients
+  conv_gradients: str = 'auto'       # see cpu_convolutions.resolve_conv_gradients
   spectral_norm: bool = False        # [ours] every conv and dense layer (layers.py)
 
   @nn.compact
