@@ -172,7 +172,7 @@ def test_resumable_settings_are_those_that_leave_state_and_batches_alone():
       'data.synthetic_images', 'model.conv_gradients',
       'quality.every_steps', 'quality.num_samples', 'quality.extractor', 'quality.extractor_steps',
       'quality.inception_weights', 'quality.inception_sha256', 'quality.priors',
-      'quality.prior_codes', 'quality.raw_decoder', 'data.max_image_bytes',
+      'quality.prior_codes', 'quality.raw_decoder', 'quality.sampler', 'data.max_image_bytes',
       'data.max_image_pixels'} | {   # the schedule: the step sets the learning rate each time
           f'optimizer.{network}.{key}' for network in ('encoder', 'decoder', 'discriminator')
           for key in ('learning_rate', 'schedule', 'end_learning_rate', 'anneal_power',

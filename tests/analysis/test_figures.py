@@ -96,7 +96,7 @@ def test_samples_from_a_fitted_prior_move_the_same_draws_into_each_runs_fit(tmp_
   written = figures.make_figure('samples', chosen, str(tmp_path), count=4, seed=3,
                                 prior='gmm:2')
   image, numbers = check_written(written['samples'], height=2 * 18)
-  assert numbers['prior'] == 'gmm:2'
+  assert numbers['prior'] == {'VAE': 'gmm:2', 'VAE/GAN': 'gmm:2'}
   for label, workdir in chosen.items():         # each run's fit is kept beside its checkpoints
     assert os.path.exists(priors.fit_path(workdir, 'gmm:2', 0)), label
   run = runs.load_run(tiny_runs['vae'])

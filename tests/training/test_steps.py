@@ -276,6 +276,27 @@ def test_the_decoder_ema_is_the_hand_computed_average_and_changes_nothing_else()
       {'params': ema.params, 'batch_stats': ema.batch_stats}, z, train=False))
 
 
+def test_the_decoder_ema_copies_the_decoder_until_its_start_step_then_averages():
+  config = tiny_config('vaegan')
+  config.decoder_ema_decay, config.decoder_ema_start = 0.9, 2
+  config, networks, optimizers, state = build_from(config)
+  train_step = jax.jit(functools.partial(steps.train_step, config=config, networks=networks,
+                                         optimizers=optimizers, axis_name=None))
+  decoders, averages = [], []
+  for seed in range(3):
+    state, _ = train_step(state, images(seed))
+    decoders.append(state.decoder)
+    averages.append(state.decoder_ema)
+  # Steps 0 and 1 come before the start: the average is the decoder itself.
+  for decoder, average in zip(decoders[:2], averages[:2]):
+    assert_trees_close(average.params, decoder.params, rtol=0, atol=0)
+  # Step 2 averages from there: 0.9 * d2 + 0.1 * d3.
+  expected = jax.tree.map(lambda a, b: 0.9 * a + 0.1 * b, decoders[1].params, decoders[2].params)
+  assert_trees_close(averages[2].params, expected, rtol=1e-6, atol=1e-7)
+  assert not np.allclose(jax.tree.leaves(averages[2].params)[0],
+                         jax.tree.leaves(decoders[2].params)[0])
+
+
 def test_spectral_norm_keeps_the_vectors_of_the_kept_pass_and_the_feature_loss_works():
   config = tiny_config('vaegan')
   config.model.spectral_norm = True

@@ -4,6 +4,7 @@ import glob
 import json
 import logging
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -17,7 +18,7 @@ from PIL import Image
 from tensorboardX.proto import event_pb2
 
 from tiny_runs import REPO, kill_once_saved, leaves, run_in_subprocess, tiny_run_config
-from vaegan_jax.analysis import runs
+from vaegan_jax.analysis import figures, runs
 from vaegan_jax.configs import schema, tiny
 from vaegan_jax.data import grids
 from vaegan_jax.data.dataset_layout import DataError
@@ -96,8 +97,18 @@ def test_a_run_ends_with_where_its_results_are(tmp_path, data_dir, caplog):
       f'  metrics:    {workdir}/metrics.jsonl; TensorBoard: {workdir}/tensorboard',
       f'  checkpoint: step 3, {workdir}/checkpoints/3',
       f'  quality:    FID at step 3: domain reconstructions '
-      f'{fids["fid_domain_reconstructions"]:.4g}, domain samples '
+      f'{fids["fid_domain_reconstructions"]:.4g}, domain samples (N(0, I)) '
       f'{fids["fid_domain_samples"]:.4g}']
+
+
+def test_the_summary_leads_with_the_samplers_fid(tmp_path):
+  folder = folders.Folder(str(tmp_path))
+  line = {'step': 400, 'kind': 'quality', 'fid_domain_samples': 859.0,
+          'fid_domain_samples_gmm10': 301.0, 'fid_domain_reconstructions': 798.0}
+  (tmp_path / 'metrics.jsonl').write_text(json.dumps(line) + '\n')
+  assert train.last_quality(folder, 'gmm:10') == (
+      'FID at step 400: domain samples gmm10 (the sampler, gmm:10) 301, domain reconstructions '
+      '798, domain samples (N(0, I)) 859')
 
 
 def test_no_lock_is_left_by_a_refused_start(tmp_path, data_dir):
@@ -461,3 +472,49 @@ def test_metrics_after_a_kill_and_resume_equal_the_uninterrupted_run(tmp_path, d
       (line['step'], line['kind']) for line in whole]
   for expected, got in zip(whole, resumed):
     assert got == expected, (got['step'], got['kind'])
+
+
+def test_the_sampler_draws_the_grids_from_its_newest_fit_and_a_resume_draws_the_same(tmp_path,
+                                                                                   data_dir):
+  # Fits at steps 2, 4 and 6 (quality.every_steps), grids at every step: step 1's sampler grid
+  # is N(0, I)'s, labelled so; later ones decode the newest fit. A run resumed from step 2, with
+  # the later fits still in its folder, must draw the uninterrupted run's grids again.
+  config = tiny_run_config(data_dir, num_train_steps=6, checkpoint_every_steps=2,
+                           image_every_steps=1, keep_checkpoints=5)
+  config.quality.update(sampler='gmm:2', every_steps=2, prior_codes=40)
+  whole = tmp_path / 'whole'
+  train.train_and_evaluate(config, str(whole))
+  assert sorted(os.listdir(whole / 'priors')) == [f'gmm2-step_{s}.npz' for s in (2, 4, 6)]
+  grid = lambda folder, name, step: np.asarray(Image.open(folder / 'images' /
+                                                          f'{name}_{step:08d}.png'))
+  caption = slice(0, grids.CAPTION_HEIGHT)
+  images = slice(grids.CAPTION_HEIGHT, None)
+  # Step 1: the same images as N(0, I)'s grid, under another caption.
+  np.testing.assert_array_equal(grid(whole, 'samples_gmm2', 1)[images],
+                                grid(whole, 'samples', 1)[images])
+  assert not np.array_equal(grid(whole, 'samples_gmm2', 1)[caption],
+                            grid(whole, 'samples', 1)[caption])
+  for step in (2, 3, 6):                     # from the fit: other images than N(0, I)'s
+    assert not np.array_equal(grid(whole, 'samples_gmm2', step)[images],
+                              grid(whole, 'samples', step)[images]), step
+
+  resumed = tmp_path / 'resumed'
+  shutil.copytree(whole, resumed)
+  for step in (4, 6):
+    shutil.rmtree(resumed / 'checkpoints' / str(step))
+  expected = {step: grid(whole, 'samples_gmm2', step) for step in range(3, 7)}
+  for step in range(3, 7):
+    os.remove(resumed / 'images' / f'samples_gmm2_{step:08d}.png')
+  train.train_and_evaluate(config, str(resumed))
+  for step, image in expected.items():
+    np.testing.assert_array_equal(grid(resumed, 'samples_gmm2', step), image, err_msg=step)
+
+  # vaegan-figures draws from the run's sampler unless told otherwise.
+  written = figures.make_figure('samples', {'run': str(whole)}, str(tmp_path / 'figures'),
+                                count=4, seed=3)
+  numbers = json.loads(open(written['samples']['json']).read())
+  assert numbers['prior'] == {'run': 'gmm:2'}
+  run = runs.load_run(str(whole))
+  drawn = grids.image_grid(run.decode(run.prior('gmm:2').sample(4, 3)), columns=4)
+  shown = np.asarray(Image.open(written['samples']['png']).convert('RGB'))
+  np.testing.assert_array_equal(shown[:drawn.shape[0], -drawn.shape[1]:], drawn)

@@ -105,14 +105,22 @@ def check_runs_fit(loaded: dict[str, runs.Run], what: str) -> None:
 
 
 # ---------------------------------------------------------------- the figures
-def samples_figure(loaded: dict[str, runs.Run], count: int, seed: int, prior: str = 'standard',
+def drawn_from(run: runs.Run, prior: str) -> str:
+  """The prior a run's samples come from: `prior`, or with 'run' the run's own quality.sampler
+  (N(0, I) for runs saved before the key existed)."""
+  return run.config.quality.get('sampler', 'standard') if prior == 'run' else prior
+
+
+def samples_figure(loaded: dict[str, runs.Run], count: int, seed: int, prior: str = 'run',
                    data_dir: str | None = None) -> tuple[np.ndarray, dict]:
   """Fig. 3: every run decodes the same z ~ N(0, I); with a fitted prior [ours], the same draws
   moved into each run's own fit (its sample())."""
   check_runs_fit(loaded, 'samples')
-  rows = [(label, run.decode(run.prior(prior, data_dir).sample(count, seed)))
+  specs = {label: drawn_from(run, prior) for label, run in loaded.items()}
+  rows = [(label if specs[label] == 'standard' else f'{label} ({specs[label]})',
+           run.decode(run.prior(specs[label], data_dir).sample(count, seed)))
           for label, run in loaded.items()]
-  numbers = {'seed': seed, 'count': count, 'prior': prior, 'runs': runs.provenance(loaded)}
+  numbers = {'seed': seed, 'count': count, 'prior': specs, 'runs': runs.provenance(loaded)}
   return labelled_rows(rows), numbers
 
 
@@ -221,7 +229,7 @@ def conditional_figures(loaded: dict[str, runs.Run], test_split: input_pipeline.
 
 def quality_figure(loaded: dict[str, runs.Run], extractor: extractors.Extractor,
                    reference: extractors.Reference, test_split: input_pipeline.PreparedSplit,
-                   num_samples: int, seed: int, prior: str = 'standard',
+                   num_samples: int, seed: int, prior: str = 'run',
                    data_dir: str | None = None) -> tuple[np.ndarray, dict]:
   """FID, KID, precision and recall of each run's samples from p(z) (or from a prior fitted to
   its codes [ours]) and of its reconstructions of the first test images, against the test split,
@@ -233,7 +241,7 @@ def quality_figure(loaded: dict[str, runs.Run], extractor: extractors.Extractor,
   for label, run in loaded.items():
     conditions = (run.conditions(test['attributes'], test_split.attribute_names)
                   if run.condition_on else None)
-    latents = run.prior(prior, data_dir).sample(len(test['image']), seed)
+    latents = run.prior(drawn_from(run, prior), data_dir).sample(len(test['image']), seed)
     sets = {'samples': run.decode(latents, conditions)}
     if run.networks.encoder is not None:
       sets['reconstructions'] = run.decode(run.encode(test['image'], conditions), conditions)
@@ -254,7 +262,9 @@ def quality_figure(loaded: dict[str, runs.Run], extractor: extractors.Extractor,
                                  constant_values=255) for chart in charts])
   numbers = {'extractor': extractor.name, 'extractor_checkpoint': extractor.checkpoint,
              'reference': {'split': test_split.split, 'images': reference.statistics.count},
-             'num_samples': len(test['image']), 'seed': seed, 'prior': prior, 'table': table,
+             'num_samples': len(test['image']), 'seed': seed,
+             'prior': {label: drawn_from(run, prior) for label, run in loaded.items()},
+             'table': table,
              'runs': runs.provenance(loaded)}
   return image, numbers
 
@@ -367,7 +377,7 @@ def figure(name: str):
 def _samples(request: Request):
   options = request.options
   return {'samples': samples_figure(request.runs, options['count'], options['seed'],
-                                    options.get('prior', 'standard'), options.get('data_dir'))}
+                                    options.get('prior', 'run'), options.get('data_dir'))}
 
 
 @figure('reconstructions')
@@ -406,7 +416,7 @@ def _quality(request: Request):
   options = request.options
   return {'quality': quality_figure(request.runs, *quality_space(request.first, options),
                                     request.split('eval_split'), options['num_samples'],
-                                    options['seed'], options.get('prior', 'standard'),
+                                    options['seed'], options.get('prior', 'run'),
                                     options.get('data_dir'))}
 
 
@@ -444,7 +454,8 @@ def define_flags() -> None:
                        lower_bound=1, upper_bound=1024)
   flags.DEFINE_integer('seed', 0, 'samples: seed of the shared z.',
                        lower_bound=ranges.SEEDS[0], upper_bound=ranges.SEEDS[1])
-  flags.DEFINE_string('prior', 'standard', "samples, quality: p(z) to draw from: standard "
+  flags.DEFINE_string('prior', 'run', "samples, quality: p(z) to draw from: run (each run's "
+                      'quality.sampler, N(0, I) unless its config names a prior), standard '
                       "(N(0, I)), or [ours] gaussian, gmm:K or vae2 fitted to each run's codes "
                       '(model/priors.py; the fit is kept in its workdir).')
   flags.DEFINE_list('attributes', ['paper'], "attributes: names, or 'paper' for the 18.")

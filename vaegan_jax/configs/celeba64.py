@@ -75,7 +75,8 @@ def ours(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   64x64: the same choices there are a guess until a GPU run measures them."""
   config.decoder_ema_decay = 0.99
   config.loss.r1_weight = 1.0
-  config.quality.priors = ('gaussian', 'gmm:10', 'vae2')
+  if config.model.kind != 'gan':          # the priors are fitted to the encoder's codes
+    config.quality.priors = ('gaussian', 'gmm:10', 'vae2')
   return config
 
 
@@ -161,6 +162,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # exponential moving average of the decoder's weights and batch statistics, updated after
   # every step (Karras et al. 2018; Yazici et al. 2019); 0: the decoder itself, as the code
   config.decoder_ema_decay = 0.0
+  # [ours] the step from which the EMA averages; before it the average is the decoder itself,
+  # so that a slow decay (0.999) does not keep the initial decoder's weights in its samples
+  config.decoder_ema_start = 0
 
   config.data = ml_collections.ConfigDict(dict(
       name='celeba',                       # [ours] the prepared dataset (vaegan-prepare --name)
@@ -204,6 +208,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # kind 'quality_raw_decoder': what the same run without the EMA measures, since the EMA
       # changes nothing that training sees (one run gives both sides of the EMA's ablation)
       raw_decoder=False,
+      # [paper] 'standard': samples decode z ~ N(0, I); a prior spec [ours] ('gaussian', 'gmm:K',
+      # 'vae2'): the grids (beside N(0, I)'s, labelled), the quality headline and vaegan-figures
+      # draw from that prior fitted to the codes at every quality step (fitted with the priors)
+      sampler='standard',
   ))
   config.checkpoint_every_steps = 2500     # [ours] also on SIGTERM and at the end
   config.keep_checkpoints = 3              # [ours] the last K are kept

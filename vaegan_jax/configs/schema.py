@@ -146,6 +146,14 @@ def prior_specs(key: str, value: Any) -> str | None:
   return None
 
 
+def sampler_spec(key: str, value: Any) -> str | None:
+  try:
+    priors.check_spec(value)
+  except priors.PriorError as error:
+    return f'{key}: {error}'
+  return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
   """One key: what makes a value wrong, whether a resumed run may change it (settings that
@@ -236,11 +244,13 @@ SCHEMA: dict[str, Setting] = {
     'quality.priors': Setting(prior_specs, resumable=True),
     'quality.prior_codes': Setting(integer(*ranges.IMAGE_COUNTS), resumable=True),
     'quality.raw_decoder': Setting(boolean, resumable=True),
+    'quality.sampler': Setting(sampler_spec, resumable=True),
     'checkpoint_every_steps': Setting(STEPS, resumable=True),
     'keep_checkpoints': Setting(integer(1, 10**6), resumable=True),
     'grid_size': Setting(integer(1, 64), resumable=True),
     'steps_per_dispatch': Setting(integer(1, 1024), resumable=True),
     'decoder_ema_decay': Setting(DECAY, before_it_existed=0.0),
+    'decoder_ema_start': Setting(integer(0, ranges.STEP_COUNTS[1]), before_it_existed=0),
 }
 
 RESUMABLE = tuple(key for key, setting in SCHEMA.items() if setting.resumable)
@@ -321,6 +331,7 @@ def check(config: ml_collections.ConfigDict, *, device_count: int = 1, process_c
   for problem in (_architecture_problem(config.model),
                   _feature_layer_problem(config.model, config.loss.feature_layer),
                   _priors_problem(config.model.kind, config.quality.priors),
+                  _sampler_problem(config.model.kind, config.quality.sampler),
                   _raw_decoder_problem(config.quality.raw_decoder, config.decoder_ema_decay),
                   _batch_problem(config.global_batch_size, device_count, process_count,
                                  local_device_count or device_count // process_count)):
@@ -366,6 +377,13 @@ def _priors_problem(kind: str, specs: Any) -> str | None:
   if kind == 'gan' and specs:
     return (f'quality.priors={tuple(specs)} are fitted to the encoder\'s codes, and a gan run '
             f'has no encoder; set quality.priors=().')
+  return None
+
+
+def _sampler_problem(kind: str, spec: str) -> str | None:
+  if kind == 'gan' and spec != 'standard':
+    return (f'quality.sampler={spec!r} is fitted to the encoder\'s codes, and a gan run has no '
+            f'encoder; set quality.sampler=standard.')
   return None
 
 

@@ -37,7 +37,7 @@ def parse_arg(arg: str | None) -> tuple[str, bool, bool]:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """celeba64's method at 32x32 with CPU-sized networks; `arg` as in the module docstring."""
   kind, conditional, preset = parse_arg(arg)
-  config = celeba64.get_config('32,ours' if preset else '32')
+  config = celeba64.get_config('32')
   config.global_batch_size = 64
   config.num_train_steps = 800
   config.model.update(dict(
@@ -61,4 +61,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_batches = 10
   config.quality.update(dict(every_steps=400, num_samples=2000))
   config.checkpoint_every_steps = 200
-  return config
+  return celeba64.ours(config) if preset else config      # after the kind: it reads it

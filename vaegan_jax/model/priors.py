@@ -169,6 +169,21 @@ def fit_name(spec: str, step: int) -> str:
   return f'priors/{label(spec)}-step_{int(step)}.npz'
 
 
+def newest_fit(workdir: folders.Folder, spec: str, latent_dim: int, at_most: int
+               ) -> tuple[int, Prior] | None:
+  """(step, fit) of the newest fit of `spec` kept in the workdir at or before step `at_most`;
+  None where there is none."""
+  name = re.compile(re.escape(label(spec)) + r'-step_([0-9]{1,10})\.npz')
+  found = [int(match.group(1)) for entry in
+           (workdir.list('priors') if workdir.exists('priors') else [])
+           if (match := name.fullmatch(entry))]
+  steps = [step for step in found if step <= at_most]
+  if not steps:
+    return None
+  step = max(steps)
+  return step, load(workdir.path(fit_name(spec, step)), spec, latent_dim)
+
+
 def fit_path(workdir: str, spec: str, step: int) -> str:
   return os.path.join(workdir, fit_name(spec, step))
 

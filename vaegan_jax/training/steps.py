@@ -389,9 +389,18 @@ def train_step(state: TrainState, images: jax.Array, conditions: jax.Array | Non
     metrics[f'{name}_learning_rate'] = learning_rate
   if state.decoder_ema is not None:
     new_networks['decoder_ema'] = state_lib.moving_average(
-        state.decoder_ema, new_networks['decoder'], config.decoder_ema_decay)
+        state.decoder_ema, new_networks['decoder'], ema_decay(config, state.step))
   new_state = state.replace(step=state.step + 1, **new_networks)
   return new_state, metrics
+
+
+def ema_decay(config: Any, step: jax.Array) -> float | jax.Array:
+  """The decoder EMA's decay at `step`: 0 before config.decoder_ema_start (the average copies
+  the decoder, so that it starts from a trained decoder, not the initial one), then
+  config.decoder_ema_decay."""
+  if config.decoder_ema_start == 0:
+    return config.decoder_ema_decay
+  return jnp.where(step < config.decoder_ema_start, 0.0, config.decoder_ema_decay)
 
 
 # ---------------------------------------------------------------- evaluation

@@ -7,6 +7,7 @@ restarted ends with exactly the parameters of one never interrupted.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import signal
@@ -189,7 +190,8 @@ def save_checkpoint(checkpointer: checkpoints.Checkpointer, step: int,
 
 
 def run_summary(workdir: folders.Folder, start_step: int, step: int, total: int,
-                last_checkpoint: int | None, measures_quality: bool) -> list[str]:
+                last_checkpoint: int | None, measures_quality: bool,
+                sampler: str = 'standard') -> list[str]:
   """Where a run's results are, for the lines that end it: its state, the newest grids, the
   metrics, the last checkpoint and the last sample-quality measurement."""
   if start_step >= total:
@@ -211,13 +213,14 @@ def run_summary(workdir: folders.Folder, start_step: int, step: int, total: int,
   lines.append('  checkpoint: ' + (f'step {last_checkpoint}, {workdir.path("checkpoints")}/'
                                    f'{last_checkpoint}' if last_checkpoint is not None
                                    else 'none'))
-  lines.append('  quality:    ' + (last_quality(workdir) if measures_quality else
+  lines.append('  quality:    ' + (last_quality(workdir, sampler) if measures_quality else
                                   'not measured (quality.extractor=none)'))
   return lines
 
 
-def last_quality(workdir: folders.Folder) -> str:
-  """The last sample-quality measurement in metrics.jsonl, in a few words."""
+def last_quality(workdir: folders.Folder, sampler: str = 'standard') -> str:
+  """The last sample-quality measurement in metrics.jsonl, in a few words; the sampler's
+  samples first."""
   try:
     records = metric_writers.read_records(workdir.path(metric_writers.JSONL_NAME))
   except (OSError, ValueError):
@@ -226,9 +229,15 @@ def last_quality(workdir: folders.Folder) -> str:
   if not measured:
     return 'not measured yet (quality.every_steps)'
   last = measured[-1]
-  fids = ', '.join(f'{name[len("fid_"):].replace("_", " ")} {value:.4g}'
-                   for name, value in sorted(last.items()) if name.startswith('fid_'))
-  return f'FID at step {last["step"]}: {fids}'
+  fids = sorted((name, value) for name, value in last.items() if name.startswith('fid_'))
+  if sampler != 'standard':          # the sampler's samples lead, named as drawn
+    fids.sort(key=lambda item: not item[0].endswith(f'_samples_{priors.label(sampler)}'))
+  shown = lambda name: (name[len('fid_'):].replace('_', ' ')
+                        + (f' (the sampler, {sampler})' if sampler != 'standard' and
+                           name.endswith(f'_samples_{priors.label(sampler)}') else '')
+                        + (' (N(0, I))' if name.endswith('_samples') else ''))
+  return f'FID at step {last["step"]}: ' + ', '.join(f'{shown(name)} {value:.4g}'
+                                                     for name, value in fids)
 
 
 def last_good_line(checkpointer: checkpoints.Checkpointer) -> str:
@@ -274,14 +283,29 @@ def grid_inputs(config: ml_collections.ConfigDict, eval_split: input_pipeline.Pr
 
 
 def write_grids(eval_step: Callable, train_state: state.TrainState, inputs: dict[str, jax.Array],
-                writer: metric_writers.MetricWriter, step: int, grid_size: int) -> None:
-  """Samples from the fixed latents, reconstructions and the test images, as captioned PNGs."""
+                writer: metric_writers.MetricWriter, step: int, grid_size: int,
+                sampler: Sampler | None = None, decode_step: Callable | None = None,
+                seed: int = 0) -> None:
+  """Samples from the fixed latents, reconstructions and the test images, as captioned PNGs;
+  with a fitted sampler [ours], also the same latents moved by it (samples_LABEL), or N(0, I)'s,
+  labelled so, until its first fit."""
   outputs, _ = eval_step(train_state, inputs['image'], inputs['latents'], inputs.get('condition'))
   outputs['test_images'] = inputs['image']
+  captions = dict(GRID_CAPTIONS)
+  if sampler is not None:
+    name = f'samples_{priors.label(sampler.spec)}'
+    if sampler.prior is None:
+      outputs[name] = outputs['samples']
+      captions[name] = f'samples: {sampler.spec} not fitted yet, so z ~ N(0, I)'
+    else:
+      latents = prior_latents(sampler.prior, inputs['latents'],
+                              jax.random.PRNGKey(seed + GRID_SEED_OFFSET))
+      outputs[name] = decode_step(train_state, latents, inputs.get('condition'))
+      captions[name] = f'samples: {sampler.spec} fitted to the codes at step {sampler.fit_step}'
   writer.write_images(step, {
       name: grids.captioned_grid(
           np.asarray(images).reshape(-1, *images.shape[2:])[:grid_size ** 2], grid_size,
-          f'{GRID_CAPTIONS[name]} | step {step}')
+          f'{captions[name]} | step {step}')
       for name, images in outputs.items()})
 
 
@@ -318,6 +342,45 @@ def quality_probe(config: ml_collections.ConfigDict
     logging.info('No sample-quality metrics: %s has no attribute that varies to train the '
                  'domain feature extractor on.', config.data.name)
   return probe
+
+
+def prior_latents(prior: priors.Prior, latents: jax.Array, key: jax.Array) -> np.ndarray:
+  """The prior's z from the draws e = `latents` [D, n, L] of N(0, I), with its uniform and second
+  normal draws taken from `key`: the same e as p(z)'s samples, transformed (model/priors.py)."""
+  latent_dim = latents.shape[-1]
+  uniform = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), latents.shape[:2]))
+  noise = np.asarray(jax.random.normal(jax.random.fold_in(key, 2), latents.shape))
+  moved = prior.transform(np.asarray(latents).reshape(-1, latent_dim), uniform.ravel(),
+                          noise.reshape(-1, latent_dim))
+  return moved.reshape(latents.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  """quality.sampler [ours]: the prior the grids draw samples from, and its newest fit (None
+  before the first; fit_step: the step whose encoder made its codes)."""
+  spec: str
+  prior: priors.Prior | None = None
+  fit_step: int | None = None
+
+
+def fitted_specs(quality: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The priors the loop fits at every quality step: quality.priors, and the sampler."""
+  specs = tuple(quality.priors)
+  if quality.sampler != 'standard' and quality.sampler not in specs:
+    specs += (quality.sampler,)
+  return specs
+
+
+def resumed_sampler(config: ml_collections.ConfigDict, workdir: folders.Folder,
+                    step: int) -> Sampler | None:
+  """The sampler as the run left it at `step`: its newest fit saved at or before that step, so
+  that a resumed run draws what an uninterrupted one does; None for N(0, I)."""
+  spec = config.quality.sampler
+  if spec == 'standard':
+    return None
+  newest = priors.newest_fit(workdir, spec, config.model.latent_dim, at_most=step)
+  return Sampler(spec) if newest is None else Sampler(spec, newest[1], newest[0])
 
 
 def fit_priors(encode_step: Callable, train_state: state.TrainState,
@@ -365,14 +428,9 @@ def measure_quality(eval_step: Callable, train_state: state.TrainState,
     latents = jax.random.normal(key, batch['image'].shape[:2] + (latent_dim,))
     images, _ = eval_step(train_state, batch['image'], latents, batch.get('condition'))
     images = {**images, 'test_images': batch['image']}
-    if fitted:
-      uniform = np.asarray(jax.random.uniform(jax.random.fold_in(key, 1), latents.shape[:2]))
-      noise = np.asarray(jax.random.normal(jax.random.fold_in(key, 2), latents.shape))
-      for spec, prior in fitted.items():
-        moved = prior.transform(np.asarray(latents).reshape(-1, latent_dim), uniform.ravel(),
-                                noise.reshape(-1, latent_dim))
-        images[f'samples_{priors.label(spec)}'] = decode_step(
-            train_state, moved.reshape(latents.shape), batch.get('condition'))
+    for spec, prior in (fitted or {}).items():
+      images[f'samples_{priors.label(spec)}'] = decode_step(
+          train_state, prior_latents(prior, latents, key), batch.get('condition'))
     if jax.process_count() > 1:
       images = multihost_utils.process_allgather(images)
     for name, value in images.items():
@@ -450,9 +508,10 @@ def _train(config: ml_collections.ConfigDict, workdir: folders.Folder) -> state.
   r1_step = steps.make_pmapped_train_step(config, training.networks, training.optimizers,
                                           with_r1=True) if r1_every else None
   eval_step = steps.make_pmapped_eval_step(config, training.networks)
-  fits_priors = bool(config.quality.priors) and training.networks.encoder is not None
-  encode_step = steps.make_pmapped_encode_step(training.networks) if fits_priors else None
-  decode_step = steps.make_pmapped_decode_step(training.networks) if fits_priors else None
+  specs = fitted_specs(config.quality) if training.networks.encoder is not None else ()
+  encode_step = steps.make_pmapped_encode_step(training.networks) if specs else None
+  decode_step = steps.make_pmapped_decode_step(training.networks) if specs else None
+  sampler = resumed_sampler(config, workdir, start_step)
   writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0,
                                        start_step=start_step)
 
@@ -476,6 +535,7 @@ def _train(config: ml_collections.ConfigDict, workdir: folders.Folder) -> state.
   intervals = (config.log_every_steps, config.image_every_steps, config.eval_every_steps,
                config.quality.every_steps, config.checkpoint_every_steps)
   history: list[tuple[int, int, Any]] = []      # (last step, steps, metrics) per dispatch
+  fitted: dict[str, priors.Prior] = {}           # the priors of the last quality step
   interval_start, interval_steps = time.perf_counter(), 0
   step = start_step
   restore_handler = lambda: signal.signal(signal.SIGTERM, previous_handler)
@@ -516,16 +576,19 @@ def _train(config: ml_collections.ConfigDict, workdir: folders.Folder) -> state.
           report_training(writer, step, total, window, interval_steps,
                           time.perf_counter() - interval_start, config.global_batch_size)
           window, interval_steps, interval_start = EMPTY_WINDOW, 0, time.perf_counter()
+        if specs and due(config.quality.every_steps):       # before the grids that use them
+          fitted = fit_priors(encode_step, train_state, prior_batches(), specs,
+                              config.quality.prior_codes, config.seed)
+          save_priors(fitted, workdir, step)
+          if sampler is not None:
+            sampler = Sampler(sampler.spec, fitted[sampler.spec], step)
         if due(config.image_every_steps):
-          write_grids(eval_step, train_state, grid_batch, writer, step, config.grid_size)
+          write_grids(eval_step, train_state, grid_batch, writer, step, config.grid_size,
+                      sampler, decode_step, config.seed)
         if due(config.eval_every_steps):
           report_finite('eval', evaluate(eval_step, train_state, eval_batches(eval_limit),
                                          config.seed, config.model.latent_dim))
         if probe is not None and due(config.quality.every_steps):
-          fitted = {} if encode_step is None else fit_priors(
-              encode_step, train_state, prior_batches(), config.quality.priors,
-              config.quality.prior_codes, config.seed)
-          save_priors(fitted, workdir, step)
           measured = {'quality': train_state}
           if config.quality.raw_decoder:      # the same draws through the decoder the EMA follows
             measured['quality_raw_decoder'] = train_state.replace(decoder_ema=None)
@@ -543,6 +606,6 @@ def _train(config: ml_collections.ConfigDict, workdir: folders.Folder) -> state.
     raise type(error)(f'{error} {last_good_line(checkpointer)}') from None
   if jax.process_index() == 0:
     for line in run_summary(workdir, start_step, step, total, checkpointer.last_good,
-                            probe is not None):
+                            probe is not None, config.quality.sampler):
       logging.info('%s', line)
   return train_state
