@@ -7,7 +7,6 @@ gives each digit's class as ten binary attributes, which the domain feature extr
 prepare upscales them to 32x32 with its own blur and bicubic resize: nearest-neighbour would
 leave no 2-pixel-period energy, and the checkerboard index would then mean nothing.
 
-  .venv/bin/pip install scikit-learn
   .venv/bin/python experiments/digits_folder.py --out=~/digits
   .venv/bin/vaegan-prepare --image_folder=~/digits --attributes_csv=~/digits/labels.csv \
       --data_dir=~/data --name=digits --resolution=32 --channels=1
@@ -21,6 +20,7 @@ from absl import app
 from absl import flags
 import numpy as np
 from PIL import Image
+from sklearn import datasets
 
 from vaegan_jax import console
 
@@ -30,7 +30,6 @@ _OUT = flags.DEFINE_string('out', None, 'The folder to write (created; must not 
 
 def digit_images() -> tuple[np.ndarray, np.ndarray]:
   """([1797, 8, 8] uint8 in 0..255, [1797] labels) from load_digits' 0..16 intensities."""
-  from sklearn import datasets      # only this script needs scikit-learn
   digits = datasets.load_digits()
   return np.round(digits.images * 255 / 16).astype(np.uint8), digits.target
 

@@ -17,6 +17,7 @@ COMMANDS = {
     'vaegan-figures': ('vaegan_jax.analysis.figures', ['--figure=samples', '--run=A=run']),
     'vaegan-pretraining': ('vaegan_jax.analysis.pretraining', ['--run=A=run']),
     'vaegan-attribute-predictor': ('vaegan_jax.metrics.attribute_predictor', ['--out=out']),
+    'vaegan-explore': ('vaegan_jax.analysis.explore_page', ['--run=run']),
 }
 NEGATIVE_ALLOWED = {'strengths'}          # an attribute vector is also subtracted
 PARSE_EVERY_NUMBER = '''

@@ -71,6 +71,10 @@ WHY_NOT_HERE = {
     '.venv/bin/python benchmarks/batched_applications.py': HOURS + '; tests/test_scripts.py runs '
                                                             'it --smoke',
     'bash experiments/gpu_benchmark.sh': 'GPU; tests/test_scripts.py runs it with SMOKE=1',
+    ".venv/bin/pip install -e '.[explore]'": 'the second command installs it (the [test] extra '
+                                              'holds [explore])',
+    '.venv/bin/vaegan-explore --run=runs/synthetic': ('serves until stopped; tests/browser/ runs '
+                                                      'it on a tiny run in Chromium'),
     '.venv/bin/vaegan-prepare --raw_dir=~/celeba --data_dir=~/tensorflow_datasets '
     '--resolution=64': "download (CelebA's raw files)",
     '.venv/bin/vaegan-prepare --tfds_name=celeb_a --data_dir=~/tensorflow_datasets '

@@ -31,6 +31,26 @@ def tiny_run_config(data_dir, **overrides):
   return config
 
 
+def initialised_runs(root, kinds):
+  """One checkpoint at step 0 per tiny config argument in `kinds` ('vaegan,conditional' is
+  saved as root/vaegan_conditional), freshly initialised, since readers take any state, and the
+  prepared synthetic dataset they name, in root/data: {name: workdir}."""
+  from vaegan_jax import folders
+  from vaegan_jax.data import prepare
+  from vaegan_jax.training import checkpoints, state
+  workdirs = {}
+  for seed, kind in enumerate(kinds):
+    config = tiny.get_config(kind)
+    config.data.data_dir = str(root / 'data')
+    name = kind.replace(',conditional', '_conditional')
+    with checkpoints.Checkpointer(folders.Folder(str(root / name)).make(), keep=1) as saver:
+      saver.save(0, state.create_training(config, seed=seed).initial_state, {'next_batch': 0},
+                 config)
+    workdirs[name] = str(root / name)
+  prepare.ensure_prepared(config.data, 16, 3)
+  return workdirs
+
+
 def leaves(tree):
   return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
 

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tiny_runs import REPO
+from tiny_runs import REPO, initialised_runs
 from vaegan_jax.analysis import attributes, figures, runs
 from vaegan_jax.configs import tiny
-from vaegan_jax.data import grids, input_pipeline, prepare
+from vaegan_jax.data import grids, input_pipeline
 from vaegan_jax.metrics import attribute_predictor
 from vaegan_jax.model import priors
-from vaegan_jax.training import checkpoints, state
 from vaegan_jax import folders
 
 
@@ -52,22 +51,10 @@ def test_similarity_metrics_by_hand():
 # ---------------------------------------------------------------- figures on tiny runs
 @pytest.fixture(scope='module')
 def tiny_runs(tmp_path_factory):
-  """One checkpointed run per model kind (freshly initialised: the figures read any state),
-  and the prepared synthetic dataset they name."""
-  root = tmp_path_factory.mktemp('runs')
-  data_dir = str(root / 'data')
-  workdirs = {}
-  for kind in ('vae', 'vae_disl', 'gan', 'vaegan', 'vae,conditional', 'gan,conditional',
-               'vaegan,conditional'):
-    config = tiny.get_config(kind)
-    config.data.data_dir = data_dir
-    initial = state.create_training(config, seed=len(workdirs)).initial_state
-    name = kind.replace(',conditional', '_conditional')
-    with checkpoints.Checkpointer(folders.Folder(str(root / name)).make(), keep=1) as checkpointer:
-      checkpointer.save(0, initial, {'next_batch': 0}, config)
-    workdirs[name] = str(root / name)
-  prepare.ensure_prepared(config.data, 16, 3)
-  return workdirs
+  """One checkpointed run per model kind, and the prepared synthetic dataset they name."""
+  return initialised_runs(tmp_path_factory.mktemp('runs'), (
+      'vae', 'vae_disl', 'gan', 'vaegan', 'vae,conditional', 'gan,conditional',
+      'vaegan,conditional'))
 
 
 def check_written(paths, height):

@@ -24,6 +24,7 @@ from typing import Any
 from etils import epath
 
 from vaegan_jax import files
+from vaegan_jax.data import preprocess
 from vaegan_jax.data.dataset_layout import BUILDER_NAME, SPLITS, VERSION, DataError
 
 MAX_DOCUMENT_BYTES = 64 * 2**20
@@ -53,6 +54,7 @@ class PreparedDataset:
   attribute_kind: str                         # 'binary' or 'real'
   shards: dict[str, tuple[tuple[str, int], ...]]      # split -> ((shard file, records), ...)
   skipped_corrupt: tuple[str, ...]
+  crop: str = 'centre'                        # preprocess.CROPS: the window prepare cut
 
 
 def features_document(image_shape: tuple[int, int, int], attribute_count: int,
@@ -152,8 +154,9 @@ def _shards(path: str, folder: str) -> dict[str, tuple[tuple[str, int], ...]]:
   return shards
 
 
-def _metadata(path: str, attribute_count: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-  """(attribute names, skipped corrupt images) of metadata.json."""
+def _metadata(path: str, attribute_count: int
+              ) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+  """(attribute names, skipped corrupt images, crop) of metadata.json."""
   metadata = read_document(path)
   names = metadata.get('attribute_names') if isinstance(metadata, dict) else None
   if (not isinstance(names, list) or len(names) != attribute_count
@@ -163,7 +166,10 @@ def _metadata(path: str, attribute_count: int) -> tuple[tuple[str, ...], tuple[s
   skipped = metadata.get('skipped_corrupt', [])
   if not isinstance(skipped, list) or not all(isinstance(entry, str) for entry in skipped):
     raise tampered(path, 'its skipped_corrupt is not a list of file names')
-  return tuple(names), tuple(skipped)
+  crop = metadata.get('crop', 'centre')
+  if crop not in preprocess.CROPS:
+    raise tampered(path, f'its crop is not one of {", ".join(preprocess.CROPS)}')
+  return tuple(names), tuple(skipped), crop
 
 
 def read(folder: str) -> PreparedDataset:
@@ -171,6 +177,6 @@ def read(folder: str) -> PreparedDataset:
   line naming the document, where any of the three is not what prepare writes."""
   shape, count, kind = _features(os.path.join(folder, 'features.json'))
   shards = _shards(os.path.join(folder, 'dataset_info.json'), folder)
-  names, skipped = _metadata(os.path.join(folder, 'metadata.json'), count)
+  names, skipped, crop = _metadata(os.path.join(folder, 'metadata.json'), count)
   return PreparedDataset(path=folder, image_shape=shape, attribute_names=names,
-                         attribute_kind=kind, shards=shards, skipped_corrupt=skipped)
+                         attribute_kind=kind, shards=shards, skipped_corrupt=skipped, crop=crop)
