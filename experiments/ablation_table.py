@@ -7,9 +7,11 @@ metrics.jsonl (e.g. `grep '"kind": "quality"' RUN/metrics.jsonl > faithful_s0.js
 'quality_raw_decoder' lines of a run that kept the decoder's EMA with quality.raw_decoder=True,
 which are the run without the EMA (`grep '"kind": "quality_raw_decoder"' RUN/metrics.jsonl >
 faithful_s1.jsonl`). Prints
-two markdown tables: each run at its last measured step (sample FID, precision and recall from
+three markdown tables: each run at its last measured step (sample FID, precision and recall from
 N(0, I) and from each fitted prior it measured, the samples' checkerboard index, the
-reconstructions' FID), and the seeds table: per variant and prior, the seeds, the median and
+reconstructions' FID); per variant, the medians over seeds of what issue 48 chooses the
+preset by, for the samples of one sampler (`--sampler`, default gmm10): FID, KID, recall,
+sharpness ratio and checkerboard index; and the seeds table: per variant and prior, the seeds, the median and
 the worst final sample FID, and the share of seeds within 1.5x of the best seed's (the issue's
 measure of stability). All FIDs are in the domain feature space.
 """
@@ -27,6 +29,8 @@ from vaegan_jax import console
 
 _FOLDER = flags.DEFINE_string('folder', 'experiments/ablation_3000',
                               'Folder of VARIANT_sSEED.jsonl files.')
+_SAMPLER = flags.DEFINE_string('sampler', 'gmm10', "The samples of the third table: 'samples' "
+                               "for N(0, I)'s, or a fitted prior's label (gaussian, gmm10).")
 RUN_FILE = re.compile(r'(?P<variant>.+)_s(?P<seed>[0-9]+)\.jsonl')
 WITHIN = 1.5                 # a seed "trains" if its final sample FID is within 1.5x the best's
 QUALITY_KINDS = ('quality', 'quality_raw_decoder')     # a run's own, or the run without its EMA
@@ -65,6 +69,34 @@ def prior_name(sample_set: str) -> str:
   return 'N(0, I)' if sample_set == 'samples' else sample_set[len('samples_'):]
 
 
+SAMPLER_COLUMNS = (('fid_domain_{}', 'FID', '.0f'), ('kid_domain_{}', 'KID', '.3g'),
+                   ('recall_domain_{}', 'recall', '.2f'),
+                   ('sharpness_{}', 'sharpness ratio', '.2f'),
+                   ('checkerboard_{}', 'checkerboard', '.2f'))
+
+
+def sampler_table(runs: dict, sample_set: str) -> None:
+  """Per variant, the medians over its seeds (at each run's last step) of what issue 48 chooses
+  the preset by: the samples' FID, KID, recall, sharpness ratio (1.0: as sharp as the real
+  images) and checkerboard index, then the reconstructions' FID and sharpness ratio."""
+  print(f'Samples from {prior_name(sample_set)}, medians over seeds:')
+  print()
+  print('| variant | seeds | ' + ' | '.join(title for _, title, _ in SAMPLER_COLUMNS)
+        + ' | reconstruction FID | reconstruction sharpness |')
+  print('|---|---|' + '---|' * (len(SAMPLER_COLUMNS) + 2))
+  by_variant = collections.defaultdict(list)
+  for (variant, _), line in sorted(runs.items()):
+    by_variant[variant].append(line)
+  median = lambda lines, key, form: (
+      format(statistics.median(line[key] for line in lines), form)
+      if all(key in line for line in lines) else '-')
+  for variant, lines in by_variant.items():
+    cells = [median(lines, key.format(sample_set), form) for key, _, form in SAMPLER_COLUMNS]
+    cells += [median(lines, 'fid_domain_reconstructions', '.0f'),
+              median(lines, 'sharpness_reconstructions', '.2f')]
+    print(f'| {variant} | {len(lines)} | ' + ' | '.join(cells) + ' |')
+
+
 def main(argv: list[str]) -> None:
   del argv
   runs = {}
@@ -92,6 +124,8 @@ def main(argv: list[str]) -> None:
       by_variant[variant][prior_name(sample_set)].append(line[f'fid_domain_{sample_set}'])
     by_variant[variant]['reconstructions'].append(line['fid_domain_reconstructions'])
 
+  print()
+  sampler_table(runs, 'samples' if _SAMPLER.value == 'samples' else f'samples_{_SAMPLER.value}')
   print()
   print(f'| variant | samples from | seeds | median FID | worst FID | seeds within {WITHIN}x of '
         f'the best |')

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from tiny_runs import REPO, subprocess_env
@@ -313,3 +314,36 @@ def test_the_ablation_table_gives_each_variants_median_worst_and_share_of_seeds(
                             f'--folder={tmp_path}'], cwd=REPO, capture_output=True, text=True)
   assert refused.returncode != 0
   assert "kinds ['quality', 'quality_raw_decoder']; it needs those of one kind" in refused.stderr
+
+
+def test_the_ablation_tables_sampler_rows_are_medians_over_seeds(tmp_path):
+  for seed, (fid, sharpness) in enumerate([(90.0, 0.8), (80.0, 1.0), (300.0, 0.9)]):
+    line = {'step': 1000, 'kind': 'quality', 'fid_domain_reconstructions': 50.0 + seed,
+            'sharpness_reconstructions': 0.7, 'checkerboard_samples': 1.0}
+    for name in ('samples', 'samples_gaussian'):
+      line.update({f'fid_domain_{name}': fid, f'kid_domain_{name}': 0.01 * (seed + 1),
+                   f'precision_domain_{name}': 0.5, f'recall_domain_{name}': 0.1 * (seed + 1),
+                   f'sharpness_{name}': sharpness, f'checkerboard_{name}': 1.2})
+    (tmp_path / f'r1_s{seed}.jsonl').write_text(json.dumps(line) + '\n')
+  output = run([sys.executable, 'experiments/ablation_table.py', f'--folder={tmp_path}',
+                '--sampler=gaussian'])
+  assert 'Samples from gaussian, medians over seeds:' in output
+  assert '| r1 | 3 | 90 | 0.02 | 0.20 | 0.90 | 1.20 | 51 | 0.70 |' in output
+
+
+def test_the_digits_folder_prepares_as_an_image_folder_with_ten_attributes(tmp_path):
+  run([sys.executable, 'experiments/digits_folder.py', f'--out={tmp_path / "digits"}'])
+  labels = (tmp_path / 'digits' / 'labels.csv').read_text().splitlines()
+  assert labels[0] == 'path,' + ','.join(f'digit_{digit}' for digit in range(10))
+  assert len(labels) == 1 + 2 * 1797
+  assert all(row.split(',')[1:].count('1') == 1 for row in labels[1:])     # one class each
+  run([sys.executable, '-m', 'vaegan_jax.data.prepare', f'--image_folder={tmp_path / "digits"}',
+       f'--attributes_csv={tmp_path / "digits" / "labels.csv"}', f'--data_dir={tmp_path / "data"}',
+       '--name=digits', '--resolution=32', '--channels=1'])
+  from vaegan_jax.data import input_pipeline
+  test = input_pipeline.open_prepared(str(tmp_path / 'data'), 'digits', 32, 1, 'test')
+  assert len(test) == 1797 and test.image_shape == (32, 32, 1)
+  read = test.read([0, 1])
+  assert read['attributes'].sum(axis=1).tolist() == [1, 1]        # one class each
+  # prepare's blur and bicubic resize, not nearest-neighbour: more than 17 grey levels.
+  assert len(np.unique(test.read(range(50))['image'])) > 17
