@@ -25,6 +25,7 @@ from vaegan_jax import console, files, folders, ranges
 from vaegan_jax.configs import schema
 from vaegan_jax.data.dataset_layout import DataError
 from vaegan_jax.metrics import inception
+from vaegan_jax.model import priors
 from vaegan_jax.training import checkpoints, train, workdir_lock
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs',
@@ -69,7 +70,8 @@ PROGRAM = 'vaegan-train'
 # Failures the user can fix, said in one line (console.run_main).
 FAILURES = (schema.ConfigError, DataError, checkpoints.IncompatibleCheckpoint,
             checkpoints.UnusableCheckpoints, workdir_lock.WorkdirBusy, inception.WeightsError,
-            folders.FolderError, files.UnsafeFile, train.NonFiniteLoss)
+            folders.FolderError, files.UnsafeFile, train.NonFiniteLoss,
+            priors.PriorError)       # a kept fit of quality.sampler that is not one, on resume
 
 
 def main(argv: list[str]) -> None:
