@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from typing import Sequence
 
 import numpy as np
@@ -25,7 +24,7 @@ from vaegan_jax.analysis import attributes, runs
 from vaegan_jax.data import input_pipeline, prepared_documents, preprocess, sources
 from vaegan_jax.data.dataset_layout import DataError
 from vaegan_jax.model import priors
-from vaegan_jax.training import metric_writers
+from vaegan_jax.training import train
 
 MAX_SAMPLES = 64          # images in one sample grid
 MAX_INTERPOLATION = 32    # images along one interpolation
@@ -137,10 +136,11 @@ class Explorer:
 
   def status(self) -> str:
     """One line: the run, its step, the checkpoint loaded and its last FID."""
-    fid = last_fid(self.run.workdir)
+    quality = train.last_quality(folders.Folder(self.run.workdir),
+                                 self.run.config.quality.sampler)
     return (f'{self.run.workdir}: {self.run.config.model.kind} at step {self.run.step} '
             f'(checkpoint {os.path.join(self.run.workdir, "checkpoints", str(self.run.step))}); '
-            f'{fid}')
+            f'{quality}')
 
 
 # The frames the fixed crops were cut from: an upload is brought to its dataset's frame first.
@@ -229,18 +229,3 @@ def _checked_vectors(arrays: dict[str, np.ndarray], split: input_pipeline.Prepar
       or not all(0 <= c < len(split.attribute_names) for c in columns.tolist())):
     raise ExplorerError('its arrays are not the vectors and columns this run would write')
   return AttributeVectors(tuple(split.attribute_names[c] for c in columns), vectors, count)
-
-
-def last_fid(workdir: str) -> str:
-  """The run's last sample FID in its metrics.jsonl, in a few words."""
-  try:
-    records = metric_writers.read_records(os.path.join(workdir, metric_writers.JSONL_NAME))
-  except (OSError, ValueError):
-    return 'no metrics.jsonl'
-  measured = [record for record in records if record['kind'] == 'quality']
-  if not measured:
-    return 'no sample quality measured yet'
-  fids = {name: value for name, value in measured[-1].items()
-          if re.fullmatch(r'fid_[a-z]+_samples', name)}
-  return (f'last sample FID {next(iter(fids.values())):.4g} ({next(iter(fids))[4:]}, step '
-          f'{measured[-1]["step"]})' if fids else 'no sample FID measured yet')
