@@ -7,7 +7,6 @@ Without Chromium and ChromeDriver it fails, saying so: a skip would read as a pa
 """
 import io
 import json
-import os
 import shutil
 import socket
 import subprocess
